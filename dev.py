@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""Developer entry point for taskmill_django: run the tests, the demo site or the benchmarks.
+
+    python3 dev.py test [--quick] [pytest args...]  lint, then the suite on each reachable database
+    python3 dev.py demo                             example_project with a worker, on SQLite
+    python3 dev.py bench [args...]                  bench/run.py
+
+`--quick` skips MariaDB and the Django 6 stack (.venv-dj6, built with python3.12 when found;
+TASKMILL_SKIP_DJANGO6=1 skips it too). With CI set, an unreachable PostgreSQL is a failure.
+
+Standard library only, so it runs with any python3 >= 3.11 on a fresh machine: it builds `.venv`
+itself and reinstalls only when setup.cfg or pyproject.toml change.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_DJ6 = ROOT / ".venv-dj6"
+STAMP_NAME = ".taskmill-stamp"
+LINT_TARGETS = ["taskmill_django", "tests"]
+NO_TESTS_COLLECTED = 5
+DEMO_BANNER = """
+  admin:  http://127.0.0.1:8000/admin/   user admin, password admin
+  API:    http://127.0.0.1:8000/taskmill/api/
+  Ctrl-C stops the server and the worker.
+"""
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a command from the repository root and return its exit code."""
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+
+
+def python_in(venv: Path) -> Path:
+    """The interpreter inside a virtual environment."""
+    return venv / "bin" / "python"
+
+
+def ensure_venv(venv: Path, interpreter: str, extra: tuple[str, ...] = ()) -> Path | None:
+    """Create `venv` with `interpreter` if needed and install the package with its test extras.
+
+    The install is skipped when the stamp file holds the hash of the packaging files (and of
+    `extra`), so repeated runs start in a second. Returns the venv's python, or None on failure.
+    """
+    digest = hashlib.sha256("\n".join(extra).encode())
+    for name in ("setup.cfg", "pyproject.toml"):
+        path = ROOT / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    stamp = venv / STAMP_NAME
+    python = python_in(venv)
+    if not python.exists():
+        print(f"creating {venv.name} with {interpreter}")
+        if run([interpreter, "-m", "venv", str(venv)]) != 0:
+            print(f"ERROR: could not create {venv.name}")
+            return None
+    if stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
+        return python
+    print(f"installing taskmill-django[test] into {venv.name}")
+    if run([str(python), "-m", "pip", "install", "-q", "-e", ".[test]", *extra]) != 0:
+        print(f"ERROR: pip install into {venv.name} failed")
+        return None
+    stamp.write_text(digest.hexdigest() + "\n")
+    return python
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_postgres() -> bool:
+    """Make PostgreSQL reachable on 127.0.0.1:5432, starting the local cluster if there is one."""
+    if port_open(5432):
+        return True
+    conf = Path("/etc/postgresql")
+    if shutil.which("pg_ctlcluster") and conf.is_dir():
+        for version in sorted(p.name for p in conf.iterdir()):
+            print(f"starting PostgreSQL {version} (pg_ctlcluster)")
+            run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if port_open(5432):
+                return True
+            time.sleep(0.5)
+    return False
+
+
+def mariadb_ready(python: Path) -> bool:
+    """Whether MariaDB listens on 3306 and mysqlclient is importable (installed once on demand)."""
+    if not port_open(3306):
+        print("MariaDB not reachable on 127.0.0.1:3306: MariaDB run skipped")
+        return False
+    probe = [str(python), "-c", "import MySQLdb"]
+    if subprocess.run(probe, cwd=ROOT, capture_output=True, check=False).returncode == 0:
+        return True
+    if run([str(python), "-m", "pip", "install", "-q", "mysqlclient"]) == 0:
+        return True
+    print("WARNING: MariaDB run skipped: mysqlclient could not be installed")
+    return False
+
+
+def find_python312() -> str | None:
+    """A working python3.12 from PATH or pyenv; shims that cannot run are passed over."""
+    candidates = [shutil.which("python3.12")]
+    candidates += sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"), reverse=True)
+    for candidate in filter(None, candidates):
+        probe = [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 12))"]
+        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
+
+
+def lint(python: Path) -> bool:
+    """ruff check and ruff format --check over the package and the tests."""
+    ruff = str(python.parent / "ruff")
+    print("== ruff ==")
+    ok = run([ruff, "check", *LINT_TARGETS]) == 0
+    return run([ruff, "format", "--check", *LINT_TARGETS]) == 0 and ok
+
+
+def pytest(python: Path, db: str, label: str, args: list[str]) -> int:
+    """Run the suite against one database; 'no tests collected' counts as a failure."""
+    print(f"\n== tests on {label} ==", flush=True)
+    # pytest-django prefers DJANGO_SETTINGS_MODULE from the environment over pyproject.toml.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["TASKMILL_TEST_DB"] = db
+    code = run([str(python), "-m", "pytest", "-p", "no:cacheprovider", *args], env=env)
+    if code == NO_TESTS_COLLECTED:
+        print(f"no tests collected on {label}: counted as a failure")
+    return code
+
+
+def cmd_test(argv: list[str]) -> int:
+    """Lint, then run the suite on SQLite, PostgreSQL and, when available, MariaDB and Django 6."""
+    quick = "--quick" in argv
+    args = [a for a in argv if a != "--quick"]
+    python = ensure_venv(VENV, sys.executable)
+    if python is None:
+        return 1
+    results: dict[str, int | str] = {"ruff": 0 if lint(python) else 1}
+    if results["ruff"]:
+        print("ruff found problems (fix, or run `ruff format`); running the tests anyway")
+
+    results["sqlite"] = pytest(python, "sqlite", "sqlite", args)
+    has_postgres = ensure_postgres()
+    if has_postgres:
+        results["postgres"] = pytest(python, "postgres", "postgres", args)
+    elif os.environ.get("CI"):
+        print("ERROR: PostgreSQL is not reachable on 127.0.0.1:5432 and CI is set")
+        results["postgres"] = "unreachable"
+    else:
+        print("\nWARNING: PostgreSQL is not reachable on 127.0.0.1:5432: PostgreSQL run SKIPPED")
+        results["postgres"] = "skipped"
+
+    if not quick:
+        ready = mariadb_ready(python)
+        results["mariadb"] = pytest(python, "mariadb", "mariadb", args) if ready else "skipped"
+
+    python312 = None if quick or os.environ.get("TASKMILL_SKIP_DJANGO6") else find_python312()
+    dj6 = ensure_venv(VENV_DJ6, python312, ("Django>=6.0,<6.1",)) if python312 else None
+    if python312 and dj6 is None:
+        results["Django 6 venv"] = "install failed"
+    elif dj6 is not None:
+        results["sqlite (Django 6)"] = pytest(dj6, "sqlite", "sqlite (Django 6)", args)
+        if has_postgres:
+            results["postgres (Django 6)"] = pytest(dj6, "postgres", "postgres (Django 6)", args)
+    elif not quick:
+        print("Django 6 stack skipped (no working python3.12, or TASKMILL_SKIP_DJANGO6 is set)")
+
+    print("\n== summary ==")
+    for name, status in results.items():
+        verdict = status if isinstance(status, str) else "ok" if status == 0 else "FAILED"
+        print(f"  {name:<22} {verdict}" + ("" if isinstance(status, str) else f" (exit {status})"))
+    return 1 if any(status not in (0, "skipped") for status in results.values()) else 0
+
+
+def stop(process: subprocess.Popen[bytes], name: str) -> None:
+    """SIGTERM a child, give it 10 s to shut down gracefully, then kill it."""
+    if process.poll() is not None:
+        return
+    print(f"stopping {name} (pid {process.pid})")
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        print(f"{name} did not stop within 10 s: killing it")
+        process.kill()
+        process.wait()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_demo(argv: list[str]) -> int:
+    """Migrate example_project, seed an admin user and demo tasks, then serve it with a worker."""
+    python = ensure_venv(VENV, sys.executable)
+    if python is None:
+        return 1
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"}
+    manage = [str(python), "manage.py"]
+    create_admin = (
+        "from django.contrib.auth import get_user_model\n"
+        "User = get_user_model()\n"
+        "if not User.objects.filter(**{User.USERNAME_FIELD: 'admin'}).exists():\n"
+        "    User.objects.create_superuser('admin', 'admin@example.com', 'admin')\n"
+    )
+    for step in (["migrate", "--noinput"], ["shell", "-c", create_admin], ["taskmill_demo"]):
+        if run(manage + step, env=env) != 0:
+            return 1
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
+    # Own session: Ctrl-C reaches only the server and us, and the worker gets exactly one SIGTERM.
+    worker = subprocess.Popen(
+        [*manage, "runtaskmill", "--concurrency", "4"], cwd=ROOT, env=env, start_new_session=True
+    )
+    print(DEMO_BANNER, flush=True)
+    server = subprocess.Popen(
+        [*manage, "runserver", "127.0.0.1:8000", "--noreload"], cwd=ROOT, env=env
+    )
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        # A second Ctrl-C must not orphan the worker; stop() is bounded to about 10 s per child.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        stop(server, "server")
+        stop(worker, "worker")
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """Run bench/run.py in the project venv, passing the arguments through."""
+    python = ensure_venv(VENV, sys.executable)
+    if python is None:
+        return 1
+    return run([str(python), "bench/run.py", *argv])
+
+
+COMMANDS = {"test": cmd_test, "demo": cmd_demo, "bench": cmd_bench}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch to a subcommand."""
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

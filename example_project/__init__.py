@@ -1,0 +1,1 @@
+"""A runnable demo site for taskmill_django: `python3 dev.py demo`."""

@@ -1,0 +1,1 @@
+"""Demo tasks and the `taskmill_demo` command that submits them."""

@@ -1,0 +1,47 @@
+"""taskmill_django: a priority-aware, cluster-safe task scheduler in your Django database.
+
+Public names only; importing this package loads no models, so it is safe in settings and
+in ``tasks.py`` modules.
+"""
+
+from .context import TaskContext
+from .domain import Domain, TaskDefinition
+from .enums import DependencyFailurePolicy, DuplicateStrategy, HistoryStatus, Priority, TaskStatus
+from .exceptions import (
+    DomainNotRegistered,
+    DuplicateTaskError,
+    PermanentError,
+    RetryableError,
+    TaskmillError,
+    TaskNotFound,
+    UnknownTaskType,
+    ValidationError,
+)
+from .records import IoBudget, SubmitOutcome, TaskLookup, TypeStats
+from .retry import RetryPolicy
+from .scheduler import scheduler
+
+__all__ = [
+    "DependencyFailurePolicy",
+    "Domain",
+    "DomainNotRegistered",
+    "DuplicateStrategy",
+    "DuplicateTaskError",
+    "HistoryStatus",
+    "IoBudget",
+    "PermanentError",
+    "Priority",
+    "RetryPolicy",
+    "RetryableError",
+    "SubmitOutcome",
+    "TaskContext",
+    "TaskDefinition",
+    "TaskLookup",
+    "TaskNotFound",
+    "TaskStatus",
+    "TaskmillError",
+    "TypeStats",
+    "UnknownTaskType",
+    "ValidationError",
+    "scheduler",
+]

@@ -1,0 +1,1 @@
+"""REST API (the only package importing rest_framework and django_filters)."""

@@ -1,0 +1,89 @@
+"""One typed settings object over ``settings.TASKMILL``.
+
+Every module reads configuration through ``app_settings``; it is rebuilt when Django's
+``setting_changed`` fires (tests use ``override_settings``), so nothing caches stale values.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # Cluster-wide cap on running tasks (None = unlimited; each worker's --concurrency is local).
+    "MAX_CONCURRENCY": None,
+    # Retries before a task is dead-lettered, when its RetryPolicy does not say.
+    "MAX_RETRIES": 3,
+    # Submissions at or above this priority (numerically <=) preempt lower-priority work.
+    "PREEMPT_PRIORITY": 0,
+    # Seconds an idle worker sleeps between polls (SQLite, or PostgreSQL as a safety net).
+    "POLL_INTERVAL": 1.0,
+    # Seconds a worker waits for running tasks on SIGTERM before releasing them.
+    "SHUTDOWN_TIMEOUT": 30.0,
+    # Default TTL in seconds for tasks that set none (None = no expiry).
+    "DEFAULT_TTL": None,
+    "EXPIRY_SWEEP_INTERVAL": 30.0,
+    # History retention: {"max_count": int | None, "max_age_days": float | None} or None.
+    "RETENTION": None,
+    # Apply RETENTION every N completions seen by a worker.
+    "PRUNE_INTERVAL": 1000,
+    # Seconds between worker heartbeats; a worker silent for LEASE_TIMEOUT loses its tasks.
+    "HEARTBEAT_INTERVAL": 5.0,
+    "LEASE_TIMEOUT": 60.0,
+    # A task rescued from dead workers this many times is dead-lettered (crash-loop guard).
+    "MAX_RESCUES": 5,
+    # Tasks claimed per claim transaction at most.
+    "CLAIM_BATCH_SIZE": 100,
+    # Minimum seconds between persisted progress writes of one task.
+    "PROGRESS_INTERVAL": 1.0,
+    "GROUP_CONCURRENCY": {},
+    "DEFAULT_GROUP_CONCURRENCY": None,
+    "RATE_LIMITS": {},
+    "GROUP_RATE_LIMITS": {},
+    "GROUP_WEIGHTS": {},
+    "DEFAULT_GROUP_WEIGHT": 1,
+    "GROUP_MINIMUM_SLOTS": {},
+    "PRIORITY_AGING": None,
+    "PRESSURE_SOURCES": [],
+    "THROTTLE_POLICY": None,
+    "RESOURCE_MONITORING": False,
+    "SCHEDULES": {},
+    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+
+class AppSettings:
+    """Attribute access to TASKMILL settings with defaults; unknown names raise AttributeError."""
+
+    def __init__(self) -> None:
+        self._user: dict[str, Any] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        self._user = dict(getattr(settings, "TASKMILL", None) or {})
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown TASKMILL setting {name!r}")
+        return self._user.get(name, DEFAULTS[name])
+
+    def user_keys(self) -> set[str]:
+        """Keys the project set, for the system check that flags typos."""
+        return set(self._user)
+
+    @property
+    def lease_timeout(self) -> timedelta:
+        return timedelta(seconds=float(self.LEASE_TIMEOUT))
+
+
+app_settings = AppSettings()
+
+
+@receiver(setting_changed)
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TASKMILL":
+        app_settings.reload()

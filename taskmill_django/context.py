@@ -1,0 +1,101 @@
+"""TaskContext: what task code receives as its first argument."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import registry
+
+if TYPE_CHECKING:
+    from .domain import Domain
+    from .models import Task
+
+
+class Progress:
+    """Progress reports kept in memory; the worker persists them on its heartbeat (throttled),
+    so reporting is cheap, never blocks on the database, and is safe from async code."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fraction: float | None = None
+        self.message: str = ""
+        self.bytes_done: int | None = None
+        self.bytes_total: int | None = None
+        self.changed_at: float = 0.0
+        self.saved_at: float = 0.0
+
+    def report(self, fraction: float, message: str | None = None) -> None:
+        """Report completion as a fraction in 0..1 (clamped) with an optional message."""
+        with self._lock:
+            self.fraction = min(max(float(fraction), 0.0), 1.0)
+            if message is not None:
+                self.message = str(message)[:255]
+            self.changed_at = time.monotonic()
+
+    def report_fraction(self, done: int, total: int, message: str | None = None) -> None:
+        self.report(done / total if total else 0.0, message)
+
+    def report_bytes(self, done: int, total: int, message: str | None = None) -> None:
+        with self._lock:
+            self.bytes_done, self.bytes_total = int(done), int(total)
+        self.report_fraction(done, total, message)
+
+    def take_unsaved(self) -> dict[str, Any] | None:
+        """The fields to persist if something changed since the last save, else None."""
+        with self._lock:
+            if self.changed_at <= self.saved_at:
+                return None
+            self.saved_at = time.monotonic()
+            return {"progress": self.fraction, "progress_message": self.message}
+
+
+class TaskContext:
+    """Handed to every task function: the row, cancellation, progress and IO accounting."""
+
+    def __init__(self, record: Task, domain: Domain | None) -> None:
+        self.record = record
+        self.domain = domain
+        self.progress = Progress()
+        self._cancelled = threading.Event()
+        self.cancel_reason: str = ""
+        self.io: dict[str, int] = {
+            "read_bytes": 0,
+            "write_bytes": 0,
+            "net_rx_bytes": 0,
+            "net_tx_bytes": 0,
+        }
+
+    @property
+    def task_id(self) -> int:
+        return self.record.id
+
+    def is_cancelled(self) -> bool:
+        """True once the task was cancelled, preempted, or its worker is shutting down."""
+        return self._cancelled.is_set()
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancelled.is_set():
+            self.cancel_reason = reason
+            self._cancelled.set()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early on cancellation; returns is_cancelled()."""
+        return self._cancelled.wait(timeout)
+
+    def record_read_bytes(self, n: int) -> None:
+        self.io["read_bytes"] += int(n)
+
+    def record_write_bytes(self, n: int) -> None:
+        self.io["write_bytes"] += int(n)
+
+    def record_net_rx_bytes(self, n: int) -> None:
+        self.io["net_rx_bytes"] += int(n)
+
+    def record_net_tx_bytes(self, n: int) -> None:
+        self.io["net_tx_bytes"] += int(n)
+
+    def state(self, name: str) -> Any:
+        """Shared application state registered with ``scheduler.register_state(name, value)``."""
+        return registry.get_state(name)

@@ -1,0 +1,83 @@
+"""Named values shared by every layer: priorities, statuses and policies."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Priority(models.IntegerChoices):
+    """Priority tiers (0..255, lower runs first). Any integer in range is valid."""
+
+    REALTIME = 0, "realtime"
+    HIGH = 64, "high"
+    NORMAL = 128, "normal"
+    BACKGROUND = 192, "background"
+    IDLE = 255, "idle"
+
+    @classmethod
+    def tier_of(cls, value: int) -> Priority:
+        """The named tier a raw priority falls in (the highest tier not above it)."""
+        tier = cls.REALTIME
+        for member in cls:
+            if value >= member.value:
+                tier = member
+        return tier
+
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 255
+
+
+class TaskStatus(models.TextChoices):
+    """Statuses of a row in the active table."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    BLOCKED = "blocked"
+    WAITING = "waiting"
+
+
+class HistoryStatus(models.TextChoices):
+    """Terminal statuses; rows with these live only in history."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD_LETTER = "dead_letter"
+    CANCELLED = "cancelled"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"
+    DEPENDENCY_FAILED = "dependency_failed"
+
+
+class DuplicateStrategy(models.TextChoices):
+    """What a submission does when its dedup key is already occupied."""
+
+    SKIP = "skip"
+    SUPERSEDE = "supersede"
+    REJECT = "reject"
+
+
+class DependencyFailurePolicy(models.TextChoices):
+    """What happens to a blocked task when one of its dependencies fails."""
+
+    CANCEL = "cancel"
+    FAIL = "fail"
+    IGNORE = "ignore"
+
+
+class TtlFrom(models.TextChoices):
+    """Which clock a task's TTL runs from."""
+
+    SUBMISSION = "submission"
+    FIRST_ATTEMPT = "first_attempt"
+
+
+class OutcomeKind(models.TextChoices):
+    """The result of one submission (see SubmitOutcome)."""
+
+    INSERTED = "inserted"
+    DUPLICATE = "duplicate"
+    UPGRADED = "upgraded"
+    REQUEUED = "requeued"
+    SUPERSEDED = "superseded"

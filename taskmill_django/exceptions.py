@@ -1,0 +1,55 @@
+"""Exceptions raised by taskmill_django. Messages say what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class TaskmillError(Exception):
+    """Base class of every error this app raises on purpose."""
+
+
+class ValidationError(TaskmillError, ValueError):
+    """Bad input at a public entry point; ``field`` names the offending argument."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class DomainNotRegistered(TaskmillError, LookupError):
+    """``scheduler.domain(name)`` was asked for a domain nobody declared."""
+
+
+class UnknownTaskType(ValidationError):
+    """A task type name that no ``@domain.task`` registered."""
+
+    def __init__(self, task_type: str) -> None:
+        super().__init__(
+            "task_type",
+            f"unknown task type {task_type!r}; declare it with @domain.task in an app's tasks.py",
+        )
+
+
+class DuplicateTaskError(TaskmillError):
+    """A ``duplicate="reject"`` submission found its key occupied by an active task."""
+
+    def __init__(self, key: str, existing_id: int) -> None:
+        self.key = key
+        self.existing_id = existing_id
+        super().__init__(f"a task with key {key!r} is already active (id {existing_id})")
+
+
+class TaskNotFound(TaskmillError, LookupError):
+    """No active or historical task has the given id."""
+
+
+class RetryableError(Exception):
+    """Raise from task code to ask for a retry under the task's RetryPolicy."""
+
+
+class PermanentError(Exception):
+    """Raise from task code to fail the task at once, without retries."""
+
+
+class LeaseLost(TaskmillError):
+    """A worker tried to write the outcome of a task it no longer owns (fenced off)."""

@@ -1,0 +1,128 @@
+"""Run one claimed task and classify how the attempt ended. Never touches the database itself:
+the dispatcher writes the returned Outcome in a batch, fenced by the lease."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback as tb
+from typing import Any
+
+from django.db import close_old_connections
+
+from . import registry
+from .context import TaskContext
+from .domain import TaskDefinition
+from .enums import HistoryStatus
+from .exceptions import PermanentError
+from .models import Task
+from .retry import RetryPolicy
+from .store import lifecycle
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN = "shutdown"
+PREEMPTED = "preempted"
+
+
+def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:
+    definition = registry.find_task(task.task_type)
+    return TaskContext(task, definition.domain if definition else None), definition
+
+
+def run_sync(task: Task, ctx: TaskContext, definition: TaskDefinition | None) -> lifecycle.Outcome:
+    """Run a sync task function in the calling (pool) thread."""
+    started = time.monotonic()
+    close_old_connections()
+    try:
+        if definition is None:
+            raise PermanentError(f"unknown task type {task.task_type!r}: not registered here")
+        result = definition.func(ctx, **task.payload)
+    except BaseException as exc:
+        outcome = classify_failure(task, ctx, definition, exc)
+    else:
+        outcome = success(task, ctx, result)
+    finally:
+        close_old_connections()
+    return finish(outcome, ctx, started)
+
+
+async def run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) -> lifecycle.Outcome:
+    """Run an ``async def`` task on the worker's event loop."""
+    started = time.monotonic()
+    try:
+        result = await definition.func(ctx, **task.payload)
+    except asyncio.CancelledError as exc:
+        outcome = classify_failure(task, ctx, definition, exc)
+    except Exception as exc:
+        outcome = classify_failure(task, ctx, definition, exc)
+    else:
+        outcome = success(task, ctx, result)
+    return finish(outcome, ctx, started)
+
+
+def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:
+    """Call the task's ``on_cancel`` hook (sync hooks only run here; errors are logged)."""
+    hook = definition.on_cancel_func if definition else None
+    if hook is None:
+        return
+    try:
+        result = hook(ctx, **ctx.record.payload)
+        if asyncio.iscoroutine(result):
+            result.close()
+            logger.warning(
+                "on_cancel of %s is async; only sync hooks are supported", ctx.record.task_type
+            )
+    except Exception:
+        logger.exception("on_cancel hook failed task_id=%s", ctx.record.id)
+
+
+def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        logger.warning("task_id=%s returned a value that is not JSON; it is not stored", task.id)
+        result = None
+    return lifecycle.Outcome(
+        task.id, task.lease_token, lifecycle.COMPLETED, task.task_type, result=result
+    )
+
+
+def classify_failure(
+    task: Task, ctx: TaskContext, definition: TaskDefinition | None, exc: BaseException
+) -> lifecycle.Outcome:
+    error = f"{type(exc).__name__}: {exc}"[:4000]
+    trace = "".join(tb.format_exception(exc))[-20000:]
+    base = lifecycle.Outcome(task.id, task.lease_token, "", task.task_type, error, trace)
+    if ctx.is_cancelled() and ctx.cancel_reason in (SHUTDOWN, PREEMPTED):
+        # Interrupted, not failed: back to pending without spending a retry.
+        base.kind = lifecycle.RELEASE
+    elif ctx.is_cancelled():
+        base.kind = ctx.cancel_reason or HistoryStatus.CANCELLED
+    elif isinstance(exc, PermanentError):
+        base.kind = lifecycle.FAILED
+    elif task.retry_count < task.max_retries:
+        policy = (definition.retry if definition else None) or RetryPolicy.constant(
+            task.max_retries, 0
+        )
+        base.kind = lifecycle.RETRY
+        base.retry_delay = policy.delay_for(task.retry_count + 1)
+    else:
+        base.kind = lifecycle.DEAD_LETTER
+    if base.kind in (lifecycle.FAILED, lifecycle.DEAD_LETTER, lifecycle.RETRY):
+        logger.warning(
+            "task failed task_id=%s type=%s outcome=%s error=%s",
+            task.id,
+            task.task_type,
+            base.kind,
+            error,
+        )
+    return base
+
+
+def finish(outcome: lifecycle.Outcome, ctx: TaskContext, started: float) -> lifecycle.Outcome:
+    outcome.duration_ms = int((time.monotonic() - started) * 1000)
+    outcome.io = {k: v for k, v in ctx.io.items() if v}
+    return outcome

@@ -1,0 +1,272 @@
+"""TaskStore and DomainHandle: the query API of SPEC §3, thin wrappers over store functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from . import registry
+from .enums import HistoryStatus, TaskStatus
+from .exceptions import TaskNotFound, ValidationError
+from .models import Task, TaskHistory, Worker
+from .records import IoTotals, RunningTask, Snapshot, SubmitOutcome, TypeStats, WorkerInfo
+from .store import cancel as cancel_store
+from .store import maintenance, queries
+from .store.queries import EVERYTHING
+from .store.submit import submit_tasks
+
+if TYPE_CHECKING:
+    from .domain import Domain
+
+
+class TaskStore:
+    """Unscoped queries over every domain (``scheduler.store()``)."""
+
+    scope: Q = EVERYTHING
+
+    def running_tasks(self) -> list[Task]:
+        return queries.running_tasks(self.scope)
+
+    def running_count(self) -> int:
+        return queries.count(TaskStatus.RUNNING, self.scope)
+
+    def pending_tasks(self, limit: int = 100) -> list[Task]:
+        return queries.pending_tasks(limit, self.scope)
+
+    def pending_count(self) -> int:
+        return queries.count(TaskStatus.PENDING, self.scope)
+
+    def pending_by_type(self, task_type: str) -> list[Task]:
+        return queries.tasks_with_status(TaskStatus.PENDING, self.scope & Q(task_type=task_type))
+
+    def paused_tasks(self) -> list[Task]:
+        return queries.tasks_with_status(TaskStatus.PAUSED, self.scope)
+
+    def paused_count(self) -> int:
+        return queries.count(TaskStatus.PAUSED, self.scope)
+
+    def blocked_tasks(self) -> list[Task]:
+        return queries.tasks_with_status(TaskStatus.BLOCKED, self.scope)
+
+    def blocked_count(self) -> int:
+        return queries.count(TaskStatus.BLOCKED, self.scope)
+
+    def task_by_id(self, task_id: int) -> Task | None:
+        return Task.objects.filter(self.scope, id=task_id).first()
+
+    def task_by_key(self, key: str) -> Task | None:
+        return Task.objects.filter(self.scope, key=key).first()
+
+    def running_io_totals(self) -> IoTotals:
+        return queries.running_io_totals(self.scope)
+
+    def task_dependencies(self, task_id: int) -> list[int]:
+        return queries.task_dependencies(task_id)
+
+    def task_dependents(self, task_id: int) -> list[int]:
+        return queries.task_dependents(task_id)
+
+    def history(self, limit: int = 100, offset: int = 0) -> list[TaskHistory]:
+        return queries.history(limit, offset, self.scope)
+
+    def history_by_type(self, task_type: str, limit: int = 100) -> list[TaskHistory]:
+        return queries.history_by_type(task_type, limit)
+
+    def history_by_key(self, key: str) -> list[TaskHistory]:
+        return queries.history_by_key(key)
+
+    def failed_tasks(self, limit: int = 100) -> list[TaskHistory]:
+        return queries.failed_tasks(limit, self.scope)
+
+    def history_stats(self, task_type: str) -> TypeStats:
+        return queries.history_stats(task_type)
+
+    def avg_throughput(self, task_type: str, limit: int = 100) -> float:
+        return queries.avg_throughput(task_type, limit)
+
+    def next_run_after(self) -> datetime | None:
+        return queries.next_run_after()
+
+    def recurring_schedules(self) -> list[Any]:
+        return []
+
+    def prune_history_by_count(self, keep: int) -> int:
+        return maintenance.prune_history_by_count(keep)
+
+    def prune_history_by_age(self, days: float) -> int:
+        return maintenance.prune_history_by_age(days)
+
+
+def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
+    return [
+        RunningTask(
+            t.id,
+            t.task_type,
+            t.label,
+            t.priority,
+            str(t.worker_id) if t.worker_id else None,
+            t.started_at,
+            t.progress,
+            t.progress_message,
+        )
+        for t in queries.running_tasks(scope)
+    ]
+
+
+def worker_infos() -> list[WorkerInfo]:
+    from .conf import app_settings
+
+    rows = Worker.objects.annotate(now=Now()).order_by("name")
+    infos = []
+    for w in rows:
+        age = max((w.now - w.heartbeat_at).total_seconds(), 0.0)
+        infos.append(
+            WorkerInfo(
+                str(w.id),
+                w.name,
+                w.hostname,
+                w.pid,
+                w.concurrency,
+                w.running_count,
+                age,
+                age < float(app_settings.LEASE_TIMEOUT),
+            )
+        )
+    return infos
+
+
+def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot:
+    from .conf import app_settings
+
+    counts = queries.counts_by_domain()
+    if domain is not None:
+        counts = {domain: counts.get(domain, {})}
+    totals: dict[str, int] = {}
+    for per_status in counts.values():
+        for status, n in per_status.items():
+            totals[status] = totals.get(status, 0) + n
+    return Snapshot(
+        running=running_records(scope),
+        pending_count=totals.get(TaskStatus.PENDING, 0),
+        running_count=totals.get(TaskStatus.RUNNING, 0),
+        paused_count=totals.get(TaskStatus.PAUSED, 0),
+        blocked_count=totals.get(TaskStatus.BLOCKED, 0),
+        waiting_count=totals.get(TaskStatus.WAITING, 0),
+        max_concurrency=app_settings.MAX_CONCURRENCY,
+        is_paused=False,
+        counts_by_domain=counts,
+        workers=worker_infos(),
+    )
+
+
+class DomainHandle(TaskStore):
+    """Queries and control scoped to one domain (``scheduler.domain("media")``)."""
+
+    def __init__(self, domain: Domain) -> None:
+        self._domain = domain
+        self.name = domain.name
+        self.scope = Q(domain=domain.name)
+
+    def __repr__(self) -> str:
+        return f"<DomainHandle {self.name}>"
+
+    def snapshot(self) -> Snapshot:
+        return build_snapshot(self.scope, self.name)
+
+    def active_tasks(self) -> list[Task]:
+        return list(Task.objects.filter(self.scope).order_by("priority", "id"))
+
+    def estimated_progress(self) -> dict[int, float]:
+        """Reported progress per running task (extrapolation from history comes later)."""
+        return {t.id: t.progress or 0.0 for t in self.running_tasks()}
+
+    def byte_progress(self) -> dict[int, tuple[int, int]]:
+        return {
+            t.id: (t.read_bytes + t.write_bytes, t.expected_read_bytes + t.expected_write_bytes)
+            for t in self.running_tasks()
+        }
+
+    def dead_letter_tasks(self, limit: int = 100, offset: int = 0) -> list[TaskHistory]:
+        return list(
+            TaskHistory.objects.dead_letter()
+            .filter(self.scope)
+            .newest_first()[offset : offset + limit]
+        )
+
+    def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        return retry_dead_letter(history_id, self.scope)
+
+    def task_ids_by_tags(self, filters: Mapping[str, str], status: str | None = None) -> list[int]:
+        return queries.task_ids_by_tags(dict(filters), status, self.scope)
+
+    def count_by_tag(self, key: str, status: str | None = None) -> dict[str, int]:
+        return queries.count_by_tag(key, status, self.scope)
+
+    def tag_values(self, key: str) -> list[str]:
+        return queries.tag_values(key, self.scope)
+
+    def tag_keys_by_prefix(self, prefix: str) -> list[str]:
+        return queries.tag_keys_by_prefix(prefix, self.scope)
+
+    def task_ids_by_tag_key_prefix(self, prefix: str, status: str | None = None) -> list[int]:
+        return queries.task_ids_by_tag_key_prefix(prefix, status, self.scope)
+
+    def count_by_tag_key_prefix(self, prefix: str, status: str | None = None) -> int:
+        return queries.count_by_tag_key_prefix(prefix, status, self.scope)
+
+    def cancel(self, task_id: int) -> bool:
+        return cancel_store.cancel_matching(self.scope & Q(id=task_id)) > 0
+
+    def cancel_all(self) -> int:
+        return cancel_store.cancel_matching(self.scope)
+
+    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> int:
+        return cancel_where(condition, self.scope)
+
+    def cancel_by_tag_key_prefix(self, prefix: str) -> int:
+        ids = self.task_ids_by_tag_key_prefix(prefix)
+        return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+
+    def submit(self, short_type: str, payload: Mapping[str, Any], **options: Any) -> SubmitOutcome:
+        definition = registry.get_task(f"{self.name}::{short_type}")
+        return definition.using(**options).submit(**payload)
+
+
+def cancel_where(condition: Q | Callable[[Task], bool], scope: Q = EVERYTHING) -> int:
+    """Cancel tasks matching a ``Q`` (evaluated in SQL) or a predicate over rows (in Python)."""
+    if isinstance(condition, Q):
+        return cancel_store.cancel_matching(scope & condition)
+    if not callable(condition):
+        raise ValidationError("condition", "must be a Q object or a callable taking a Task")
+    ids = [t.id for t in Task.objects.filter(scope).iterator() if condition(t)]
+    return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+
+
+def retry_dead_letter(history_id: int, scope: Q = EVERYTHING) -> SubmitOutcome:
+    """Submit a dead-letter entry again (same type, payload, key, priority, tags, group)."""
+    with transaction.atomic():
+        entry = (
+            TaskHistory.objects.select_for_update()
+            .filter(scope, id=history_id, status=HistoryStatus.DEAD_LETTER)
+            .first()
+        )
+        if entry is None:
+            raise TaskNotFound(f"no dead-letter entry with id {history_id}")
+        definition = registry.get_task(entry.task_type)
+        new = definition.build(entry.payload, definition.using().options)
+        from dataclasses import replace
+
+        new = replace(
+            new,
+            key=entry.key,
+            label=entry.label,
+            priority=entry.priority,
+            group_key=entry.group_key,
+            tags=queries.history_tags(entry.id),
+        )
+        return submit_tasks([new])[0]

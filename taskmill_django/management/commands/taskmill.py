@@ -1,0 +1,71 @@
+"""``manage.py taskmill status|prune|retry|cancel``: operator commands over the query API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from taskmill_django import scheduler
+from taskmill_django.exceptions import TaskmillError
+
+
+class Command(BaseCommand):
+    help = "Inspect and steer the taskmill queue."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("status", help="Counts per domain and status, and live workers.")
+        prune = sub.add_parser("prune", help="Delete old history.")
+        prune.add_argument("--keep", type=int, help="Keep the newest N rows.")
+        prune.add_argument("--days", type=float, help="Delete rows older than N days.")
+        retry = sub.add_parser("retry", help="Re-submit dead-letter entries.")
+        retry.add_argument("history_ids", nargs="+", type=int)
+        cancel = sub.add_parser("cancel", help="Cancel active tasks by id.")
+        cancel.add_argument("task_ids", nargs="+", type=int)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, f"do_{options['action']}")(options)
+        except TaskmillError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def do_status(self, options: dict[str, Any]) -> None:
+        snap = scheduler.snapshot()
+        self.stdout.write(
+            f"pending={snap.pending_count} running={snap.running_count} "
+            f"paused={snap.paused_count} blocked={snap.blocked_count} waiting={snap.waiting_count}"
+        )
+        for domain, counts in sorted(snap.counts_by_domain.items()):
+            parts = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+            self.stdout.write(f"  {domain}: {parts}")
+        for w in snap.workers:
+            state = "alive" if w.is_alive else "silent"
+            self.stdout.write(
+                f"worker {w.name} {state} running={w.running_count}/{w.concurrency} "
+                f"heartbeat={w.heartbeat_age_seconds:.1f}s ago"
+            )
+
+    def do_prune(self, options: dict[str, Any]) -> None:
+        keep, days = options.get("keep"), options.get("days")
+        if keep is None and days is None:
+            raise CommandError("prune needs --keep N and/or --days N")
+        if (keep is not None and keep < 0) or (days is not None and days < 0):
+            raise CommandError("--keep and --days must be >= 0")
+        store = scheduler.store()
+        deleted = 0
+        if days is not None:
+            deleted += store.prune_history_by_age(days)
+        if keep is not None:
+            deleted += store.prune_history_by_count(keep)
+        self.stdout.write(f"deleted {deleted} history rows")
+
+    def do_retry(self, options: dict[str, Any]) -> None:
+        for history_id in options["history_ids"]:
+            outcome = scheduler.retry_dead_letter(history_id)
+            self.stdout.write(f"{history_id}: {outcome.kind} as task {outcome.id}")
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        for task_id in options["task_ids"]:
+            done = scheduler.cancel(task_id)
+            self.stdout.write(f"{task_id}: {'cancelled' if done else 'not active'}")

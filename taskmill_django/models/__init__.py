@@ -1,0 +1,16 @@
+"""Models of taskmill_django: thin rows plus QuerySets that name states."""
+
+from .cluster import PausedGroup, SchedulerSetting, Worker
+from .history import TaskHistory, TaskHistoryTag
+from .task import Task, TaskDependency, TaskTag
+
+__all__ = [
+    "PausedGroup",
+    "SchedulerSetting",
+    "Task",
+    "TaskDependency",
+    "TaskHistory",
+    "TaskHistoryTag",
+    "TaskTag",
+    "Worker",
+]

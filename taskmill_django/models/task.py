@@ -1,0 +1,159 @@
+"""The active table: pending, running, paused, blocked and waiting tasks.
+
+Terminal tasks are moved to history in the transaction that finishes them, so this table stays
+small and its dispatch index stays hot.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from ..enums import DependencyFailurePolicy, TaskStatus, TtlFrom
+
+
+class TaskQuerySet(models.QuerySet["Task"]):
+    def pending(self) -> TaskQuerySet:
+        return self.filter(status=TaskStatus.PENDING)
+
+    def running(self) -> TaskQuerySet:
+        return self.filter(status=TaskStatus.RUNNING)
+
+    def claimable(self) -> TaskQuerySet:
+        """Pending rows whose ``run_after`` has come, by the database clock."""
+        return self.filter(status=TaskStatus.PENDING).filter(
+            Q(run_after__isnull=True) | Q(run_after__lte=Now())
+        )
+
+    def in_dispatch_order(self) -> TaskQuerySet:
+        """Priority first (lower runs first), then FIFO by id."""
+        return self.order_by("priority", "id")
+
+    def for_domain(self, domain: str) -> TaskQuerySet:
+        return self.filter(domain=domain)
+
+
+class Task(models.Model):
+    """One unit of work that has not reached a terminal state."""
+
+    task_type = models.CharField(max_length=200, help_text="Qualified type, domain::name.")
+    domain = models.CharField(max_length=100)
+    key = models.CharField(max_length=64, unique=True, help_text="Dedup key (SHA-256 hex).")
+    label = models.CharField(max_length=255, blank=True, default="")
+    priority = models.PositiveSmallIntegerField(default=128)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    payload = models.JSONField(default=dict)
+    group_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = ungrouped
+    parent_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    fail_fast = models.BooleanField(default=True)
+    on_dependency_failure = models.CharField(
+        max_length=8,
+        choices=DependencyFailurePolicy.choices,
+        default=DependencyFailurePolicy.CANCEL,
+    )
+    retry_count = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=3)
+    rescue_count = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    run_after = models.DateTimeField(null=True, blank=True)
+    ttl_seconds = models.FloatField(null=True, blank=True)
+    ttl_from = models.CharField(max_length=16, choices=TtlFrom.choices, default=TtlFrom.SUBMISSION)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_started_at = models.DateTimeField(null=True, blank=True)
+    lease_token = models.UUIDField(null=True, blank=True)
+    worker_id = models.UUIDField(null=True, blank=True)
+    cancel_reason = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        help_text="Set to request cancellation of a running task; the terminal status to record.",
+    )
+    has_requeue = models.BooleanField(default=False)
+    requeue_priority = models.PositiveSmallIntegerField(null=True, blank=True)
+    pause_reason = models.CharField(max_length=64, blank=True, default="")
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=255, blank=True, default="")
+    progress_at = models.DateTimeField(null=True, blank=True)
+    read_bytes = models.BigIntegerField(default=0)
+    write_bytes = models.BigIntegerField(default=0)
+    net_rx_bytes = models.BigIntegerField(default=0)
+    net_tx_bytes = models.BigIntegerField(default=0)
+    expected_read_bytes = models.BigIntegerField(default=0)
+    expected_write_bytes = models.BigIntegerField(default=0)
+    expected_net_rx_bytes = models.BigIntegerField(default=0)
+    expected_net_tx_bytes = models.BigIntegerField(default=0)
+    memo = models.JSONField(null=True, blank=True)
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        db_table = "taskmill_task"
+        ordering = ("priority", "id")
+        indexes = (
+            # The claim query walks this index: WHERE status='pending' ORDER BY priority, id.
+            models.Index(fields=["status", "priority", "id"], name="taskmill_task_dispatch"),
+            models.Index(
+                fields=["run_after"],
+                name="taskmill_task_run_after",
+                condition=Q(run_after__isnull=False),
+            ),
+            models.Index(
+                fields=["expires_at"],
+                name="taskmill_task_expires_at",
+                condition=Q(expires_at__isnull=False),
+            ),
+            models.Index(fields=["worker_id", "status"], name="taskmill_task_worker"),
+            models.Index(fields=["task_type", "status"], name="taskmill_task_type"),
+            models.Index(fields=["domain", "status"], name="taskmill_task_domain"),
+            models.Index(fields=["group_key", "status"], name="taskmill_task_group"),
+        )
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task_type} [{self.status}]"
+
+    @property
+    def short_type(self) -> str:
+        return self.task_type.split("::", 1)[-1]
+
+
+class TaskTag(models.Model):
+    """A key/value tag of an active task (copied to TaskHistoryTag when it finishes)."""
+
+    task = models.ForeignKey(Task, on_delete=models.DO_NOTHING, related_name="tags")
+    key = models.CharField(max_length=64)
+    value = models.CharField(max_length=256)
+
+    class Meta:
+        db_table = "taskmill_task_tag"
+        constraints = (
+            models.UniqueConstraint(fields=["task", "key"], name="taskmill_task_tag_unique"),
+        )
+        indexes = (models.Index(fields=["key", "value"], name="taskmill_task_tag_kv"),)
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+class TaskDependency(models.Model):
+    """Edge: ``task`` may not run before the task ``depends_on_id`` completes.
+
+    ``depends_on_id`` is a plain id, not a foreign key: the dependency may already have moved to
+    history, and history rows keep the id they had while active.
+    """
+
+    task = models.ForeignKey(Task, on_delete=models.DO_NOTHING, related_name="dependency_edges")
+    depends_on_id = models.BigIntegerField(db_index=True)
+
+    class Meta:
+        db_table = "taskmill_task_dependency"
+        constraints = (
+            models.UniqueConstraint(
+                fields=["task", "depends_on_id"], name="taskmill_task_dependency_unique"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"#{self.task_id} after #{self.depends_on_id}"

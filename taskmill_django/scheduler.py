@@ -1,0 +1,121 @@
+"""The Scheduler facade: ``from taskmill_django import scheduler``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.db.models import Q
+
+from . import registry
+from .exceptions import TaskNotFound
+from .records import Snapshot, SubmitOutcome, TaskLookup
+from .validation import dedup_key, validate_key, validate_payload
+
+
+class Scheduler:
+    """Entry point to queries and control. Stateless: every call reads the database, so all
+    processes (workers, web servers, shells) see the same picture."""
+
+    def domain(self, name: str) -> Any:
+        """The DomainHandle of a registered domain; raises DomainNotRegistered."""
+        return registry.get_domain(name).handle()
+
+    def try_domain(self, name: str) -> Any:
+        domain = registry.find_domain(name)
+        return domain.handle() if domain else None
+
+    def store(self) -> Any:
+        from .handles import TaskStore
+
+        return TaskStore()
+
+    def snapshot(self) -> Snapshot:
+        from .handles import build_snapshot
+
+        return build_snapshot()
+
+    def task(self, task_id: int) -> Any:
+        """The active row, else the history row, with this id; raises TaskNotFound."""
+        from .models import Task, TaskHistory
+
+        row = (
+            Task.objects.filter(id=task_id).first()
+            or TaskHistory.objects.filter(id=task_id).first()
+        )
+        if row is None:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return row
+
+    def active_tasks(self) -> list[Any]:
+        from .models import Task
+
+        return list(Task.objects.order_by("priority", "id"))
+
+    def task_lookup(self, task_type: str, key: str) -> TaskLookup:
+        """Find the task submitted with explicit ``key`` for ``task_type``."""
+        registry.get_task(task_type)
+        return _lookup(dedup_key(task_type, None, validate_key(key)))
+
+    def lookup_typed(self, task: Any, **payload: Any) -> TaskLookup:
+        """Find the task that ``task.submit(**payload)`` would collide with."""
+        built = task.build(payload, task.using().options)
+        validate_payload(payload)
+        return _lookup(built.key)
+
+    def cancel(self, task_id: int) -> bool:
+        from .store.cancel import cancel_matching
+
+        return cancel_matching(Q(id=task_id)) > 0
+
+    def cancel_all(self) -> int:
+        from .store.cancel import cancel_matching
+
+        return cancel_matching(Q())
+
+    def cancel_group(self, group: str) -> int:
+        from .store.cancel import cancel_matching
+
+        return cancel_matching(Q(group_key=group))
+
+    def cancel_type(self, task_type: str) -> int:
+        from .store.cancel import cancel_matching
+
+        return cancel_matching(Q(task_type=task_type))
+
+    def cancel_by_tag(self, key: str, value: str) -> int:
+        from .models import TaskTag
+        from .store.cancel import cancel_matching
+
+        return cancel_matching(
+            Q(id__in=TaskTag.objects.filter(key=key, value=value).values("task_id"))
+        )
+
+    def cancel_where(self, condition: Q | Callable[[Any], bool]) -> int:
+        from .handles import cancel_where
+
+        return cancel_where(condition)
+
+    def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
+        from .handles import retry_dead_letter
+
+        return retry_dead_letter(history_id)
+
+    def register_state(self, name: str, value: object) -> None:
+        """Make ``value`` available to task code as ``ctx.state(name)``."""
+        registry.register_state(name, value)
+
+
+def _lookup(key: str) -> TaskLookup:
+    from .models import Task, TaskHistory
+
+    active = Task.objects.filter(key=key).first()
+    if active is not None:
+        return TaskLookup("active", active)
+    done = TaskHistory.objects.filter(key=key).order_by("-finished_at", "-id").first()
+    if done is not None:
+        return TaskLookup("history", done)
+    return TaskLookup("not_found", None)
+
+
+scheduler = Scheduler()

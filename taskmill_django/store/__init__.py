@@ -1,0 +1,1 @@
+"""The only writers of taskmill tables. Each public function is one transaction."""

@@ -1,0 +1,203 @@
+"""Outcomes of attempts: complete, fail, retry, dead-letter, cancel, release. Fenced and batched.
+
+A worker buffers outcomes and applies many in one transaction. Each row is re-read
+``FOR UPDATE`` with its lease token; a row whose token changed (rescued and re-claimed
+elsewhere) or that left ``running`` is skipped, so a zombie worker writes nothing (G3).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import signals
+from ..enums import HistoryStatus, TaskStatus
+from ..models import Task, TaskHistoryTag, TaskTag
+from .db import notify_workers, send_on_commit
+from .history import Finish, move_to_history
+
+logger = logging.getLogger(__name__)
+
+# Outcome kinds. Terminal ones map to a history status; the others keep the row active.
+COMPLETED = HistoryStatus.COMPLETED
+FAILED = HistoryStatus.FAILED
+DEAD_LETTER = HistoryStatus.DEAD_LETTER
+CANCELLED = HistoryStatus.CANCELLED
+RETRY = "retry"
+RELEASE = "release"
+
+
+@dataclass
+class Outcome:
+    """What one attempt ended with, as reported by the executor."""
+
+    task_id: int
+    lease_token: uuid.UUID
+    kind: str
+    task_type: str = ""
+    error: str = ""
+    traceback: str = ""
+    result: Any = None
+    duration_ms: int | None = None
+    retry_delay: float = 0.0
+    io: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """Which outcomes were written; ``lost`` are those fenced off (lease no longer ours)."""
+
+    written: list[Outcome]
+    lost: list[Outcome]
+
+
+def apply_outcomes(outcomes: Sequence[Outcome]) -> Applied:
+    """Write a batch of outcomes in one transaction; rows we no longer own are left alone."""
+    if not outcomes:
+        return Applied([], [])
+    by_id = {o.task_id: o for o in outcomes}
+    with transaction.atomic():
+        owned = {
+            row.id: row
+            for row in Task.objects.select_for_update()
+            .filter(
+                id__in=list(by_id),
+                status=TaskStatus.RUNNING,
+                lease_token__in={o.lease_token for o in outcomes},
+            )
+            .order_by("id")
+            if row.lease_token == by_id[row.id].lease_token
+        }
+        written = [by_id[i] for i in owned]
+        lost = [o for o in outcomes if o.task_id not in owned]
+        _write(owned, by_id)
+    for outcome in lost:
+        logger.warning(
+            "lease lost task_id=%s outcome=%s: not written", outcome.task_id, outcome.kind
+        )
+    return Applied(written, lost)
+
+
+def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
+    terminal: list[Task] = []
+    statuses: dict[int, str] = {}
+    details: dict[int, Finish] = {}
+    for task_id, row in owned.items():
+        outcome = by_id[task_id]
+        if row.cancel_reason and outcome.kind in (RETRY, RELEASE):
+            # Cancellation was requested: the attempt's end is final whatever it raised.
+            outcome.kind = row.cancel_reason
+        if outcome.kind == RETRY:
+            _retry(row, outcome)
+        elif outcome.kind == RELEASE:
+            _release(row)
+        else:
+            status = row.cancel_reason or outcome.kind
+            terminal.append(row)
+            statuses[task_id] = status
+            details[task_id] = Finish(
+                error=outcome.error,
+                traceback=outcome.traceback,
+                result=outcome.result,
+                duration_ms=outcome.duration_ms,
+                **outcome.io,
+            )
+            _announce(row, status, outcome)
+    if terminal:
+        move_to_history(terminal, HistoryStatus.COMPLETED, details, statuses=statuses)
+        _requeue([row for row in terminal if row.has_requeue])
+
+
+def _retry(row: Task, outcome: Outcome) -> None:
+    run_after = timezone.now() + timedelta(seconds=outcome.retry_delay)
+    Task.objects.filter(id=row.id).update(
+        status=TaskStatus.PENDING,
+        retry_count=row.retry_count + 1,
+        last_error=outcome.error,
+        run_after=run_after,
+        lease_token=None,
+        worker_id=None,
+        started_at=None,
+        progress=None,
+        progress_message="",
+    )
+    send_on_commit(
+        signals.task_failed,
+        row.task_type,
+        task_id=row.id,
+        error=outcome.error,
+        will_retry=True,
+        retry_after=run_after,
+    )
+
+
+def _release(row: Task) -> None:
+    """Back to pending without counting a retry (shutdown, preemption)."""
+    Task.objects.filter(id=row.id).update(
+        status=TaskStatus.PENDING, lease_token=None, worker_id=None, started_at=None
+    )
+    notify_workers()
+
+
+def _announce(row: Task, status: str, outcome: Outcome) -> None:
+    sender = row.task_type
+    if status == HistoryStatus.COMPLETED:
+        send_on_commit(
+            signals.task_completed, sender, task_id=row.id, duration_ms=outcome.duration_ms
+        )
+    elif status == HistoryStatus.FAILED:
+        send_on_commit(
+            signals.task_failed,
+            sender,
+            task_id=row.id,
+            error=outcome.error,
+            will_retry=False,
+            retry_after=None,
+        )
+    elif status == HistoryStatus.DEAD_LETTER:
+        send_on_commit(signals.task_dead_lettered, sender, task_id=row.id, error=outcome.error)
+    elif status in (HistoryStatus.CANCELLED, HistoryStatus.SUPERSEDED):
+        send_on_commit(signals.task_cancelled, sender, task_id=row.id)
+
+
+def _requeue(rows: list[Task]) -> None:
+    """A duplicate arrived while these ran: run each once more, as a fresh task with its key."""
+    if not rows:
+        return
+    fresh = [
+        Task(
+            task_type=row.task_type,
+            domain=row.domain,
+            key=row.key,
+            label=row.label,
+            priority=min(row.priority, row.requeue_priority or row.priority),
+            payload=row.payload,
+            group_key=row.group_key,
+            parent_id=row.parent_id,
+            max_retries=row.max_retries,
+            ttl_seconds=row.ttl_seconds,
+            ttl_from=row.ttl_from,
+            expected_read_bytes=row.expected_read_bytes,
+            expected_write_bytes=row.expected_write_bytes,
+            expected_net_rx_bytes=row.expected_net_rx_bytes,
+            expected_net_tx_bytes=row.expected_net_tx_bytes,
+        )
+        for row in rows
+        if not row.key.startswith("superseded:")
+    ]
+    created = Task.objects.bulk_create(fresh)
+    old_ids = {row.key: row.id for row in rows}
+    tags = [
+        TaskTag(task_id=new.id, key=tag.key, value=tag.value)
+        for new in created
+        for tag in TaskHistoryTag.objects.filter(history_id=old_ids[new.key])
+    ]
+    TaskTag.objects.bulk_create(tags)
+    notify_workers()

@@ -1,0 +1,127 @@
+"""Maintenance any live worker may run: rescue orphaned tasks, forget dead workers, prune history.
+
+Rescue compares heartbeats with the database clock only (G7), so worker clock skew cannot make a
+live worker look dead or a dead one look alive.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
+from .. import signals
+from ..conf import app_settings
+from ..enums import HistoryStatus, TaskStatus
+from ..models import Task, TaskHistory, TaskHistoryTag, Worker
+from .db import chunks, notify_workers, send_on_commit
+from .history import Finish, move_to_history
+
+logger = logging.getLogger(__name__)
+
+
+def _stale_cutoff() -> Now:
+    return Now() - app_settings.lease_timeout  # type: ignore[return-value]
+
+
+def rescue_orphans() -> int:
+    """Make running tasks of silent or vanished workers pending again; return how many.
+
+    A rescue is not a retry (the attempt was interrupted, not failed), but it is counted, and
+    a task rescued ``MAX_RESCUES`` times is dead-lettered so one poison task cannot crash-loop
+    a whole pool forever (G9).
+    """
+    live = Worker.objects.filter(heartbeat_at__gte=_stale_cutoff()).values("id")
+    with transaction.atomic():
+        orphans = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(status=TaskStatus.RUNNING)
+            .exclude(worker_id__in=live)
+            .order_by("id")
+        )
+        if not orphans:
+            return 0
+        limit = int(app_settings.MAX_RESCUES)
+        poisoned = [t for t in orphans if t.rescue_count + 1 >= limit]
+        rescued = [t for t in orphans if t.rescue_count + 1 < limit]
+        if rescued:
+            Task.objects.filter(id__in=[t.id for t in rescued]).update(
+                status=TaskStatus.PENDING,
+                lease_token=None,
+                worker_id=None,
+                started_at=None,
+                rescue_count=F("rescue_count") + 1,
+            )
+            for task in rescued:
+                send_on_commit(
+                    signals.task_rescued,
+                    task.task_type,
+                    task_id=task.id,
+                    rescue_count=task.rescue_count + 1,
+                )
+            notify_workers()
+        if poisoned:
+            for task in poisoned:
+                task.rescue_count += 1
+            error = f"worker died while running it {limit} times; dead-lettered"
+            move_to_history(
+                poisoned,
+                HistoryStatus.DEAD_LETTER,
+                {t.id: Finish(error=error) for t in poisoned},
+            )
+    logger.info("rescued orphaned tasks count=%s dead_lettered=%s", len(rescued), len(poisoned))
+    return len(orphans)
+
+
+def forget_dead_workers() -> int:
+    """Delete worker rows silent for ten lease timeouts (their tasks were rescued long ago)."""
+    cutoff = Now() - app_settings.lease_timeout * 10
+    deleted, _ = Worker.objects.filter(heartbeat_at__lt=cutoff).delete()
+    return deleted
+
+
+def prune_history_by_count(keep: int) -> int:
+    """Delete all but the newest ``keep`` history rows; return how many were deleted."""
+    if keep < 0:
+        raise ValueError("keep must be >= 0")
+    newest = TaskHistory.objects.order_by("-finished_at", "-id")
+    row = next(iter(newest.values_list("finished_at", "id")[keep : keep + 1]), None)
+    if row is None:
+        return 0
+    finished_at, row_id = row
+    old = TaskHistory.objects.filter(
+        Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, id__lte=row_id)
+    )
+    return _delete_history(old.values_list("id", flat=True))
+
+
+def prune_history_by_age(days: float) -> int:
+    """Delete history rows finished more than ``days`` days ago (database clock)."""
+    if days < 0:
+        raise ValueError("days must be >= 0")
+    old = TaskHistory.objects.filter(finished_at__lt=Now() - timedelta(days=days))
+    return _delete_history(old.values_list("id", flat=True))
+
+
+def _delete_history(ids_query) -> int:  # type: ignore[no-untyped-def]
+    ids = list(ids_query)
+    deleted = 0
+    for chunk in chunks(ids, 1000):
+        with transaction.atomic():
+            TaskHistoryTag.objects.filter(history_id__in=chunk).delete()
+            deleted += TaskHistory.objects.filter(id__in=chunk).delete()[0]
+    return deleted
+
+
+def apply_retention() -> int:
+    """Apply ``RETENTION`` (max_count and/or max_age_days); return rows deleted."""
+    retention = app_settings.RETENTION or {}
+    deleted = 0
+    if retention.get("max_age_days") is not None:
+        deleted += prune_history_by_age(float(retention["max_age_days"]))
+    if retention.get("max_count") is not None:
+        deleted += prune_history_by_count(int(retention["max_count"]))
+    return deleted

@@ -1,0 +1,178 @@
+"""The read side of the query API (SPEC §3 TaskStore): plain queries, aggregated in SQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Avg, Count, Min, Q, Sum
+
+from ..enums import HistoryStatus, TaskStatus
+from ..models import Task, TaskDependency, TaskHistory, TaskHistoryTag, TaskTag
+from ..records import IoTotals, TypeStats
+
+EVERYTHING = Q()  # the unscoped filter: every domain
+
+
+def running_tasks(scope: Q = EVERYTHING) -> list[Task]:
+    return list(Task.objects.running().filter(scope).order_by("started_at", "id"))
+
+
+def count(status: str, scope: Q = EVERYTHING) -> int:
+    return Task.objects.filter(scope, status=status).count()
+
+
+def pending_tasks(limit: int, scope: Q = EVERYTHING) -> list[Task]:
+    return list(Task.objects.pending().filter(scope).in_dispatch_order()[: max(limit, 0)])
+
+
+def tasks_with_status(status: str, scope: Q = EVERYTHING) -> list[Task]:
+    return list(Task.objects.filter(scope, status=status).in_dispatch_order())
+
+
+def running_io_totals(scope: Q = EVERYTHING) -> IoTotals:
+    sums = (
+        Task.objects.running()
+        .filter(scope)
+        .aggregate(
+            r=Sum("expected_read_bytes"),
+            w=Sum("expected_write_bytes"),
+            rx=Sum("expected_net_rx_bytes"),
+            tx=Sum("expected_net_tx_bytes"),
+        )
+    )
+    return IoTotals(sums["r"] or 0, sums["w"] or 0, sums["rx"] or 0, sums["tx"] or 0)
+
+
+def task_dependencies(task_id: int) -> list[int]:
+    return list(
+        TaskDependency.objects.filter(task_id=task_id)
+        .order_by("depends_on_id")
+        .values_list("depends_on_id", flat=True)
+    )
+
+
+def task_dependents(task_id: int) -> list[int]:
+    return list(
+        TaskDependency.objects.filter(depends_on_id=task_id)
+        .order_by("task_id")
+        .values_list("task_id", flat=True)
+    )
+
+
+def history(limit: int, offset: int = 0, scope: Q = EVERYTHING) -> list[TaskHistory]:
+    return list(TaskHistory.objects.filter(scope).newest_first()[offset : offset + limit])
+
+
+def history_by_type(task_type: str, limit: int) -> list[TaskHistory]:
+    return list(TaskHistory.objects.filter(task_type=task_type).newest_first()[:limit])
+
+
+def history_by_key(key: str) -> list[TaskHistory]:
+    return list(TaskHistory.objects.filter(key=key).newest_first())
+
+
+def failed_tasks(limit: int, scope: Q = EVERYTHING) -> list[TaskHistory]:
+    return list(TaskHistory.objects.failures().filter(scope).newest_first()[:limit])
+
+
+def history_stats(task_type: str) -> TypeStats:
+    agg = TaskHistory.objects.filter(task_type=task_type).aggregate(
+        n=Count("id"),
+        duration=Avg("duration_ms", filter=Q(status=HistoryStatus.COMPLETED)),
+        read=Avg("read_bytes"),
+        write=Avg("write_bytes"),
+        failures=Count(
+            "id", filter=Q(status__in=[HistoryStatus.FAILED, HistoryStatus.DEAD_LETTER])
+        ),
+    )
+    n = agg["n"] or 0
+    return TypeStats(
+        count=n,
+        avg_duration_ms=float(agg["duration"] or 0.0),
+        avg_read_bytes=float(agg["read"] or 0.0),
+        avg_write_bytes=float(agg["write"] or 0.0),
+        failure_rate=(agg["failures"] / n) if n else 0.0,
+    )
+
+
+def avg_throughput(task_type: str, limit: int = 100) -> float:
+    """Average bytes per second (read + write) over the newest ``limit`` completed runs."""
+    rows = TaskHistory.objects.filter(
+        task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__gt=0
+    ).newest_first()[:limit]
+    totals = TaskHistory.objects.filter(id__in=rows.values("id")).aggregate(
+        b=Sum("read_bytes") + Sum("write_bytes"), ms=Sum("duration_ms")
+    )
+    if not totals["ms"]:
+        return 0.0
+    return float(totals["b"] or 0) * 1000.0 / float(totals["ms"])
+
+
+def next_run_after() -> datetime | None:
+    return Task.objects.filter(status=TaskStatus.PENDING, run_after__isnull=False).aggregate(
+        t=Min("run_after")
+    )["t"]
+
+
+def counts_by_domain() -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for row in Task.objects.values("domain", "status").annotate(n=Count("id")).order_by():
+        result.setdefault(row["domain"], {})[row["status"]] = row["n"]
+    return result
+
+
+def task_ids_by_tags(
+    filters: dict[str, str], status: str | None = None, scope: Q = EVERYTHING
+) -> list[int]:
+    """Active task ids carrying every ``key=value`` of ``filters``."""
+    qs = Task.objects.filter(scope)
+    if status:
+        qs = qs.filter(status=status)
+    for key, value in filters.items():
+        qs = qs.filter(id__in=TaskTag.objects.filter(key=key, value=value).values("task_id"))
+    return list(qs.order_by("id").values_list("id", flat=True))
+
+
+def count_by_tag(key: str, status: str | None = None, scope: Q = EVERYTHING) -> dict[str, int]:
+    """Active tasks per value of tag ``key``."""
+    qs = TaskTag.objects.filter(key=key, task__in=Task.objects.filter(scope))
+    if status:
+        qs = qs.filter(task__status=status)
+    return dict(
+        qs.values("value").annotate(n=Count("id")).order_by("value").values_list("value", "n")
+    )
+
+
+def tag_values(key: str, scope: Q = EVERYTHING) -> list[str]:
+    return list(
+        TaskTag.objects.filter(key=key, task__in=Task.objects.filter(scope))
+        .order_by("value")
+        .values_list("value", flat=True)
+        .distinct()
+    )
+
+
+def tag_keys_by_prefix(prefix: str, scope: Q = EVERYTHING) -> list[str]:
+    return list(
+        TaskTag.objects.filter(key__startswith=prefix, task__in=Task.objects.filter(scope))
+        .order_by("key")
+        .values_list("key", flat=True)
+        .distinct()
+    )
+
+
+def task_ids_by_tag_key_prefix(
+    prefix: str, status: str | None = None, scope: Q = EVERYTHING
+) -> list[int]:
+    qs = Task.objects.filter(scope, tags__key__startswith=prefix)
+    if status:
+        qs = qs.filter(status=status)
+    return list(qs.order_by("id").values_list("id", flat=True).distinct())
+
+
+def count_by_tag_key_prefix(prefix: str, status: str | None = None, scope: Q = EVERYTHING) -> int:
+    return len(task_ids_by_tag_key_prefix(prefix, status, scope))
+
+
+def history_tags(history_id: int) -> dict[str, str]:
+    return dict(TaskHistoryTag.objects.filter(history_id=history_id).values_list("key", "value"))

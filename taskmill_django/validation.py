@@ -1,0 +1,166 @@
+"""Input rules shared by every entry point (Python API, admin, REST, commands). Pure functions.
+
+>>> a = dedup_key("media::thumb", {"b": 1, "a": [1, 2]})
+>>> a == dedup_key("media::thumb", {"a": [1, 2], "b": 1})
+True
+>>> validate_priority(300)
+Traceback (most recent call last):
+...
+taskmill_django.exceptions.ValidationError: priority: must be an integer in 0..255, got 300
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from .enums import MAX_PRIORITY, MIN_PRIORITY
+from .exceptions import ValidationError
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_TAGS = 32
+MAX_TAG_KEY = 64
+MAX_TAG_VALUE = 256
+MAX_LABEL = 255
+MAX_GROUP = 128
+
+
+def canonical_json(payload: Any) -> str:
+    """Stable JSON text (sorted keys, no spaces) used for dedup keys and size checks."""
+    try:
+        return json.dumps(
+            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("payload", f"must be JSON-serializable: {exc}") from exc
+
+
+def validate_payload(payload: Any) -> str:
+    """Check the payload is a JSON object under 1 MiB; return its canonical text."""
+    if not isinstance(payload, Mapping):
+        raise ValidationError("payload", f"must be a JSON object, got {type(payload).__name__}")
+    for name in payload:
+        if not isinstance(name, str):
+            raise ValidationError("payload", f"keys must be strings, got {name!r}")
+    text = canonical_json(dict(payload))
+    size = len(text.encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise ValidationError("payload", f"is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    return text
+
+
+def dedup_key(
+    task_type: str, canonical_payload_or_payload: Any, explicit: str | None = None
+) -> str:
+    """SHA-256 hex of the qualified type plus the explicit key, or else the canonical payload."""
+    if explicit is not None:
+        material = f"{task_type}\x00key\x00{explicit}"
+    else:
+        text = canonical_payload_or_payload
+        if not isinstance(text, str):
+            text = canonical_json(text)
+        material = f"{task_type}\x00payload\x00{text}"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def validate_key(key: Any) -> str:
+    if not isinstance(key, str) or not key:
+        raise ValidationError("key", f"must be a non-empty string, got {key!r}")
+    if len(key) > 1024:
+        raise ValidationError("key", f"is {len(key)} characters; the limit is 1024")
+    return key
+
+
+def validate_priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValidationError("priority", f"must be an integer in 0..255, got {priority!r}")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValidationError("priority", f"must be an integer in 0..255, got {priority!r}")
+    return int(priority)
+
+
+def validate_tags(tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise ValidationError("tags", f"must be a mapping of str to str, got {tags!r}")
+    if len(tags) > MAX_TAGS:
+        raise ValidationError("tags", f"has {len(tags)} entries; the limit is {MAX_TAGS}")
+    clean: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key:
+            raise ValidationError("tags", f"keys must be non-empty strings, got {key!r}")
+        if not isinstance(value, str):
+            raise ValidationError("tags", f"value of {key!r} must be a string, got {value!r}")
+        if len(key) > MAX_TAG_KEY:
+            raise ValidationError("tags", f"key {key[:20]!r}... is over {MAX_TAG_KEY} characters")
+        if len(value) > MAX_TAG_VALUE:
+            raise ValidationError("tags", f"value of {key!r} is over {MAX_TAG_VALUE} characters")
+        clean[key] = value
+    return clean
+
+
+def validate_label(label: Any) -> str:
+    if not isinstance(label, str) or len(label) > MAX_LABEL:
+        raise ValidationError("label", f"must be a string of at most {MAX_LABEL} characters")
+    return label
+
+
+def validate_group(group: Any) -> str | None:
+    if group is None:
+        return None
+    if not isinstance(group, str) or not group or len(group) > MAX_GROUP:
+        raise ValidationError("group", f"must be a non-empty string of at most {MAX_GROUP} chars")
+    return group
+
+
+def validate_seconds(field: str, value: Any, *, allow_none: bool = True) -> float | None:
+    """Seconds given as a number or timedelta; negative values are rejected."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, f"expected seconds or a timedelta, got {value!r}")
+    if value < 0:
+        raise ValidationError(field, f"must not be negative, got {value!r}")
+    return float(value)
+
+
+def validate_run_after(run_after: Any) -> datetime | timedelta | None:
+    if run_after is None:
+        return None
+    if isinstance(run_after, timedelta):
+        if run_after < timedelta(0):
+            raise ValidationError("run_after", "a delay must not be negative")
+        return run_after
+    if isinstance(run_after, datetime):
+        if run_after.tzinfo is None:
+            raise ValidationError("run_after", "datetimes must be timezone-aware")
+        return run_after
+    raise ValidationError("run_after", f"expected a timedelta or an aware datetime: {run_after!r}")
+
+
+def validate_choice(field: str, value: Any, choices: Any) -> str:
+    allowed = [c.value for c in choices]
+    if value not in allowed:
+        raise ValidationError(field, f"must be one of {', '.join(allowed)}; got {value!r}")
+    return str(value)
+
+
+def validate_ids(field: str, ids: Any) -> list[int]:
+    if ids is None:
+        return []
+    if isinstance(ids, int | str) or not hasattr(ids, "__iter__"):
+        raise ValidationError(field, f"must be a list of task ids, got {ids!r}")
+    clean = []
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValidationError(field, f"task ids are positive integers, got {value!r}")
+        clean.append(value)
+    return clean
