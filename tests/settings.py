@@ -64,7 +64,7 @@ if DB == "postgres":
             "PORT": os.environ.get("TASKMILL_PG_PORT", "5432"),
             "USER": os.environ.get("TASKMILL_PG_USER", "postgres"),
             "PASSWORD": os.environ.get("TASKMILL_PG_PASSWORD", ""),
-            "TEST": {"NAME": "test_taskmill"},
+            "TEST": {"NAME": os.environ.get("TASKMILL_TEST_PG_DBNAME", "test_taskmill")},
         }
     }
 elif DB == "mariadb":
