@@ -52,10 +52,10 @@ class Task(models.Model):
         choices=DependencyFailurePolicy.choices,
         default=DependencyFailurePolicy.CANCEL,
     )
-    retry_count = models.PositiveIntegerField(default=0)
+    retry_count = models.PositiveIntegerField(default=0, db_default=0)
     max_retries = models.PositiveIntegerField(default=3)
-    rescue_count = models.PositiveIntegerField(default=0)
-    last_error = models.TextField(blank=True, default="")
+    rescue_count = models.PositiveIntegerField(default=0, db_default=0)
+    last_error = models.TextField(blank=True, default="", db_default="")
     run_after = models.DateTimeField(null=True, blank=True)
     ttl_seconds = models.FloatField(null=True, blank=True)
     ttl_from = models.CharField(max_length=16, choices=TtlFrom.choices, default=TtlFrom.SUBMISSION)
@@ -69,22 +69,23 @@ class Task(models.Model):
         max_length=20,
         blank=True,
         default="",
+        db_default="",
         help_text="Set to request cancellation of a running task; the terminal status to record.",
     )
-    has_requeue = models.BooleanField(default=False)
+    has_requeue = models.BooleanField(default=False, db_default=False)
     requeue_priority = models.PositiveSmallIntegerField(null=True, blank=True)
-    pause_reason = models.CharField(max_length=64, blank=True, default="")
+    pause_reason = models.CharField(max_length=64, blank=True, default="", db_default="")
     progress = models.FloatField(null=True, blank=True)
-    progress_message = models.CharField(max_length=255, blank=True, default="")
+    progress_message = models.CharField(max_length=255, blank=True, default="", db_default="")
     progress_at = models.DateTimeField(null=True, blank=True)
-    read_bytes = models.BigIntegerField(default=0)
-    write_bytes = models.BigIntegerField(default=0)
-    net_rx_bytes = models.BigIntegerField(default=0)
-    net_tx_bytes = models.BigIntegerField(default=0)
-    expected_read_bytes = models.BigIntegerField(default=0)
-    expected_write_bytes = models.BigIntegerField(default=0)
-    expected_net_rx_bytes = models.BigIntegerField(default=0)
-    expected_net_tx_bytes = models.BigIntegerField(default=0)
+    read_bytes = models.BigIntegerField(default=0, db_default=0)
+    write_bytes = models.BigIntegerField(default=0, db_default=0)
+    net_rx_bytes = models.BigIntegerField(default=0, db_default=0)
+    net_tx_bytes = models.BigIntegerField(default=0, db_default=0)
+    expected_read_bytes = models.BigIntegerField(default=0, db_default=0)
+    expected_write_bytes = models.BigIntegerField(default=0, db_default=0)
+    expected_net_rx_bytes = models.BigIntegerField(default=0, db_default=0)
+    expected_net_tx_bytes = models.BigIntegerField(default=0, db_default=0)
     memo = models.JSONField(null=True, blank=True)
 
     objects = TaskQuerySet.as_manager()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.functions import Coalesce, Now
 
 from ..enums import TaskStatus
 from ..models import Task
+from .db import qn
 
 
 def claim_batch(
@@ -18,13 +19,91 @@ def claim_batch(
     """Claim up to ``limit`` due tasks in priority-then-FIFO order for ``worker_id``.
 
     ``SKIP LOCKED`` lets many workers claim side by side without waiting on each other's rows;
-    the conditional UPDATE (``status='pending'``) makes the claim safe on SQLite too, where
-    ``select_for_update`` is a no-op and IMMEDIATE transactions serialise writers instead.
-    One lease token per batch fences every later write of this claim.
+    on SQLite, IMMEDIATE transactions serialise writers instead. One lease token per batch
+    fences every later write of this claim. PostgreSQL and SQLite claim with one
+    ``UPDATE ... RETURNING`` statement; other databases use three ORM queries.
     """
     if limit <= 0:
         return []
     token = uuid.uuid4()
+    if connection.vendor in ("postgresql", "sqlite"):
+        with transaction.atomic():
+            rows = _claim_returning(token, worker_id, limit, domains)
+        rows.sort(key=lambda t: (t.priority, t.id))
+        return rows
+    return _claim_orm(token, worker_id, limit, domains)
+
+
+def _claim_returning(
+    token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
+) -> list[Task]:
+    fields = [f for f in Task._meta.concrete_fields]
+    columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
+    table = qn(Task._meta.db_table)
+    params: list[object] = []
+    domain_sql = ""
+    if domains:
+        domain_sql = f" AND {qn('domain')} IN ({', '.join(['%s'] * len(domains))})"
+        params.extend(domains)
+    params.append(limit)
+    if connection.vendor == "postgresql":
+        now = "NOW()"
+        # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
+        # lock and claim more rows than LIMIT.
+        sql = (
+            f"WITH picked AS MATERIALIZED (SELECT {qn('id')} FROM {table} "  # noqa: S608
+            f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
+            f"OR {qn('run_after')} <= {now}){domain_sql} "
+            f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {table} AS t SET {qn('status')} = 'running', {qn('lease_token')} = %s, "
+            f"{qn('worker_id')} = %s, {qn('started_at')} = {now}, "
+            f"{qn('first_started_at')} = COALESCE(t.{qn('first_started_at')}, {now}) "
+            f"FROM picked WHERE t.{qn('id')} = picked.{qn('id')} RETURNING {columns}"
+        )
+        params += [token, worker_id]
+    else:
+        now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+        plain = ", ".join(qn(f.column) for f in fields)
+        sql = (
+            f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
+            f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
+            f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}) "
+            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
+            f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
+            f"OR {qn('run_after')} <= {now}){domain_sql} "
+            f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
+        )
+        params = [token.hex, worker_id.hex, *params]
+    names = [f.attname for f in fields]
+    converters = _converters(fields)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        raw_rows = cursor.fetchall()
+    return [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+
+
+def _converters(fields: list) -> list:  # type: ignore[type-arg]
+    """Backend converters (e.g. SQLite text → datetime/UUID/JSON) as the ORM would apply."""
+    result = []
+    for field in fields:
+        expression = field.get_col(Task._meta.db_table)
+        backend = connection.ops.get_db_converters(expression)
+        own = expression.get_db_converters(connection)
+        result.append((backend + own, expression))
+    return result
+
+
+def _convert(row: tuple, converters: list) -> list:  # type: ignore[type-arg]
+    values = list(row)
+    for index, (funcs, expression) in enumerate(converters):
+        for func in funcs:
+            values[index] = func(values[index], expression, connection)
+    return values
+
+
+def _claim_orm(
+    token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
+) -> list[Task]:
     with transaction.atomic():
         candidates = Task.objects.claimable()
         if domains:

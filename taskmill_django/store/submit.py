@@ -7,9 +7,10 @@ the fast path; the unique index on ``taskmill_task.key`` decides, and a lost rac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import signals
@@ -17,7 +18,8 @@ from ..enums import DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
 from ..exceptions import DuplicateTaskError
 from ..models import PausedGroup, Task, TaskTag
 from ..records import NewTask, SubmitOutcome
-from .db import CHUNK, chunks, notify_workers, send_on_commit
+from . import bulk
+from .db import CHUNK, chunks, send_on_commit
 from .dependencies import add_dependencies, check_dependencies_exist
 from .history import move_to_history
 
@@ -30,24 +32,51 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     Runs inside the caller's ``transaction.atomic()`` when there is one, so a submission made in
     a view commits (and becomes visible to workers) only with the view's own writes.
     """
+    if _is_simple(new_tasks):
+        # One statement in autocommit mode is atomic on its own: no BEGIN/COMMIT round trips.
+        outcome = _submit_simple(new_tasks[0])
+        if outcome is not None:
+            return [outcome]
     with transaction.atomic():
         check_dependencies_exist({d for t in new_tasks for d in t.depends_on})
         outcomes: list[SubmitOutcome] = []
         for chunk in chunks(list(new_tasks), CHUNK):
-            outcomes.extend(_submit_chunk_with_retry(chunk))
+            outcomes.extend(_submit_chunk(chunk))
         paused = _paused_groups({t.group_key for t in new_tasks if t.group_key})
         if paused:
             outcomes = [
                 SubmitOutcome(o.kind, o.id, t.group_key in paused, o.replaced_id)
                 for o, t in zip(outcomes, new_tasks, strict=True)
             ]
-        if any(o.kind != OutcomeKind.DUPLICATE for o in outcomes):
-            notify_workers()
         for outcome, task in zip(outcomes, new_tasks, strict=True):
             send_on_commit(
                 signals.task_submitted, task.task_type, task_id=outcome.id, outcome=outcome
             )
     return outcomes
+
+
+def _is_simple(new_tasks: Sequence[NewTask]) -> bool:
+    if len(new_tasks) != 1 or connection.in_atomic_block or not bulk.supports_set_insert():
+        return False
+    task = new_tasks[0]
+    return not (task.tags or task.depends_on or task.group_key)
+
+
+def _submit_simple(task: NewTask) -> SubmitOutcome | None:
+    """Insert one untagged task with a single statement; None when its key is occupied."""
+    inserted = bulk.insert_rows(
+        "taskmill_task",
+        _COLUMNS,
+        [_values(task, timezone.now())],
+        conflict_key="key",
+        returning=("id",),
+        notify=True,
+    )
+    if not inserted:
+        return None
+    outcome = SubmitOutcome(OutcomeKind.INSERTED, inserted[0][0])
+    send_on_commit(signals.task_submitted, task.task_type, task_id=outcome.id, outcome=outcome)
+    return outcome
 
 
 def _paused_groups(groups: set[str]) -> set[str]:
@@ -56,68 +85,68 @@ def _paused_groups(groups: set[str]) -> set[str]:
     return set(PausedGroup.objects.filter(group_key__in=groups).values_list("group_key", flat=True))
 
 
-def _submit_chunk_with_retry(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
-    for attempt in range(_MAX_RACE_RETRIES):
-        try:
-            with transaction.atomic():  # savepoint: a lost key race rolls back only this chunk
-                return _submit_chunk(chunk)
-        except IntegrityError:
-            # Another transaction inserted one of our keys after we looked; look again.
-            if attempt == _MAX_RACE_RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
-    keys = sorted({t.key for t in chunk})
-    # Lock existing twins in key order so concurrent batches cannot deadlock on each other.
-    existing = {
-        row.key: row
-        for row in Task.objects.select_for_update().filter(key__in=keys).order_by("key")
-    }
+    """Insert first; only keys that turn out occupied are looked at (and locked) afterwards.
+
+    The common case, a new key, costs one INSERT ... ON CONFLICT DO NOTHING and nothing else.
+    """
     now = timezone.now()
     outcomes: list[SubmitOutcome | None] = [None] * len(chunk)
-    to_insert: dict[str, tuple[int, NewTask]] = {}
-    replaced: dict[str, int] = {}
+    pending: dict[str, tuple[int, NewTask]] = {}
+    repeats: dict[int, int] = {}
     for index, task in enumerate(chunk):
-        if task.key in to_insert:
-            # The same key twice in one batch: the first one wins, like a twin already queued.
-            first_index, first = to_insert[task.key]
+        if task.key in pending:
+            # The same key twice in one batch: the first one wins, like a twin already queued,
+            # and carries the more urgent of the two priorities.
+            first_index, first = pending[task.key]
             if task.priority < first.priority:
-                to_insert[task.key] = (first_index, _with_priority(first, task.priority))
-            outcomes[index] = SubmitOutcome(OutcomeKind.DUPLICATE, -first_index - 1)
-            continue
-        twin = existing.get(task.key)
-        if twin is None:
-            to_insert[task.key] = (index, task)
+                pending[task.key] = (first_index, replace(first, priority=task.priority))
+            repeats[index] = first_index
+        else:
+            pending[task.key] = (index, task)
+    replaced: dict[str, int] = {}
+    for _ in range(_MAX_RACE_RETRIES):
+        inserted = _insert([task for _, task in pending.values()], now)
+        for key, task_id in inserted.items():
+            kind = OutcomeKind.SUPERSEDED if key in replaced else OutcomeKind.INSERTED
+            outcomes[pending[key][0]] = SubmitOutcome(kind, task_id, replaced_id=replaced.get(key))
+        pending = {k: v for k, v in pending.items() if k not in inserted}
+        if not pending:
+            break
+        pending = _resolve_occupied(pending, outcomes, replaced)
+    else:
+        raise IntegrityError("dedup keys kept changing hands; submission abandoned")
+    for index, first_index in repeats.items():
+        first = outcomes[first_index]
+        assert first is not None  # noqa: S101 - filled above
+        outcomes[index] = SubmitOutcome(OutcomeKind.DUPLICATE, first.id)
+    return [o for o in outcomes if o is not None]
+
+
+def _resolve_occupied(
+    pending: dict[str, tuple[int, NewTask]],
+    outcomes: list[SubmitOutcome | None],
+    replaced: dict[str, int],
+) -> dict[str, tuple[int, NewTask]]:
+    """Apply duplicate strategies to keys whose insert was skipped; return keys to insert again."""
+    # Lock twins in key order so concurrent batches cannot deadlock on each other.
+    twins = {
+        row.key: row
+        for row in Task.objects.select_for_update().filter(key__in=sorted(pending)).order_by("key")
+    }
+    again: dict[str, tuple[int, NewTask]] = {}
+    for key, (index, task) in pending.items():
+        twin = twins.get(key)
+        if twin is None:  # the twin finished in between: the key is free now
+            again[key] = (index, task)
             continue
         outcome = _resolve_duplicate(twin, task)
         if outcome is None:  # superseded: the twin left the key free
-            replaced[task.key] = twin.id
-            to_insert[task.key] = (index, task)
+            replaced[key] = twin.id
+            again[key] = (index, task)
         else:
             outcomes[index] = outcome
-    inserted = _insert([task for _, task in to_insert.values()], now)
-    ids_by_key = {row.key: row.id for row in inserted}
-    for key, (index, _) in to_insert.items():
-        kind = OutcomeKind.SUPERSEDED if key in replaced else OutcomeKind.INSERTED
-        outcomes[index] = SubmitOutcome(kind, ids_by_key[key], replaced_id=replaced.get(key))
-    # Resolve in-batch duplicates (stored as negative placeholders) to the inserted ids.
-    final: list[SubmitOutcome] = []
-    for outcome in outcomes:
-        assert outcome is not None  # noqa: S101 - every slot was filled above
-        if outcome.id < 0:
-            first = outcomes[-outcome.id - 1]
-            assert first is not None  # noqa: S101
-            outcome = SubmitOutcome(OutcomeKind.DUPLICATE, first.id)
-        final.append(outcome)
-    return final
-
-
-def _with_priority(task: NewTask, priority: int) -> NewTask:
-    from dataclasses import replace
-
-    return replace(task, priority=priority)
+    return again
 
 
 def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
@@ -147,31 +176,75 @@ def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
     return SubmitOutcome(OutcomeKind.DUPLICATE, twin.id)
 
 
-def _insert(new_tasks: list[NewTask], now: timezone.datetime) -> list[Task]:
+def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
+    """Insert tasks whose key is free; return {key: id} of those inserted (others are occupied)."""
     if not new_tasks:
-        return []
-    rows = [_row(task, now) for task in new_tasks]
-    created = Task.objects.bulk_create(rows)
-    if any(row.pk is None for row in created):  # backends that cannot return ids
-        by_key = dict(
-            Task.objects.filter(key__in=[r.key for r in created]).values_list("key", "id")
+        return {}
+    if bulk.supports_set_insert():
+        rows = [_values(task, now) for task in new_tasks]
+        ids = dict(
+            bulk.insert_rows(
+                "taskmill_task", _COLUMNS, rows, conflict_key="key", returning=("key", "id")
+            )
         )
-        for row in created:
-            row.pk = row.id = by_key[row.key]
-    tags = [
-        TaskTag(task_id=row.id, key=k, value=v)
-        for row, task in zip(created, new_tasks, strict=True)
-        for k, v in task.tags.items()
-    ]
+    else:
+        ids = _insert_one_by_one(new_tasks, now)
+    by_key = {task.key: task for task in new_tasks}
+    tags = [(ids[k], name, value) for k in ids for name, value in by_key[k].tags.items()]
     if tags:
-        TaskTag.objects.bulk_create(tags)
-    edges = [(row.id, task.depends_on) for row, task in zip(created, new_tasks, strict=True)]
-    if any(deps for _, deps in edges):
+        if bulk.supports_set_insert():
+            bulk.insert_rows("taskmill_task_tag", _TAG_COLUMNS, tags)
+        else:
+            TaskTag.objects.bulk_create(TaskTag(task_id=t, key=k, value=v) for t, k, v in tags)
+    edges = [(ids[k], by_key[k].depends_on) for k in ids if by_key[k].depends_on]
+    if edges:
         add_dependencies(edges)
-    return created
+    return ids
 
 
-def _row(task: NewTask, now: timezone.datetime) -> Task:
+def _insert_one_by_one(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
+    """Portable path (MySQL/MariaDB): a savepoint per row turns a key conflict into a skip."""
+    ids: dict[str, int] = {}
+    for task in new_tasks:
+        try:
+            with transaction.atomic():
+                row = Task.objects.create(
+                    **dict(zip(_FIELD_NAMES, _values(task, now), strict=True))
+                )
+        except IntegrityError:
+            continue
+        ids[task.key] = row.id
+    return ids
+
+
+_C = bulk.Column
+_COLUMNS = (
+    _C("task_type", "text"),
+    _C("domain", "text"),
+    _C("key", "text"),
+    _C("label", "text"),
+    _C("priority", "int"),
+    _C("status", "text"),
+    _C("payload", "text", "json"),
+    _C("group_key", "text"),
+    _C("parent_id", "bigint"),
+    _C("fail_fast", "bool", "bool"),
+    _C("on_dependency_failure", "text"),
+    _C("max_retries", "int"),
+    _C("run_after", "timestamptz", "datetime"),
+    _C("ttl_seconds", "float8"),
+    _C("ttl_from", "text"),
+    _C("expires_at", "timestamptz", "datetime"),
+    _C("expected_read_bytes", "bigint"),
+    _C("expected_write_bytes", "bigint"),
+    _C("expected_net_rx_bytes", "bigint"),
+    _C("expected_net_tx_bytes", "bigint"),
+)
+_FIELD_NAMES = tuple(c.name for c in _COLUMNS)
+_TAG_COLUMNS = (_C("task_id", "bigint"), _C("key", "text"), _C("value", "text"))
+
+
+def _values(task: NewTask, now: datetime) -> tuple[object, ...]:
     run_after = task.run_after
     if isinstance(run_after, timedelta):
         run_after = now + run_after
@@ -179,25 +252,25 @@ def _row(task: NewTask, now: timezone.datetime) -> Task:
     if task.ttl_seconds is not None and task.ttl_from == "submission":
         expires_at = now + timedelta(seconds=task.ttl_seconds)
     io = task.expected_io
-    return Task(
-        task_type=task.task_type,
-        domain=task.domain,
-        key=task.key,
-        label=task.label,
-        priority=task.priority,
-        status=TaskStatus.BLOCKED if task.depends_on else TaskStatus.PENDING,
-        payload=task.payload,
-        group_key=task.group_key,
-        parent_id=task.parent_id,
-        fail_fast=task.fail_fast,
-        on_dependency_failure=task.on_dependency_failure,
-        max_retries=task.max_retries,
-        run_after=run_after,
-        ttl_seconds=task.ttl_seconds,
-        ttl_from=task.ttl_from,
-        expires_at=expires_at,
-        expected_read_bytes=io.read_bytes,
-        expected_write_bytes=io.write_bytes,
-        expected_net_rx_bytes=io.net_rx_bytes,
-        expected_net_tx_bytes=io.net_tx_bytes,
+    return (
+        task.task_type,
+        task.domain,
+        task.key,
+        task.label,
+        task.priority,
+        TaskStatus.BLOCKED.value if task.depends_on else TaskStatus.PENDING.value,
+        task.payload,
+        task.group_key,
+        task.parent_id,
+        task.fail_fast,
+        task.on_dependency_failure,
+        task.max_retries,
+        run_after,
+        task.ttl_seconds,
+        task.ttl_from,
+        expires_at,
+        io.read_bytes,
+        io.write_bytes,
+        io.net_rx_bytes,
+        io.net_tx_bytes,
     )
