@@ -21,7 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from . import executor
 from .conf import app_settings
@@ -174,22 +180,24 @@ class Dispatcher:
 
     def _step(self) -> bool | None:
         """One pass. Returns True when idle, False when busy, None when a burst run is done."""
-        self._write_outcomes()
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + float(app_settings.HEARTBEAT_INTERVAL)
-        free = self.options.concurrency - len(self.running)
-        claimed: list[Task] = []
-        if free > 0:
-            limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
-            assert self.worker_id is not None  # noqa: S101 - set in run()
+        batch = self._collect_outcomes()
+        free = self.options.concurrency - (len(self.running) - len(batch))
+        limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
+        assert self.worker_id is not None  # noqa: S101 - set in run()
+        # Outcomes of the last batch and the claim of the next share one short transaction:
+        # one commit per cycle instead of two.
+        with transaction.atomic():
+            applied = lifecycle.apply_outcomes(batch)
             claimed = claim.claim_batch(self.worker_id, limit, self.options.domains)
-            for task in claimed:
-                self._start(task)
-        if self.options.burst and not claimed and not self.running and not self.unwritten:
-            if self.outcomes.empty():
-                return None
+        self._account(batch, applied)
+        for task in claimed:
+            self._start(task)
+        if self.options.burst and not claimed and not self.running and self.outcomes.empty():
+            return None
         # Idle when every slot is busy (an outcome will wake us) or the queue had less than asked.
         return (free <= 0 or len(claimed) < free) and self.outcomes.empty()
 
@@ -231,17 +239,22 @@ class Dispatcher:
 
     # --- writing outcomes ------------------------------------------------------------------
 
-    def _write_outcomes(self) -> None:
+    def _collect_outcomes(self) -> list[lifecycle.Outcome]:
+        """Outcomes not yet written: leftovers of a failed write plus newly reported ones."""
         while True:
             try:
                 self.unwritten.append(self.outcomes.get_nowait())
             except queue.Empty:
-                break
-        if not self.unwritten:
-            return
-        batch = self.unwritten
-        applied = lifecycle.apply_outcomes(batch)  # raises on DB errors: batch is kept
-        self.unwritten = []
+                return list(self.unwritten)
+
+    def _write_outcomes(self) -> None:
+        batch = self._collect_outcomes()
+        if batch:
+            self._account(batch, lifecycle.apply_outcomes(batch))
+
+    def _account(self, batch: list[lifecycle.Outcome], applied: lifecycle.Applied) -> None:
+        """After commit: forget written (or fenced-off) tasks and update counters."""
+        self.unwritten = self.unwritten[len(batch) :]
         for outcome in batch:
             self.running.pop(outcome.task_id, None)
             self.stats.by_kind[outcome.kind] = self.stats.by_kind.get(outcome.kind, 0) + 1

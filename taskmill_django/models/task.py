@@ -73,7 +73,6 @@ class Task(models.Model):
         help_text="Set to request cancellation of a running task; the terminal status to record.",
     )
     has_requeue = models.BooleanField(default=False, db_default=False)
-    requeue_priority = models.PositiveSmallIntegerField(null=True, blank=True)
     pause_reason = models.CharField(max_length=64, blank=True, default="", db_default="")
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True, default="", db_default="")

@@ -27,7 +27,7 @@ def claim_batch(
         return []
     token = uuid.uuid4()
     if connection.vendor in ("postgresql", "sqlite"):
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
             rows = _claim_returning(token, worker_id, limit, domains)
         rows.sort(key=lambda t: (t.priority, t.id))
         return rows
@@ -104,7 +104,7 @@ def _convert(row: tuple, converters: list) -> list:  # type: ignore[type-arg]
 def _claim_orm(
     token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
 ) -> list[Task]:
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         candidates = Task.objects.claimable()
         if domains:
             candidates = candidates.filter(domain__in=list(domains))

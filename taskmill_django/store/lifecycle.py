@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import signals
 from ..enums import HistoryStatus, TaskStatus
-from ..models import Task, TaskHistoryTag, TaskTag
+from ..models import Task, TaskHistory, TaskHistoryTag, TaskTag
+from . import finish_pg
 from .db import notify_workers, send_on_commit
+from .dependencies import resolve_dependents
 from .history import Finish, move_to_history
 
 logger = logging.getLogger(__name__)
@@ -59,30 +61,58 @@ class Applied:
 
 
 def apply_outcomes(outcomes: Sequence[Outcome]) -> Applied:
-    """Write a batch of outcomes in one transaction; rows we no longer own are left alone."""
+    """Write a batch of outcomes in one transaction; rows we no longer own are left alone.
+
+    Joins the caller's transaction when there is one (the dispatcher writes outcomes and claims
+    the next batch under a single commit).
+    """
     if not outcomes:
         return Applied([], [])
-    by_id = {o.task_id: o for o in outcomes}
-    with transaction.atomic():
-        owned = {
-            row.id: row
-            for row in Task.objects.select_for_update()
-            .filter(
-                id__in=list(by_id),
-                status=TaskStatus.RUNNING,
-                lease_token__in={o.lease_token for o in outcomes},
-            )
-            .order_by("id")
-            if row.lease_token == by_id[row.id].lease_token
-        }
-        written = [by_id[i] for i in owned]
-        lost = [o for o in outcomes if o.task_id not in owned]
-        _write(owned, by_id)
+    with transaction.atomic(savepoint=False):
+        if connection.vendor == "postgresql":
+            terminal = [o for o in outcomes if o.kind in finish_pg.TERMINAL]
+            others = [o for o in outcomes if o.kind not in finish_pg.TERMINAL]
+            written = _finish_pg(terminal) + _apply_generic(others)
+        else:
+            written = _apply_generic(outcomes)
+    written_ids = {o.task_id for o in written}
+    lost = [o for o in outcomes if o.task_id not in written_ids]
     for outcome in lost:
         logger.warning(
             "lease lost task_id=%s outcome=%s: not written", outcome.task_id, outcome.kind
         )
     return Applied(written, lost)
+
+
+def _finish_pg(outcomes: list[Outcome]) -> list[Outcome]:
+    if not outcomes:
+        return []
+    by_id = {o.task_id: o for o in outcomes}
+    finished = finish_pg.finish_batch(outcomes)
+    for row in finished:
+        _announce(row.id, row.task_type, row.status, by_id[row.id])
+    _requeue([row.id for row in finished if row.has_requeue])
+    resolve_dependents({row.id: row.status for row in finished if row.has_dependents})
+    return [by_id[row.id] for row in finished]
+
+
+def _apply_generic(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    if not outcomes:
+        return []
+    by_id = {o.task_id: o for o in outcomes}
+    owned = {
+        row.id: row
+        for row in Task.objects.select_for_update()
+        .filter(
+            id__in=list(by_id),
+            status=TaskStatus.RUNNING,
+            lease_token__in={o.lease_token for o in outcomes},
+        )
+        .order_by("id")
+        if row.lease_token == by_id[row.id].lease_token
+    }
+    _write(owned, by_id)
+    return [by_id[i] for i in owned]
 
 
 def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
@@ -109,10 +139,10 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
                 duration_ms=outcome.duration_ms,
                 **outcome.io,
             )
-            _announce(row, status, outcome)
+            _announce(row.id, row.task_type, status, outcome)
     if terminal:
         move_to_history(terminal, HistoryStatus.COMPLETED, details, statuses=statuses)
-        _requeue([row for row in terminal if row.has_requeue])
+        _requeue([row.id for row in terminal if row.has_requeue])
 
 
 def _retry(row: Task, outcome: Outcome) -> None:
@@ -146,51 +176,47 @@ def _release(row: Task) -> None:
     notify_workers()
 
 
-def _announce(row: Task, status: str, outcome: Outcome) -> None:
-    sender = row.task_type
+def _announce(task_id: int, sender: str, status: str, outcome: Outcome) -> None:
     if status == HistoryStatus.COMPLETED:
         send_on_commit(
-            signals.task_completed, sender, task_id=row.id, duration_ms=outcome.duration_ms
+            signals.task_completed, sender, task_id=task_id, duration_ms=outcome.duration_ms
         )
     elif status == HistoryStatus.FAILED:
         send_on_commit(
             signals.task_failed,
             sender,
-            task_id=row.id,
+            task_id=task_id,
             error=outcome.error,
             will_retry=False,
             retry_after=None,
         )
     elif status == HistoryStatus.DEAD_LETTER:
-        send_on_commit(signals.task_dead_lettered, sender, task_id=row.id, error=outcome.error)
+        send_on_commit(signals.task_dead_lettered, sender, task_id=task_id, error=outcome.error)
     elif status in (HistoryStatus.CANCELLED, HistoryStatus.SUPERSEDED):
-        send_on_commit(signals.task_cancelled, sender, task_id=row.id)
+        send_on_commit(signals.task_cancelled, sender, task_id=task_id)
 
 
-def _requeue(rows: list[Task]) -> None:
-    """A duplicate arrived while these ran: run each once more, as a fresh task with its key."""
-    if not rows:
+def _requeue(history_ids: list[int]) -> None:
+    """A duplicate arrived while these ran: run each once more, as a fresh task with its key
+    (the priority of the more urgent submission is kept on the history row's twin)."""
+    if not history_ids:
         return
+    rows = list(
+        TaskHistory.objects.filter(id__in=history_ids).exclude(key__startswith="superseded:")
+    )
     fresh = [
         Task(
             task_type=row.task_type,
             domain=row.domain,
             key=row.key,
             label=row.label,
-            priority=min(row.priority, row.requeue_priority or row.priority),
+            priority=row.priority,
             payload=row.payload,
             group_key=row.group_key,
             parent_id=row.parent_id,
             max_retries=row.max_retries,
-            ttl_seconds=row.ttl_seconds,
-            ttl_from=row.ttl_from,
-            expected_read_bytes=row.expected_read_bytes,
-            expected_write_bytes=row.expected_write_bytes,
-            expected_net_rx_bytes=row.expected_net_rx_bytes,
-            expected_net_tx_bytes=row.expected_net_tx_bytes,
         )
         for row in rows
-        if not row.key.startswith("superseded:")
     ]
     created = Task.objects.bulk_create(fresh)
     old_ids = {row.key: row.id for row in rows}

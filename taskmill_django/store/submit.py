@@ -170,8 +170,10 @@ def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
             return SubmitOutcome(OutcomeKind.UPGRADED, twin.id)
         return SubmitOutcome(OutcomeKind.DUPLICATE, twin.id)
     if twin.status == TaskStatus.RUNNING and not twin.cancel_reason:
-        requeue_priority = min(task.priority, twin.requeue_priority or task.priority)
-        Task.objects.filter(id=twin.id).update(has_requeue=True, requeue_priority=requeue_priority)
+        # The rerun inherits the row's priority: keep the more urgent of the two.
+        Task.objects.filter(id=twin.id).update(
+            has_requeue=True, priority=min(task.priority, twin.priority)
+        )
         return SubmitOutcome(OutcomeKind.REQUEUED, twin.id)
     return SubmitOutcome(OutcomeKind.DUPLICATE, twin.id)
 

@@ -1,0 +1,111 @@
+"""PostgreSQL fast path for terminal outcomes: one statement moves a whole batch to history.
+
+A chain of data-modifying CTEs deletes the fenced rows (``id`` + ``lease_token`` + ``running``),
+inserts their history rows, moves their tags and drops their edges, and returns what the caller
+needs for signals and follow-ups. Rows whose lease changed simply do not match: nothing of a
+zombie's outcome is written (G3). All timestamps come from the database clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+
+from ..enums import HistoryStatus
+
+_SQL = """
+WITH o AS (
+  SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::text[], %s::text[],
+                       %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+                       %s::bigint[])
+    AS o(id, token, status, error, trace, result, duration_ms, rb, wb, rx, tx)
+),
+done AS (
+  DELETE FROM taskmill_task t USING o
+  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
+  RETURNING t.*, COALESCE(NULLIF(t.cancel_reason, ''), o.status) AS final_status,
+            o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
+            o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx
+),
+hist AS (
+  INSERT INTO taskmill_task_history (
+    id, task_type, domain, key, label, priority, status, payload, group_key, parent_id,
+    retry_count, max_retries, rescue_count, last_error, traceback, result, created_at,
+    started_at, finished_at, duration_ms, read_bytes, write_bytes, net_rx_bytes,
+    net_tx_bytes, worker_id)
+  SELECT id, task_type, domain, key, label, priority, final_status, payload, group_key,
+    parent_id, retry_count, max_retries, rescue_count,
+    CASE WHEN o_error <> '' THEN o_error
+         WHEN final_status = 'completed' THEN '' ELSE last_error END,
+    o_trace, o_result::jsonb, created_at, started_at, NOW(), o_duration,
+    GREATEST(rb, read_bytes), GREATEST(wb, write_bytes), GREATEST(rx, net_rx_bytes),
+    GREATEST(tx, net_tx_bytes), worker_id
+  FROM done
+),
+moved_tags AS (
+  DELETE FROM taskmill_task_tag WHERE task_id IN (SELECT id FROM done)
+  RETURNING task_id, key, value
+),
+history_tags AS (
+  INSERT INTO taskmill_task_history_tag (history_id, key, value)
+  SELECT task_id, key, value FROM moved_tags
+),
+edges AS (
+  DELETE FROM taskmill_task_dependency WHERE task_id IN (SELECT id FROM done)
+)
+SELECT id, task_type, final_status, has_requeue,
+       EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
+       parent_id
+FROM done
+"""
+
+
+@dataclass(frozen=True)
+class Finished:
+    id: int
+    task_type: str
+    status: str
+    has_requeue: bool
+    has_dependents: bool
+    parent_id: int | None
+
+
+def finish_batch(outcomes: Sequence[Any]) -> list[Finished]:
+    """Move the fenced rows of terminal ``outcomes`` to history; return the rows moved."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for o in outcomes:
+        io = o.io
+        values = (
+            o.task_id,
+            o.lease_token,
+            str(o.kind),
+            o.error,
+            o.traceback,
+            None if o.result is None else json.dumps(o.result),
+            o.duration_ms,
+            io.get("read_bytes", 0),
+            io.get("write_bytes", 0),
+            io.get("net_rx_bytes", 0),
+            io.get("net_tx_bytes", 0),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(_SQL, columns)
+        return [Finished(*row) for row in cursor.fetchall()]
+
+
+TERMINAL = frozenset(
+    {
+        HistoryStatus.COMPLETED,
+        HistoryStatus.FAILED,
+        HistoryStatus.DEAD_LETTER,
+        HistoryStatus.CANCELLED,
+        HistoryStatus.SUPERSEDED,
+        HistoryStatus.EXPIRED,
+    }
+)
