@@ -29,7 +29,7 @@ from django.db import (
     transaction,
 )
 
-from . import executor
+from . import executor, signals
 from .conf import app_settings
 from .context import TaskContext
 from .domain import TaskDefinition
@@ -89,6 +89,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = 0.0
+        self._next_progress = 0.0
         self._next_status = 0.0
 
     # --- settings ------------------------------------------------------------------------
@@ -184,6 +185,9 @@ class Dispatcher:
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + float(app_settings.HEARTBEAT_INTERVAL)
+        if self.running and now >= self._next_progress:
+            self._save_progress()
+            self._next_progress = now + float(app_settings.PROGRESS_INTERVAL)
         batch = self._collect_outcomes()
         free = self.options.concurrency - (len(self.running) - len(batch))
         limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
@@ -196,14 +200,22 @@ class Dispatcher:
         self._account(batch, applied)
         for task in claimed:
             self._start(task)
+        if claimed and signals.task_dispatched.has_listeners():
+            for task in claimed:
+                signals.task_dispatched.send(
+                    sender=task.task_type, task_id=task.id, worker_id=self.worker_id
+                )
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
             return None
         # Idle when every slot is busy (an outcome will wake us) or the queue had less than asked.
         return (free <= 0 or len(claimed) < free) and self.outcomes.empty()
 
     def _sleep_time(self) -> float:
-        until_heartbeat = max(self._next_heartbeat - time.monotonic(), 0.0)
-        return min(self.poll_interval, until_heartbeat)
+        now = time.monotonic()
+        until = self._next_heartbeat
+        if self.running:
+            until = min(until, self._next_progress)
+        return min(self.poll_interval, max(until - now, 0.0))
 
     def _start(self, task: Task) -> None:
         ctx, definition = executor.build_context(task)
@@ -316,6 +328,14 @@ class Dispatcher:
         if reports:
             leases = {i: self.running[i].task.lease_token for i in reports}
             workers.save_progress(leases, reports)
+            if signals.task_progress.has_listeners():
+                for task_id, values in reports.items():
+                    signals.task_progress.send(
+                        sender=self.running[task_id].task.task_type,
+                        task_id=task_id,
+                        fraction=values["progress"],
+                        message=values["progress_message"],
+                    )
 
     # --- PostgreSQL wake-ups ---------------------------------------------------------------
 
