@@ -5,6 +5,7 @@ in ``tasks.py`` modules.
 """
 
 from .context import TaskContext
+from .cron import RecurringSchedule
 from .domain import Domain, TaskDefinition
 from .enums import DependencyFailurePolicy, DuplicateStrategy, HistoryStatus, Priority, TaskStatus
 from .exceptions import (
@@ -31,6 +32,7 @@ __all__ = [
     "IoBudget",
     "PermanentError",
     "Priority",
+    "RecurringSchedule",
     "RetryPolicy",
     "RetryableError",
     "SubmitOutcome",

@@ -33,8 +33,9 @@ from . import executor, signals
 from .conf import app_settings
 from .context import TaskContext
 from .domain import TaskDefinition
+from .exceptions import ValidationError
 from .models import Task
-from .store import claim, lifecycle, maintenance, workers
+from .store import claim, lifecycle, maintenance, recurring, workers
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = 0.0
         self._next_progress = 0.0
+        self._next_timers = 0.0
+        self._next_expiry = 0.0
         self._next_status = 0.0
 
     # --- settings ------------------------------------------------------------------------
@@ -120,6 +123,7 @@ class Dispatcher:
             ",".join(self.options.domains or []) or "all",
         )
         self._guarded(maintenance.rescue_orphans)
+        self._sync_schedules()
         try:
             self._loop_until_stopped()
         finally:
@@ -185,6 +189,8 @@ class Dispatcher:
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + float(app_settings.HEARTBEAT_INTERVAL)
+        if now >= self._next_timers:
+            self._timers(now)
         if self.running and now >= self._next_progress:
             self._save_progress()
             self._next_progress = now + float(app_settings.PROGRESS_INTERVAL)
@@ -212,7 +218,7 @@ class Dispatcher:
 
     def _sleep_time(self) -> float:
         now = time.monotonic()
-        until = self._next_heartbeat
+        until = min(self._next_heartbeat, self._next_timers)
         if self.running:
             until = min(until, self._next_progress)
         return min(self.poll_interval, max(until - now, 0.0))
@@ -276,6 +282,26 @@ class Dispatcher:
         if app_settings.RETENTION and self.stats.since_prune >= int(app_settings.PRUNE_INTERVAL):
             self.stats.since_prune = 0
             maintenance.apply_retention()
+
+    # --- schedules and expiry -------------------------------------------------------------
+
+    def _sync_schedules(self) -> None:
+        try:
+            recurring.sync_declared_schedules()
+        except ValidationError as exc:
+            logger.error("declarative schedules not synced: %s", exc)
+        except _DB_ERRORS as exc:
+            logger.warning("declarative schedules not synced (database error): %s", exc)
+            self._reset_connection()
+
+    def _timers(self, now: float) -> None:
+        """Time-driven work, at most every poll interval (never on each claim cycle)."""
+        self._next_timers = now + min(self.poll_interval, 1.0)
+        if recurring.fire_due_schedules():
+            self.wake.set()
+        if now >= self._next_expiry:
+            self._next_expiry = now + float(app_settings.EXPIRY_SWEEP_INTERVAL)
+            maintenance.expire_due()
 
     # --- heartbeat, cancellation, progress -------------------------------------------------
 

@@ -19,7 +19,8 @@ from asgiref.sync import sync_to_async
 
 from . import registry
 from .conf import app_settings
-from .enums import DependencyFailurePolicy, DuplicateStrategy, Priority, TtlFrom
+from .cron import RecurringSchedule
+from .enums import DependencyFailurePolicy, DuplicateStrategy, OutcomeKind, Priority, TtlFrom
 from .exceptions import ValidationError
 from .records import IoBudget, NewTask, SubmitOutcome
 from .retry import RetryPolicy
@@ -93,12 +94,16 @@ class Domain:
         key: KeyFunc | None = None,
         duplicate: str = DuplicateStrategy.SKIP,
         tags: Mapping[str, str] | None = None,
+        schedule: RecurringSchedule | None = None,
     ) -> Callable[[TaskFunc], TaskDefinition]:
         """Register the decorated function as task type ``<domain>::<name>``.
 
         ``name`` defaults to the function name. ``key`` computes an explicit dedup key from the
         payload (``key=lambda path, size: path`` makes every size of one path the same task).
+        ``schedule`` declares a recurring run (empty payload), synced when workers start.
         """
+        if schedule is not None and not isinstance(schedule, RecurringSchedule):
+            raise ValidationError("schedule", "must be a RecurringSchedule")
 
         def decorate(func: TaskFunc) -> TaskDefinition:
             definition = TaskDefinition(
@@ -114,6 +119,7 @@ class Domain:
                 duplicate=validate_choice("duplicate", duplicate, DuplicateStrategy),
                 tags={**self.default_tags, **validate_tags(tags)},
             )
+            definition.schedule = schedule
             registry.register_task(definition)
             return definition
 
@@ -145,6 +151,7 @@ class SubmitOptions:
     duplicate: str | None = None
     expected_io: IoBudget | None = None
     max_retries: int | None = None
+    recurring: RecurringSchedule | None = None
 
 
 def build_options(**opts: Any) -> SubmitOptions:
@@ -194,6 +201,10 @@ def _validate_option(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, IoBudget):
             raise ValidationError(name, "must be an IoBudget (IoBudget.disk(...) / .net(...))")
         return value
+    if name == "recurring":
+        if value is not None and not isinstance(value, RecurringSchedule):
+            raise ValidationError(name, "must be a RecurringSchedule(interval=... | cron=...)")
+        return value
     if name == "max_retries":
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 0
@@ -234,6 +245,7 @@ class TaskDefinition:
         self.key_func = key_func
         self.duplicate = duplicate
         self.tags = tags
+        self.schedule: RecurringSchedule | None = None
         self.finalize_func: TaskFunc | None = None
         self.on_cancel_func: TaskFunc | None = None
         self.__doc__ = func.__doc__
@@ -295,7 +307,7 @@ class TaskDefinition:
             group_key=options.group if options.group is not None else self.group,
             tags={**self.tags, **(options.tags or {})},
             run_after=options.run_after,
-            ttl_seconds=options.ttl if options.ttl is not None else self.ttl,
+            ttl_seconds=_first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
             ttl_from=options.ttl_from,
             expected_io=io,
             duplicate=options.duplicate or self.duplicate,
@@ -321,7 +333,29 @@ class TaskCall:
     def submit(self, **payload: Any) -> SubmitOutcome:
         from .store.submit import submit_tasks  # upward import: the front door calls the store
 
-        return submit_tasks([self.definition.build(payload, self.options)])[0]
+        new = self.definition.build(payload, self.options)
+        if self.options.recurring is not None:
+            return self._schedule(new)
+        return submit_tasks([new])[0]
+
+    def _schedule(self, new: NewTask) -> SubmitOutcome:
+        """``using(recurring=...)``: store a schedule; its first occurrence runs now if due."""
+        from .store.recurring import SCHEDULE_OPTIONS, create_schedule
+
+        opts = self.options
+        if opts.depends_on or opts.parent is not None:
+            raise ValidationError("recurring", "cannot be combined with depends_on or parent")
+        options = {
+            name: getattr(opts, name)
+            for name in SCHEDULE_OPTIONS
+            if getattr(opts, name) not in (None, {}, "submission")
+        }
+        assert opts.recurring is not None  # noqa: S101 - checked by the caller
+        schedule, task_id, created = create_schedule(
+            new.task_type, new.payload, options, opts.recurring, name=opts.key
+        )
+        kind = OutcomeKind.INSERTED if created else OutcomeKind.DUPLICATE
+        return SubmitOutcome(kind, task_id, schedule_id=schedule.id)
 
     def submit_batch(self, payloads: Iterable[Mapping[str, Any]]) -> list[SubmitOutcome]:
         """Submit many payloads in one transaction (all or nothing), one round trip per chunk."""
@@ -342,3 +376,12 @@ class TaskCall:
 
     async def asubmit_batch(self, payloads: Iterable[Mapping[str, Any]]) -> list[SubmitOutcome]:
         return await sync_to_async(self.submit_batch)(list(payloads))
+
+
+def _first_set(*values: float | None) -> float | None:
+    """TTL precedence: per task, then per type (which already includes the domain's), then
+    the global DEFAULT_TTL."""
+    for value in values:
+        if value is not None:
+            return float(value)
+    return None

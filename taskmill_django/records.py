@@ -38,12 +38,17 @@ class IoBudget:
 
 @dataclass(frozen=True)
 class SubmitOutcome:
-    """What one submission did. ``id`` is the active task that now holds the key."""
+    """What one submission did. ``id`` is the active task that now holds the key.
+
+    For ``using(recurring=...)``, ``schedule_id`` names the schedule and ``id`` the occurrence
+    submitted at once (None when the first run lies in the future).
+    """
 
     kind: str
-    id: int
+    id: int | None
     group_paused: bool = False
     replaced_id: int | None = None
+    schedule_id: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", str(self.kind))  # plain str, not the enum member

@@ -2,10 +2,13 @@
 
 from .cluster import PausedGroup, SchedulerSetting, Worker
 from .history import TaskHistory, TaskHistoryTag
+from .schedule import Schedule, ScheduleTick
 from .task import Task, TaskDependency, TaskTag
 
 __all__ = [
     "PausedGroup",
+    "Schedule",
+    "ScheduleTick",
     "SchedulerSetting",
     "Task",
     "TaskDependency",

@@ -28,8 +28,9 @@ def cancel_matching(condition: Q, *, status: str = HistoryStatus.CANCELLED) -> i
         if running:
             Task.objects.filter(id__in=[r.id for r in running]).update(cancel_reason=status)
         if idle:
-            for row in idle:
-                send_on_commit(signals.task_cancelled, row.task_type, task_id=row.id)
+            if status == HistoryStatus.CANCELLED:
+                for row in idle:
+                    send_on_commit(signals.task_cancelled, row.task_type, task_id=row.id)
             move_to_history(idle, status)
         count = len(running) + len(idle)
         parents = [r.id for r in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models.functions import Coalesce, Now
@@ -48,29 +49,37 @@ def _claim_returning(
     params.append(limit)
     if connection.vendor == "postgresql":
         now = "NOW()"
+        pg_expiry = f"NOW() + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
         # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
         # lock and claim more rows than LIMIT.
         sql = (
             f"WITH picked AS MATERIALIZED (SELECT {qn('id')} FROM {table} "  # noqa: S608
             f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-            f"OR {qn('run_after')} <= {now}){domain_sql} "
+            f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
+            f"OR {qn('expires_at')} > {now}){domain_sql} "
             f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s FOR UPDATE SKIP LOCKED) "
             f"UPDATE {table} AS t SET {qn('status')} = 'running', {qn('lease_token')} = %s, "
             f"{qn('worker_id')} = %s, {qn('started_at')} = {now}, "
-            f"{qn('first_started_at')} = COALESCE(t.{qn('first_started_at')}, {now}) "
+            f"{qn('first_started_at')} = COALESCE(t.{qn('first_started_at')}, {now}), "
+            f"{qn('expires_at')} = {_first_attempt_expiry('t.', pg_expiry)} "
             f"FROM picked WHERE t.{qn('id')} = picked.{qn('id')} RETURNING {columns}"
         )
         params += [token, worker_id]
     else:
         now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+        sqlite_expiry = (
+            f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
+        )
         plain = ", ".join(qn(f.column) for f in fields)
         sql = (
             f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
             f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
-            f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}) "
+            f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}), "
+            f"{qn('expires_at')} = {_first_attempt_expiry('', sqlite_expiry)} "
             f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
             f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-            f"OR {qn('run_after')} <= {now}){domain_sql} "
+            f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
+            f"OR {qn('expires_at')} > {now}){domain_sql} "
             f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
         )
         params = [token.hex, worker_id.hex, *params]
@@ -80,6 +89,15 @@ def _claim_returning(
         cursor.execute(sql, params)
         raw_rows = cursor.fetchall()
     return [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+
+
+def _first_attempt_expiry(prefix: str, deadline_sql: str) -> str:
+    """SQL for expires_at at claim time: TTLs counted from the first attempt start now."""
+    col = f"{prefix}{qn('expires_at')}"
+    return (
+        f"CASE WHEN {col} IS NULL AND {prefix}{qn('ttl_seconds')} IS NOT NULL "
+        f"AND {prefix}{qn('ttl_from')} = 'first_attempt' THEN {deadline_sql} ELSE {col} END"
+    )
 
 
 def _converters(fields: list) -> list:  # type: ignore[type-arg]
@@ -105,7 +123,7 @@ def _claim_orm(
     token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
 ) -> list[Task]:
     with transaction.atomic(savepoint=False):
-        candidates = Task.objects.claimable()
+        candidates = Task.objects.claimable().exclude(expires_at__lte=Now())
         if domains:
             candidates = candidates.filter(domain__in=list(domains))
         ids = list(
@@ -122,4 +140,13 @@ def _claim_orm(
             started_at=Now(),
             first_started_at=Coalesce("first_started_at", Now()),
         )
-        return list(Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id"))
+        rows = list(Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id"))
+        for row in rows:
+            if (
+                row.expires_at is None
+                and row.ttl_seconds is not None
+                and row.ttl_from == "first_attempt"
+            ):
+                row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
+                row.save(update_fields=["expires_at"])
+        return rows

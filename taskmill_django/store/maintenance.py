@@ -125,3 +125,29 @@ def apply_retention() -> int:
     if retention.get("max_count") is not None:
         deleted += prune_history_by_count(int(retention["max_count"]))
     return deleted
+
+
+def expire_due(limit: int = 500) -> int:
+    """Move waiting tasks past their ``expires_at`` (database clock) to history as ``expired``.
+
+    Running tasks are not interrupted: the dispatch-time check keeps expired rows from being
+    claimed, and an attempt already under way may finish. Children of expired parents expire
+    with them.
+    """
+    from .cancel import cancel_matching  # cancel handles the parent → children cascade
+
+    with transaction.atomic():
+        ids = list(
+            Task.objects.select_for_update(skip_locked=True)
+            .filter(expires_at__lte=Now())
+            .exclude(status=TaskStatus.RUNNING)
+            .order_by("expires_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return 0
+        for task_id, task_type in Task.objects.filter(id__in=ids).values_list("id", "task_type"):
+            send_on_commit(signals.task_expired, task_type, task_id=task_id)
+        count = cancel_matching(Q(id__in=ids), status=HistoryStatus.EXPIRED)
+    logger.info("expired tasks count=%s", count)
+    return count
