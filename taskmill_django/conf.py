@@ -60,20 +60,26 @@ class AppSettings:
     """Attribute access to TASKMILL settings with defaults; unknown names raise AttributeError."""
 
     def __init__(self) -> None:
-        self._user: dict[str, Any] = {}
-        self.reload()
+        # Read lazily: importing taskmill_django (e.g. from settings.py) must not freeze
+        # settings before they are configured.
+        self._user: dict[str, Any] | None = None
 
     def reload(self) -> None:
-        self._user = dict(getattr(settings, "TASKMILL", None) or {})
+        self._user = None
+
+    def _values(self) -> dict[str, Any]:
+        if self._user is None:
+            self._user = dict(getattr(settings, "TASKMILL", None) or {})
+        return self._user
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
             raise AttributeError(f"unknown TASKMILL setting {name!r}")
-        return self._user.get(name, DEFAULTS[name])
+        return self._values().get(name, DEFAULTS[name])
 
     def user_keys(self) -> set[str]:
         """Keys the project set, for the system check that flags typos."""
-        return set(self._user)
+        return set(self._values())
 
     @property
     def lease_timeout(self) -> timedelta:

@@ -48,7 +48,12 @@ class Progress:
             if self.changed_at <= self.saved_at:
                 return None
             self.saved_at = time.monotonic()
-            return {"progress": self.fraction, "progress_message": self.message}
+            return {
+                "progress": self.fraction,
+                "progress_message": self.message,
+                "progress_bytes_done": self.bytes_done,
+                "progress_bytes_total": self.bytes_total,
+            }
 
 
 class TaskContext:

@@ -36,6 +36,7 @@ from .domain import TaskDefinition
 from .exceptions import ValidationError
 from .models import Task
 from .store import claim, lifecycle, maintenance, recurring, workers
+from .store.db import send_task_signal
 
 logger = logging.getLogger(__name__)
 
@@ -208,8 +209,11 @@ class Dispatcher:
             self._start(task)
         if claimed and signals.task_dispatched.has_listeners():
             for task in claimed:
-                signals.task_dispatched.send(
-                    sender=task.task_type, task_id=task.id, worker_id=self.worker_id
+                send_task_signal(
+                    signals.task_dispatched,
+                    task.task_type,
+                    task_id=task.id,
+                    worker_id=self.worker_id,
                 )
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
             return None
@@ -274,7 +278,9 @@ class Dispatcher:
         """After commit: forget written (or fenced-off) tasks and update counters."""
         self.unwritten = self.unwritten[len(batch) :]
         for outcome in batch:
-            self.running.pop(outcome.task_id, None)
+            item = self.running.get(outcome.task_id)
+            if item is not None and item.task.lease_token == outcome.lease_token:
+                del self.running[outcome.task_id]
             self.stats.by_kind[outcome.kind] = self.stats.by_kind.get(outcome.kind, 0) + 1
         self.stats.lost += len(applied.lost)
         self.stats.completed += sum(1 for o in applied.written if o.kind == lifecycle.COMPLETED)
@@ -314,6 +320,15 @@ class Dispatcher:
         self._save_progress()
         for task_id, reason in workers.cancel_requests(self.worker_id, list(self.running)).items():
             self._cancel(task_id, reason)
+        stray = workers.stray_claims(self.worker_id, list(self.running))
+        if stray:
+            logger.warning("releasing claims this worker is not running count=%s", len(stray))
+            lifecycle.apply_outcomes(
+                [
+                    lifecycle.Outcome(t.id, t.lease_token, lifecycle.RELEASE, t.task_type)
+                    for t in stray
+                ]
+            )
         maintenance.rescue_orphans()
         if time.monotonic() >= self._next_status:
             self._next_status = time.monotonic() + 60
@@ -341,7 +356,13 @@ class Dispatcher:
             return
         item.ctx.cancel(reason)
         if reason not in (executor.SHUTDOWN, executor.PREEMPTED):
-            executor.run_on_cancel(item.ctx, item.definition)
+            # A slow hook must not delay heartbeats: run it beside the loop.
+            threading.Thread(
+                target=executor.run_on_cancel,
+                args=(item.ctx, item.definition),
+                name=f"taskmill-on-cancel-{task_id}",
+                daemon=True,
+            ).start()
         if item.future is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(item.future.cancel)
 
@@ -356,8 +377,9 @@ class Dispatcher:
             workers.save_progress(leases, reports)
             if signals.task_progress.has_listeners():
                 for task_id, values in reports.items():
-                    signals.task_progress.send(
-                        sender=self.running[task_id].task.task_type,
+                    send_task_signal(
+                        signals.task_progress,
+                        self.running[task_id].task.task_type,
                         task_id=task_id,
                         fraction=values["progress"],
                         message=values["progress_message"],
@@ -367,7 +389,11 @@ class Dispatcher:
 
     def _listen(self) -> None:
         """LISTEN on a dedicated connection; any NOTIFY wakes the loop at once."""
-        import psycopg
+        try:
+            import psycopg
+        except ImportError:
+            logger.info("psycopg 3 not installed: waking by polling every %ss", self.poll_interval)
+            return
 
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)

@@ -237,6 +237,7 @@ class TaskDefinition:
         self.task_type = f"{domain.name}{_SEPARATOR}{name}"
         self.func = func
         self.is_async = inspect.iscoroutinefunction(func)
+        self._signature = _signature_or_none(func)
         self.priority = priority
         self.group = group
         self.ttl = ttl
@@ -289,6 +290,13 @@ class TaskDefinition:
     def build(self, payload: Mapping[str, Any], options: SubmitOptions) -> NewTask:
         """Validate one payload against this definition and the options; no database access."""
         canonical = validate_payload(payload)
+        if self._signature is not None:
+            try:
+                self._signature.bind(None, **payload)
+            except TypeError as exc:
+                raise ValidationError(
+                    "payload", f"does not fit {self.task_type}(ctx, ...): {exc}"
+                ) from None
         explicit = options.key
         if explicit is None and self.key_func is not None:
             try:
@@ -305,7 +313,7 @@ class TaskDefinition:
             payload=dict(payload),
             max_retries=self.max_retries if options.max_retries is None else options.max_retries,
             group_key=options.group if options.group is not None else self.group,
-            tags={**self.tags, **(options.tags or {})},
+            tags=validate_tags({**self.tags, **(options.tags or {})}),
             run_after=options.run_after,
             ttl_seconds=_first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
             ttl_from=options.ttl_from,
@@ -385,3 +393,12 @@ def _first_set(*values: float | None) -> float | None:
         if value is not None:
             return float(value)
     return None
+
+
+def _signature_or_none(func: TaskFunc) -> inspect.Signature | None:
+    """The function's signature, so a payload that could never bind fails at submit, not as
+    a retried-then-dead-lettered TypeError in a worker."""
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        return None

@@ -33,10 +33,16 @@ class UnknownTaskType(ValidationError):
 class DuplicateTaskError(TaskmillError):
     """A ``duplicate="reject"`` submission found its key occupied by an active task."""
 
-    def __init__(self, key: str, existing_id: int) -> None:
+    def __init__(
+        self, key: str, existing_id: int | None, task_type: str = "", label: str = ""
+    ) -> None:
         self.key = key
         self.existing_id = existing_id
-        super().__init__(f"a task with key {key!r} is already active (id {existing_id})")
+        what = f"{task_type} {label!r}".strip() if task_type else f"key {key!r}"
+        where = f"is already active as task {existing_id}" if existing_id else "is twice in batch"
+        super().__init__(
+            f"{what} {where} (duplicate='reject'); use duplicate='skip' or 'supersede' to accept it"
+        )
 
 
 class TaskNotFound(TaskmillError, LookupError):

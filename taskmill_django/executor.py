@@ -32,10 +32,22 @@ def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:
     return TaskContext(task, definition.domain if definition else None), definition
 
 
-def run_sync(task: Task, ctx: TaskContext, definition: TaskDefinition | None) -> lifecycle.Outcome:
-    """Run a sync task function in the calling (pool) thread."""
+def run_sync(
+    task: Task,
+    ctx: TaskContext,
+    definition: TaskDefinition | None,
+    *,
+    manage_connections: bool = True,
+) -> lifecycle.Outcome:
+    """Run a sync task function in the calling (pool) thread.
+
+    Pool threads own their connections: stale ones are closed around each task, as Django
+    does around a request. ``manage_connections=False`` leaves the caller's connection alone
+    (``testing.run_pending`` inside a test transaction).
+    """
     started = time.monotonic()
-    close_old_connections()
+    if manage_connections:
+        close_old_connections()
     try:
         if definition is None:
             raise PermanentError(f"unknown task type {task.task_type!r}: not registered here")
@@ -45,7 +57,8 @@ def run_sync(task: Task, ctx: TaskContext, definition: TaskDefinition | None) ->
     else:
         outcome = success(task, ctx, result)
     finally:
-        close_old_connections()
+        if manage_connections:
+            close_old_connections()
     return finish(outcome, ctx, started)
 
 

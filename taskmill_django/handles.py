@@ -66,40 +66,40 @@ class TaskStore:
         return queries.running_io_totals(self.scope)
 
     def task_dependencies(self, task_id: int) -> list[int]:
-        return queries.task_dependencies(task_id)
+        return queries.task_dependencies(task_id, self.scope)
 
     def task_dependents(self, task_id: int) -> list[int]:
-        return queries.task_dependents(task_id)
+        return queries.task_dependents(task_id, self.scope)
 
     def history(self, limit: int = 100, offset: int = 0) -> list[TaskHistory]:
         return queries.history(limit, offset, self.scope)
 
     def history_by_type(self, task_type: str, limit: int = 100) -> list[TaskHistory]:
-        return queries.history_by_type(task_type, limit)
+        return queries.history_by_type(task_type, limit, self.scope)
 
     def history_by_key(self, key: str) -> list[TaskHistory]:
-        return queries.history_by_key(key)
+        return queries.history_by_key(key, self.scope)
 
     def failed_tasks(self, limit: int = 100) -> list[TaskHistory]:
         return queries.failed_tasks(limit, self.scope)
 
     def history_stats(self, task_type: str) -> TypeStats:
-        return queries.history_stats(task_type)
+        return queries.history_stats(task_type, self.scope)
 
     def avg_throughput(self, task_type: str, limit: int = 100) -> float:
-        return queries.avg_throughput(task_type, limit)
+        return queries.avg_throughput(task_type, limit, self.scope)
 
     def next_run_after(self) -> datetime | None:
-        return queries.next_run_after()
+        return queries.next_run_after(self.scope)
 
     def recurring_schedules(self) -> list[Any]:
         return []
 
     def prune_history_by_count(self, keep: int) -> int:
-        return maintenance.prune_history_by_count(keep)
+        return maintenance.prune_history_by_count(keep, self.scope)
 
     def prune_history_by_age(self, days: float) -> int:
-        return maintenance.prune_history_by_age(days)
+        return maintenance.prune_history_by_age(days, self.scope)
 
 
 def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
@@ -186,8 +186,15 @@ class DomainHandle(TaskStore):
         return {t.id: t.progress or 0.0 for t in self.running_tasks()}
 
     def byte_progress(self) -> dict[int, tuple[int, int]]:
+        """(bytes done, bytes total) per running task, from ``ctx.progress.report_bytes``;
+        tasks that never reported bytes show 0 of their expected IO budget."""
         return {
-            t.id: (t.read_bytes + t.write_bytes, t.expected_read_bytes + t.expected_write_bytes)
+            t.id: (
+                t.progress_bytes_done or 0,
+                t.progress_bytes_total
+                if t.progress_bytes_total is not None
+                else t.expected_read_bytes + t.expected_write_bytes,
+            )
             for t in self.running_tasks()
         }
 

@@ -26,12 +26,18 @@ def register_domain(domain: Domain) -> None:
 
 def register_task(definition: TaskDefinition) -> None:
     existing = _tasks.get(definition.task_type)
-    if existing is not None and existing.func is not definition.func:
-        # Re-importing the same module (autoreload, tests) re-registers the same function name;
-        # only two different functions claiming one name is an error.
-        if existing.func.__qualname__ != definition.func.__qualname__:
-            raise ValueError(f"task type {definition.task_type!r} is declared twice")
+    if existing is not None and _origin(existing.func) != _origin(definition.func):
+        # Re-importing one module (autoreload, tests) re-registers the same function; two
+        # different functions claiming one name is an error.
+        raise ValueError(
+            f"task type {definition.task_type!r} is declared twice: "
+            f"{_origin(existing.func)} and {_origin(definition.func)}"
+        )
     _tasks[definition.task_type] = definition
+
+
+def _origin(func: object) -> str:
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
 
 
 def get_domain(name: str) -> Domain:

@@ -97,11 +97,16 @@ class RetryPolicy:
         if self.kind == "linear":
             delay = self.initial + self.increment * n
         elif self.kind == "exponential":
-            delay = self.initial * (self.multiplier**n)
+            try:
+                delay = self.initial * (self.multiplier**n)
+            except OverflowError:  # attempt 1100 of a doubling policy: the cap decides
+                delay = float("inf")
         else:
             delay = self.initial
         if self.maximum is not None:
             delay = min(delay, self.maximum)
+        elif delay == float("inf"):
+            delay = 86400.0 * 365  # uncapped and astronomically late: a year is late enough
         if self.jitter and delay > 0:
             # "Equal jitter": keep at least half the delay so backoff still grows.
             delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - not crypto

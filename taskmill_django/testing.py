@@ -34,7 +34,7 @@ def run_pending(*, limit: int | None = None, domains: list[str] | None = None) -
         if definition is not None and definition.is_async:
             outcome = asyncio.run(executor.run_async(task, ctx, definition))
         else:
-            outcome = executor.run_sync(task, ctx, definition)
+            outcome = executor.run_sync(task, ctx, definition, manage_connections=False)
         lifecycle.apply_outcomes([outcome])
         ran += 1
     return ran

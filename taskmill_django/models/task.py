@@ -40,6 +40,14 @@ class Task(models.Model):
     task_type = models.CharField(max_length=200, help_text="Qualified type, domain::name.")
     domain = models.CharField(max_length=100)
     key = models.CharField(max_length=64, unique=True, help_text="Dedup key (SHA-256 hex).")
+    released_key = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The dedup key of a running task that gave its key up (superseded or "
+        "cancelled) so a new submission could take it; history records this one.",
+    )
     label = models.CharField(max_length=255, blank=True, default="")
     priority = models.PositiveSmallIntegerField(default=128)
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
@@ -77,6 +85,8 @@ class Task(models.Model):
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True, default="", db_default="")
     progress_at = models.DateTimeField(null=True, blank=True)
+    progress_bytes_done = models.BigIntegerField(null=True, blank=True)
+    progress_bytes_total = models.BigIntegerField(null=True, blank=True)
     read_bytes = models.BigIntegerField(default=0, db_default=0)
     write_bytes = models.BigIntegerField(default=0, db_default=0)
     net_rx_bytes = models.BigIntegerField(default=0, db_default=0)

@@ -52,10 +52,12 @@ def insert_rows(
         for chunk in chunks(list(rows), CHUNK * 4):
             sql, params = _statement(table, columns, chunk, conflict_key, returning)
             if notify and returning and connection.vendor == "postgresql":
+                # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
+                # so the planner can neither drop nor repeat it.
                 names = ", ".join(f"ins.{qn(r)}" for r in returning)
                 sql = (
-                    f"WITH ins AS ({sql}) SELECT {names} FROM ins "  # noqa: S608 - quoted names
-                    "LEFT JOIN (SELECT pg_notify('taskmill', '')::text AS n) AS wake ON true"
+                    "WITH wake AS (SELECT pg_notify('taskmill', '')::text AS n), "  # noqa: S608
+                    f"ins AS ({sql}) SELECT {names} FROM wake, ins"
                 )
             cursor.execute(sql, params)
             if returning:
@@ -113,6 +115,8 @@ def _pg_value(column: Column, value: Any) -> Any:
 
 
 def _sqlite_value(column: Column, value: Any) -> Any:
+    if column.kind == "json":
+        return json.dumps(value)
     if value is None:
         return None
     if column.kind == "datetime":
@@ -122,3 +126,13 @@ def _sqlite_value(column: Column, value: Any) -> Any:
     if isinstance(value, datetime):  # pragma: no cover - every datetime column is declared
         return value.isoformat()
     return value
+
+
+def next_ids(table: str, count: int) -> list[int]:
+    """Reserve ``count`` ids from a PostgreSQL table's id sequence, in increasing order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, count],
+        )
+        return sorted(row[0] for row in cursor.fetchall())

@@ -67,6 +67,9 @@ def _claim_returning(
         params += [token, worker_id]
     else:
         now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+        # SQLite's clock has millisecond precision while stored times have microseconds:
+        # compare against the end of the current millisecond, or a row due "now" could wait.
+        due = now + " || '999'"
         sqlite_expiry = (
             f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
         )
@@ -78,7 +81,7 @@ def _claim_returning(
             f"{qn('expires_at')} = {_first_attempt_expiry('', sqlite_expiry)} "
             f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
             f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-            f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
+            f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
             f"OR {qn('expires_at')} > {now}){domain_sql} "
             f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
         )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from django.db import connection, transaction
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # Keep IN (...) lists and bulk inserts well below SQLite's 32k variable limit and PostgreSQL's
 # 65k parameter limit, whatever the column count.
@@ -38,7 +40,19 @@ def notify_workers() -> None:
             cursor.execute("SELECT pg_notify('taskmill', '')")
 
 
-def send_on_commit(signal, sender: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
-    """Send a Django signal after commit, and skip all work when nobody listens."""
+def send_on_commit(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
+    """Send a task signal after commit, and skip all work when nobody listens."""
     if signal.has_listeners():
-        transaction.on_commit(lambda: signal.send(sender=sender, **kwargs))
+        transaction.on_commit(lambda: send_task_signal(signal, task_type, **kwargs))
+
+
+def send_task_signal(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
+    """Send with the TaskDefinition as sender (so ``connect(sender=thumbnail)`` works) and
+    ``task_type`` as a keyword. A failing receiver is logged, never allowed to break the
+    transition that already committed or the worker loop that sent it."""
+    from ..registry import find_task
+
+    sender = find_task(task_type) or task_type
+    for receiver, result in signal.send_robust(sender=sender, task_type=task_type, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("signal receiver %r failed: %s", receiver, result, exc_info=result)

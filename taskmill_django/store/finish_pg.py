@@ -1,5 +1,8 @@
 """PostgreSQL fast path for terminal outcomes: one statement moves a whole batch to history.
 
+Rows flagged for a rerun (``has_requeue``) are left to the portable path, which needs the
+whole row to build the rerun.
+
 A chain of data-modifying CTEs deletes the fenced rows (``id`` + ``lease_token`` + ``running``),
 inserts their history rows, moves their tags and drops their edges, and returns what the caller
 needs for signals and follow-ups. Rows whose lease changed simply do not match: nothing of a
@@ -27,6 +30,7 @@ WITH o AS (
 done AS (
   DELETE FROM taskmill_task t USING o
   WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
+    AND NOT t.has_requeue
   RETURNING t.*, COALESCE(NULLIF(t.cancel_reason, ''), o.status) AS final_status,
             o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
             o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx
@@ -37,7 +41,8 @@ hist AS (
     retry_count, max_retries, rescue_count, last_error, traceback, result, created_at,
     started_at, finished_at, duration_ms, read_bytes, write_bytes, net_rx_bytes,
     net_tx_bytes, worker_id)
-  SELECT id, task_type, domain, key, label, priority, final_status, payload, group_key,
+  SELECT id, task_type, domain, COALESCE(NULLIF(released_key, ''), key), label, priority,
+    final_status, payload, group_key,
     parent_id, retry_count, max_retries, rescue_count,
     CASE WHEN o_error <> '' THEN o_error
          WHEN final_status = 'completed' THEN '' ELSE last_error END,
@@ -57,7 +62,7 @@ history_tags AS (
 edges AS (
   DELETE FROM taskmill_task_dependency WHERE task_id IN (SELECT id FROM done)
 )
-SELECT id, task_type, final_status, has_requeue,
+SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
        parent_id
 FROM done
@@ -69,7 +74,6 @@ class Finished:
     id: int
     task_type: str
     status: str
-    has_requeue: bool
     has_dependents: bool
     parent_id: int | None
 

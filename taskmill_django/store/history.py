@@ -74,7 +74,7 @@ def _history_row(row: Task, status: str, finish: Finish, now: Any) -> TaskHistor
         id=row.id,
         task_type=row.task_type,
         domain=row.domain,
-        key=row.key,
+        key=row.released_key or row.key,
         label=row.label,
         priority=row.priority,
         status=status,

@@ -11,15 +11,16 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import signals
 from ..enums import HistoryStatus, TaskStatus
-from ..models import Task, TaskHistory, TaskHistoryTag, TaskTag
+from ..models import Task, TaskHistoryTag, TaskTag
 from . import finish_pg
 from .db import notify_workers, send_on_commit
 from .dependencies import resolve_dependents
@@ -91,9 +92,11 @@ def _finish_pg(outcomes: list[Outcome]) -> list[Outcome]:
     finished = finish_pg.finish_batch(outcomes)
     for row in finished:
         _announce(row.id, row.task_type, row.status, by_id[row.id])
-    _requeue([row.id for row in finished if row.has_requeue])
     resolve_dependents({row.id: row.status for row in finished if row.has_dependents})
-    return [by_id[row.id] for row in finished]
+    done = {row.id for row in finished}
+    # Rows the statement skipped: fenced off, or flagged for a rerun (portable path).
+    rest = _apply_generic([o for o in outcomes if o.task_id not in done])
+    return [by_id[row.id] for row in finished] + rest
 
 
 def _apply_generic(outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -142,16 +145,17 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
             _announce(row.id, row.task_type, status, outcome)
     if terminal:
         move_to_history(terminal, HistoryStatus.COMPLETED, details, statuses=statuses)
-        _requeue([row.id for row in terminal if row.has_requeue])
+        _requeue([r for r in terminal if r.has_requeue and statuses[r.id] in _RERUN_AFTER])
 
 
 def _retry(row: Task, outcome: Outcome) -> None:
-    run_after = timezone.now() + timedelta(seconds=outcome.retry_delay)
+    delay = timedelta(seconds=outcome.retry_delay)
+    run_after = timezone.now() + delay  # for the signal; the row uses the database clock
     Task.objects.filter(id=row.id).update(
         status=TaskStatus.PENDING,
         retry_count=row.retry_count + 1,
         last_error=outcome.error,
-        run_after=run_after,
+        run_after=Now() + delay,
         lease_token=None,
         worker_id=None,
         started_at=None,
@@ -196,14 +200,13 @@ def _announce(task_id: int, sender: str, status: str, outcome: Outcome) -> None:
         send_on_commit(signals.task_cancelled, sender, task_id=task_id)
 
 
-def _requeue(history_ids: list[int]) -> None:
-    """A duplicate arrived while these ran: run each once more, as a fresh task with its key
-    (the priority of the more urgent submission is kept on the history row's twin)."""
-    if not history_ids:
-        return
-    rows = list(
-        TaskHistory.objects.filter(id__in=history_ids).exclude(key__startswith="superseded:")
-    )
+# A rerun requested while a task ran follows these ends, never a cancellation.
+_RERUN_AFTER = (HistoryStatus.COMPLETED, HistoryStatus.FAILED, HistoryStatus.DEAD_LETTER)
+
+
+def _requeue(rows: list[Task]) -> None:
+    """A duplicate arrived while these ran: run each once more, as a fresh task (new id) with
+    the same key, payload, tags, TTL and IO budget (and the more urgent priority)."""
     fresh = [
         Task(
             task_type=row.task_type,
@@ -215,9 +218,19 @@ def _requeue(history_ids: list[int]) -> None:
             group_key=row.group_key,
             parent_id=row.parent_id,
             max_retries=row.max_retries,
+            ttl_seconds=row.ttl_seconds,
+            ttl_from=row.ttl_from,
+            expires_at=_rerun_expiry(row),
+            expected_read_bytes=row.expected_read_bytes,
+            expected_write_bytes=row.expected_write_bytes,
+            expected_net_rx_bytes=row.expected_net_rx_bytes,
+            expected_net_tx_bytes=row.expected_net_tx_bytes,
         )
         for row in rows
+        if not row.released_key
     ]
+    if not fresh:
+        return
     created = Task.objects.bulk_create(fresh)
     old_ids = {row.key: row.id for row in rows}
     tags = [
@@ -227,3 +240,9 @@ def _requeue(history_ids: list[int]) -> None:
     ]
     TaskTag.objects.bulk_create(tags)
     notify_workers()
+
+
+def _rerun_expiry(row: Task) -> datetime | None:
+    if row.ttl_seconds is None or row.ttl_from != "submission":
+        return None
+    return timezone.now() + timedelta(seconds=row.ttl_seconds)

@@ -16,9 +16,11 @@ from django.db.models.functions import Now
 from .. import signals
 from ..conf import app_settings
 from ..enums import HistoryStatus, TaskStatus
+from ..exceptions import ValidationError
 from ..models import Task, TaskHistory, TaskHistoryTag, Worker
 from .db import chunks, notify_workers, send_on_commit
 from .history import Finish, move_to_history
+from .queries import EVERYTHING
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,10 @@ def rescue_orphans() -> int:
             for task in poisoned:
                 task.rescue_count += 1
             error = f"worker died while running it {limit} times; dead-lettered"
+            for task in poisoned:
+                send_on_commit(
+                    signals.task_dead_lettered, task.task_type, task_id=task.id, error=error
+                )
             move_to_history(
                 poisoned,
                 HistoryStatus.DEAD_LETTER,
@@ -83,26 +89,26 @@ def forget_dead_workers() -> int:
     return deleted
 
 
-def prune_history_by_count(keep: int) -> int:
+def prune_history_by_count(keep: int, scope: Q = EVERYTHING) -> int:
     """Delete all but the newest ``keep`` history rows; return how many were deleted."""
-    if keep < 0:
-        raise ValueError("keep must be >= 0")
-    newest = TaskHistory.objects.order_by("-finished_at", "-id")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise ValidationError("keep", f"must be an integer >= 0, got {keep!r}")
+    newest = TaskHistory.objects.filter(scope).order_by("-finished_at", "-id")
     row = next(iter(newest.values_list("finished_at", "id")[keep : keep + 1]), None)
     if row is None:
         return 0
     finished_at, row_id = row
-    old = TaskHistory.objects.filter(
+    old = TaskHistory.objects.filter(scope).filter(
         Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, id__lte=row_id)
     )
     return _delete_history(old.values_list("id", flat=True))
 
 
-def prune_history_by_age(days: float) -> int:
+def prune_history_by_age(days: float, scope: Q = EVERYTHING) -> int:
     """Delete history rows finished more than ``days`` days ago (database clock)."""
-    if days < 0:
-        raise ValueError("days must be >= 0")
-    old = TaskHistory.objects.filter(finished_at__lt=Now() - timedelta(days=days))
+    if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+        raise ValidationError("days", f"must be a number >= 0, got {days!r}")
+    old = TaskHistory.objects.filter(scope, finished_at__lt=Now() - timedelta(days=days))
     return _delete_history(old.values_list("id", flat=True))
 
 

@@ -43,17 +43,17 @@ def running_io_totals(scope: Q = EVERYTHING) -> IoTotals:
     return IoTotals(sums["r"] or 0, sums["w"] or 0, sums["rx"] or 0, sums["tx"] or 0)
 
 
-def task_dependencies(task_id: int) -> list[int]:
+def task_dependencies(task_id: int, scope: Q = EVERYTHING) -> list[int]:
     return list(
-        TaskDependency.objects.filter(task_id=task_id)
+        TaskDependency.objects.filter(task_id=task_id, task__in=Task.objects.filter(scope))
         .order_by("depends_on_id")
         .values_list("depends_on_id", flat=True)
     )
 
 
-def task_dependents(task_id: int) -> list[int]:
+def task_dependents(task_id: int, scope: Q = EVERYTHING) -> list[int]:
     return list(
-        TaskDependency.objects.filter(depends_on_id=task_id)
+        TaskDependency.objects.filter(depends_on_id=task_id, task__in=Task.objects.filter(scope))
         .order_by("task_id")
         .values_list("task_id", flat=True)
     )
@@ -63,20 +63,20 @@ def history(limit: int, offset: int = 0, scope: Q = EVERYTHING) -> list[TaskHist
     return list(TaskHistory.objects.filter(scope).newest_first()[offset : offset + limit])
 
 
-def history_by_type(task_type: str, limit: int) -> list[TaskHistory]:
-    return list(TaskHistory.objects.filter(task_type=task_type).newest_first()[:limit])
+def history_by_type(task_type: str, limit: int, scope: Q = EVERYTHING) -> list[TaskHistory]:
+    return list(TaskHistory.objects.filter(scope, task_type=task_type).newest_first()[:limit])
 
 
-def history_by_key(key: str) -> list[TaskHistory]:
-    return list(TaskHistory.objects.filter(key=key).newest_first())
+def history_by_key(key: str, scope: Q = EVERYTHING) -> list[TaskHistory]:
+    return list(TaskHistory.objects.filter(scope, key=key).newest_first())
 
 
 def failed_tasks(limit: int, scope: Q = EVERYTHING) -> list[TaskHistory]:
     return list(TaskHistory.objects.failures().filter(scope).newest_first()[:limit])
 
 
-def history_stats(task_type: str) -> TypeStats:
-    agg = TaskHistory.objects.filter(task_type=task_type).aggregate(
+def history_stats(task_type: str, scope: Q = EVERYTHING) -> TypeStats:
+    agg = TaskHistory.objects.filter(scope, task_type=task_type).aggregate(
         n=Count("id"),
         duration=Avg("duration_ms", filter=Q(status=HistoryStatus.COMPLETED)),
         read=Avg("read_bytes"),
@@ -95,10 +95,10 @@ def history_stats(task_type: str) -> TypeStats:
     )
 
 
-def avg_throughput(task_type: str, limit: int = 100) -> float:
+def avg_throughput(task_type: str, limit: int = 100, scope: Q = EVERYTHING) -> float:
     """Average bytes per second (read + write) over the newest ``limit`` completed runs."""
     rows = TaskHistory.objects.filter(
-        task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__gt=0
+        scope, task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__gt=0
     ).newest_first()[:limit]
     totals = TaskHistory.objects.filter(id__in=rows.values("id")).aggregate(
         b=Sum("read_bytes") + Sum("write_bytes"), ms=Sum("duration_ms")
@@ -108,8 +108,8 @@ def avg_throughput(task_type: str, limit: int = 100) -> float:
     return float(totals["b"] or 0) * 1000.0 / float(totals["ms"])
 
 
-def next_run_after() -> datetime | None:
-    return Task.objects.filter(status=TaskStatus.PENDING, run_after__isnull=False).aggregate(
+def next_run_after(scope: Q = EVERYTHING) -> datetime | None:
+    return Task.objects.filter(scope, status=TaskStatus.PENDING, run_after__isnull=False).aggregate(
         t=Min("run_after")
     )["t"]
 

@@ -96,6 +96,8 @@ def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
     repeats: dict[int, int] = {}
     for index, task in enumerate(chunk):
         if task.key in pending:
+            if task.duplicate == DuplicateStrategy.REJECT:
+                raise DuplicateTaskError(task.key, None, task.task_type, task.label)
             # The same key twice in one batch: the first one wins, like a twin already queued,
             # and carries the more urgent of the two priorities.
             first_index, first = pending[task.key]
@@ -152,16 +154,19 @@ def _resolve_occupied(
 def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
     """Apply the duplicate strategy to an occupied key; None means "insert the new task"."""
     if task.duplicate == DuplicateStrategy.REJECT:
-        raise DuplicateTaskError(task.key, twin.id)
+        raise DuplicateTaskError(task.key, twin.id, task.task_type, task.label)
     if task.duplicate == DuplicateStrategy.SUPERSEDE:
         if twin.status == TaskStatus.RUNNING:
             # The running twin keeps running until its worker sees the request; free the key now
             # so the replacement can be inserted, and let it finish as "superseded".
-            Task.objects.filter(id=twin.id).update(
-                cancel_reason=HistoryStatus.SUPERSEDED, key=f"superseded:{twin.id}"[:64]
-            )
+            _release_key(twin, HistoryStatus.SUPERSEDED)
         else:
+            send_on_commit(signals.task_cancelled, twin.task_type, task_id=twin.id)
             move_to_history([twin], HistoryStatus.SUPERSEDED)
+        return None
+    if twin.status == TaskStatus.RUNNING and twin.cancel_reason:
+        # The twin is on its way out (cancelled or superseded): this submission takes the key.
+        _release_key(twin, twin.cancel_reason)
         return None
     # skip
     if twin.status in (TaskStatus.PENDING, TaskStatus.PAUSED, TaskStatus.BLOCKED):
@@ -169,13 +174,23 @@ def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
             Task.objects.filter(id=twin.id).update(priority=task.priority)
             return SubmitOutcome(OutcomeKind.UPGRADED, twin.id)
         return SubmitOutcome(OutcomeKind.DUPLICATE, twin.id)
-    if twin.status == TaskStatus.RUNNING and not twin.cancel_reason:
+    if twin.status == TaskStatus.RUNNING:
         # The rerun inherits the row's priority: keep the more urgent of the two.
         Task.objects.filter(id=twin.id).update(
             has_requeue=True, priority=min(task.priority, twin.priority)
         )
         return SubmitOutcome(OutcomeKind.REQUEUED, twin.id)
     return SubmitOutcome(OutcomeKind.DUPLICATE, twin.id)
+
+
+def _release_key(twin: Task, reason: str) -> None:
+    """Give a running twin's key up (kept in ``released_key`` for its history row)."""
+    Task.objects.filter(id=twin.id).update(
+        cancel_reason=reason,
+        released_key=twin.released_key or twin.key,
+        key=f"released-{twin.id}"[:64],
+        has_requeue=False,
+    )
 
 
 def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:

@@ -65,3 +65,13 @@ def save_progress(leases: Mapping[int, uuid.UUID], reports: Mapping[int, dict[st
             Task.objects.filter(
                 id=task_id, lease_token=leases[task_id], status=TaskStatus.RUNNING
             ).update(progress_at=Now(), **values)
+
+
+def stray_claims(worker_id: uuid.UUID, known_ids: Iterable[int]) -> list[Task]:
+    """Rows marked running for this worker that it is not running (a claim whose commit
+    succeeded while the worker saw an error). Their lease tokens let the caller release them."""
+    return list(
+        Task.objects.filter(worker_id=worker_id, status=TaskStatus.RUNNING).exclude(
+            id__in=list(known_ids)
+        )
+    )
