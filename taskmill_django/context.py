@@ -101,6 +101,51 @@ class TaskContext:
     def record_net_tx_bytes(self, n: int) -> None:
         self.io["net_tx_bytes"] += int(n)
 
+    # --- children and siblings ---------------------------------------------------------
+
+    def spawn_child(self, task: Any, **payload: Any) -> Any:
+        """Submit a child of this task. This task then waits for all its children before it
+        finishes (its ``finalize`` hook, if any, gets this attempt's return value as memo).
+        ``task`` is a task definition or a ``task.using(...)`` call."""
+        return self._spawn(self.record.id, task, [payload])[0]
+
+    def spawn_sibling(self, task: Any, **payload: Any) -> Any:
+        """Submit another child of this task's parent. A root task has no siblings."""
+        return self._spawn(self._parent_id(), task, [payload])[0]
+
+    def spawn_siblings(self, task: Any, payloads: list[dict[str, Any]]) -> list[Any]:
+        """Submit many siblings in one transaction."""
+        return self._spawn(self._parent_id(), task, payloads)
+
+    def _parent_id(self) -> int:
+        if self.record.parent_id is None:
+            from .exceptions import ValidationError
+
+            raise ValidationError("spawn_sibling", "this task has no parent; use spawn_child")
+        return self.record.parent_id
+
+    def _spawn(self, parent_id: int, task: Any, payloads: list[dict[str, Any]]) -> list[Any]:
+        """Children inherit the parent's remaining TTL and the more urgent of the priorities."""
+        from django.utils import timezone
+
+        from .domain import TaskCall, TaskDefinition
+        from .store.children import spawn
+
+        call = task if isinstance(task, TaskCall) else task.using()
+        if not isinstance(call, TaskCall) or not isinstance(call.definition, TaskDefinition):
+            raise TypeError("spawn_* takes a task definition or task.using(...)")
+        parent = self.record if parent_id == self.record.id else None
+        priority = min(call.options.priority or call.definition.priority, self.record.priority)
+        extra: dict[str, Any] = {"parent": parent_id, "priority": priority}
+        deadline = (parent or self.record).expires_at
+        if deadline is not None:
+            remaining = max((deadline - timezone.now()).total_seconds(), 0.0)
+            own = call.options.ttl or call.definition.ttl
+            extra["ttl"] = remaining if own is None else min(own, remaining)
+        bound = call.using(**extra)
+        new = [bound.definition.build(p, bound.options) for p in payloads]
+        return spawn(self.record.id, self.record.lease_token, parent_id, new)
+
     def state(self, name: str) -> Any:
         """Shared application state registered with ``scheduler.register_state(name, value)``."""
         return registry.get_state(name)

@@ -307,7 +307,14 @@ class TaskDefinition:
         return NewTask(
             task_type=self.task_type,
             domain=self.domain.name,
-            key=dedup_key(self.task_type, canonical, explicit),
+            # Children of different parents are different work even with equal payloads.
+            key=dedup_key(
+                self.task_type
+                if options.parent is None
+                else f"{self.task_type}\x00parent:{options.parent}",
+                canonical,
+                explicit,
+            ),
             label=options.label if options.label is not None else (explicit or self.name)[:255],
             priority=self.priority if options.priority is None else options.priority,
             payload=dict(payload),

@@ -51,7 +51,7 @@ def run_sync(
     try:
         if definition is None:
             raise PermanentError(f"unknown task type {task.task_type!r}: not registered here")
-        result = definition.func(ctx, **task.payload)
+        result = _entry_point(task, definition)(*_arguments(task, ctx), **task.payload)
     except BaseException as exc:
         outcome = classify_failure(task, ctx, definition, exc)
     else:
@@ -66,7 +66,9 @@ async def run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) ->
     """Run an ``async def`` task on the worker's event loop."""
     started = time.monotonic()
     try:
-        result = await definition.func(ctx, **task.payload)
+        result = _entry_point(task, definition)(*_arguments(task, ctx), **task.payload)
+        if asyncio.iscoroutine(result):
+            result = await result
     except asyncio.CancelledError as exc:
         outcome = classify_failure(task, ctx, definition, exc)
     except Exception as exc:
@@ -74,6 +76,17 @@ async def run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) ->
     else:
         outcome = success(task, ctx, result)
     return finish(outcome, ctx, started)
+
+
+def _entry_point(task: Task, definition: TaskDefinition) -> Any:
+    """The executor, or its ``finalize`` hook once all spawned children have finished."""
+    if task.is_finalizing:
+        return definition.finalize_func or (lambda ctx, memo, **payload: memo)
+    return definition.func
+
+
+def _arguments(task: Task, ctx: TaskContext) -> tuple[Any, ...]:
+    return (ctx, task.memo) if task.is_finalizing else (ctx,)
 
 
 def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:

@@ -96,6 +96,8 @@ class Task(models.Model):
     expected_net_rx_bytes = models.BigIntegerField(default=0, db_default=0)
     expected_net_tx_bytes = models.BigIntegerField(default=0, db_default=0)
     memo = models.JSONField(null=True, blank=True)
+    has_children = models.BooleanField(default=False, db_default=False)
+    is_finalizing = models.BooleanField(default=False, db_default=False)
 
     objects = TaskQuerySet.as_manager()
 

@@ -1,7 +1,7 @@
 """PostgreSQL fast path for terminal outcomes: one statement moves a whole batch to history.
 
-Rows flagged for a rerun (``has_requeue``) are left to the portable path, which needs the
-whole row to build the rerun.
+Rows flagged for a rerun (``has_requeue``) and parents (``has_children``) are left to the
+portable path, which needs the whole row to build the rerun or judge the children.
 
 A chain of data-modifying CTEs deletes the fenced rows (``id`` + ``lease_token`` + ``running``),
 inserts their history rows, moves their tags and drops their edges, and returns what the caller
@@ -30,7 +30,7 @@ WITH o AS (
 done AS (
   DELETE FROM taskmill_task t USING o
   WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
-    AND NOT t.has_requeue
+    AND NOT t.has_requeue AND NOT t.has_children
   RETURNING t.*, COALESCE(NULLIF(t.cancel_reason, ''), o.status) AS final_status,
             o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
             o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx

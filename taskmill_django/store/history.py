@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q
 from django.utils import timezone
 
 from ..enums import HistoryStatus
@@ -59,12 +60,23 @@ def move_to_history(
     TaskHistory.objects.bulk_create(history)
     ids = [row.id for row in rows]
     _copy_tags(ids)
+    from .children import children_finished
     from .dependencies import delete_edges_of, resolve_dependents  # cycle: dependents finish too
 
     TaskTag.objects.filter(task_id__in=ids).delete()
     delete_edges_of(ids)
     Task.objects.filter(id__in=ids).delete()
     resolve_dependents({h.id: h.status for h in history})
+    ended_parents = [
+        h.id
+        for h, row in zip(history, rows, strict=True)
+        if row.has_children and h.status != HistoryStatus.COMPLETED
+    ]
+    if ended_parents:
+        from .cancel import cancel_matching  # a parent that did not complete takes its children
+
+        cancel_matching(Q(parent_id__in=ended_parents))
+    children_finished((h.id, h.parent_id, h.status) for h in history if h.parent_id)
     return history
 
 

@@ -22,6 +22,7 @@ from .. import signals
 from ..enums import HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
 from . import finish_pg
+from .children import children_finished, parent_returned
 from .db import notify_workers, send_on_commit
 from .dependencies import resolve_dependents
 from .history import Finish, move_to_history
@@ -93,6 +94,7 @@ def _finish_pg(outcomes: list[Outcome]) -> list[Outcome]:
     for row in finished:
         _announce(row.id, row.task_type, row.status, by_id[row.id])
     resolve_dependents({row.id: row.status for row in finished if row.has_dependents})
+    children_finished((row.id, row.parent_id, row.status) for row in finished if row.parent_id)
     done = {row.id for row in finished}
     # Rows the statement skipped: fenced off, or flagged for a rerun (portable path).
     rest = _apply_generic([o for o in outcomes if o.task_id not in done])
@@ -127,7 +129,14 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
         if row.cancel_reason and outcome.kind in (RETRY, RELEASE):
             # Cancellation was requested: the attempt's end is final whatever it raised.
             outcome.kind = row.cancel_reason
-        if outcome.kind == RETRY:
+        if (
+            outcome.kind == COMPLETED
+            and row.has_children
+            and not row.is_finalizing
+            and not row.cancel_reason
+        ):
+            parent_returned(row, outcome.result)
+        elif outcome.kind == RETRY:
             _retry(row, outcome)
         elif outcome.kind == RELEASE:
             _release(row)

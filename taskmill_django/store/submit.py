@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from .. import signals
 from ..enums import DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
-from ..exceptions import DuplicateTaskError
+from ..exceptions import DuplicateTaskError, ValidationError
 from ..models import PausedGroup, Task, TaskTag
 from ..records import NewTask, SubmitOutcome
 from . import bulk
@@ -39,6 +39,7 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
             return [outcome]
     with transaction.atomic():
         check_dependencies_exist({d for t in new_tasks for d in t.depends_on})
+        _adopt_children({t.parent_id for t in new_tasks if t.parent_id is not None})
         outcomes: list[SubmitOutcome] = []
         for chunk in chunks(list(new_tasks), CHUNK):
             outcomes.extend(_submit_chunk(chunk))
@@ -55,11 +56,22 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     return outcomes
 
 
+def _adopt_children(parent_ids: set[int]) -> None:
+    """A child needs an active parent, which from now on waits for its children."""
+    if not parent_ids:
+        return
+    found = Task.objects.filter(id__in=parent_ids).update(has_children=True)
+    if found != len(parent_ids):
+        active = set(Task.objects.filter(id__in=parent_ids).values_list("id", flat=True))
+        missing = sorted(parent_ids - active)
+        raise ValidationError("parent", f"no active task with id {missing[0]}")
+
+
 def _is_simple(new_tasks: Sequence[NewTask]) -> bool:
     if len(new_tasks) != 1 or connection.in_atomic_block or not bulk.supports_set_insert():
         return False
     task = new_tasks[0]
-    return not (task.tags or task.depends_on or task.group_key)
+    return not (task.tags or task.depends_on or task.group_key or task.parent_id)
 
 
 def _submit_simple(task: NewTask) -> SubmitOutcome | None:

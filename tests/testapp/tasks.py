@@ -94,3 +94,37 @@ async def async_echo(ctx: TaskContext, value: object = None) -> object:
 @other.task("noop")
 def other_noop(ctx: TaskContext) -> None:
     return None
+
+
+@tests.task("stubborn")
+def stubborn(ctx: TaskContext, seconds: float) -> dict[str, int]:
+    """Ignores cancellation: always works ``seconds``, then returns the pid that ran it, so a
+    zombie worker really tries to write its outcome after it is resumed."""
+    _log("start", task_id=ctx.task_id, rescue_count=ctx.record.rescue_count)
+    time.sleep(seconds)
+    _log("done", task_id=ctx.task_id)
+    return {"pid": os.getpid()}
+
+
+workflows = Domain("flows")
+
+
+@workflows.task("fan_out")
+def fan_out(ctx: TaskContext, parts: int, fail_part: int = -1) -> dict[str, int]:
+    for part in range(parts):
+        ctx.spawn_child(fan_part, part=part, fail=part == fail_part)
+    return {"parts": parts}
+
+
+@fan_out.finalize
+def fan_out_finalize(ctx: TaskContext, memo: dict[str, int], **payload: object) -> dict[str, int]:
+    _log("finalize", task_id=ctx.task_id, memo=memo)
+    return {"finalized": memo["parts"]}
+
+
+@workflows.task("fan_part", retry=RetryPolicy.constant(0, 0))
+def fan_part(ctx: TaskContext, part: int, fail: bool = False) -> int:
+    _log("part", task_id=ctx.task_id, part=part)
+    if fail:
+        raise PermanentError(f"part {part} fails")
+    return part
