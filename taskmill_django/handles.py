@@ -13,10 +13,18 @@ from django.db.models.functions import Now
 from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import TaskNotFound, ValidationError
-from .models import Task, TaskHistory, Worker
-from .records import IoTotals, RunningTask, Snapshot, SubmitOutcome, TypeStats, WorkerInfo
+from .models import Schedule, Task, TaskHistory, Worker
+from .records import (
+    IoTotals,
+    RecurringInfo,
+    RunningTask,
+    Snapshot,
+    SubmitOutcome,
+    TypeStats,
+    WorkerInfo,
+)
 from .store import cancel as cancel_store
-from .store import maintenance, queries
+from .store import maintenance, queries, recurring
 from .store.queries import EVERYTHING
 from .store.submit import submit_tasks
 
@@ -92,14 +100,35 @@ class TaskStore:
     def next_run_after(self) -> datetime | None:
         return queries.next_run_after(self.scope)
 
-    def recurring_schedules(self) -> list[Any]:
-        return []
+    def recurring_schedules(self) -> list[RecurringInfo]:
+        """Schedules (interval or cron, next run, occurrences done and remaining, paused)."""
+        return recurring_infos(self.scope)
 
     def prune_history_by_count(self, keep: int) -> int:
         return maintenance.prune_history_by_count(keep, self.scope)
 
     def prune_history_by_age(self, days: float) -> int:
         return maintenance.prune_history_by_age(days, self.scope)
+
+
+def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
+    return [
+        RecurringInfo(
+            s.id,
+            s.name,
+            s.task_type,
+            s.interval_seconds,
+            s.cron,
+            s.timezone,
+            s.next_run_at,
+            s.occurrence_count,
+            s.remaining,
+            s.skipped_count,
+            s.is_paused,
+            s.is_declarative,
+        )
+        for s in Schedule.objects.filter(scope).order_by("id")
+    ]
 
 
 def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
@@ -161,6 +190,7 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         is_paused=False,
         counts_by_domain=counts,
         workers=worker_infos(),
+        recurring=recurring_infos(scope),
     )
 
 
@@ -238,6 +268,16 @@ class DomainHandle(TaskStore):
     def cancel_by_tag_key_prefix(self, prefix: str) -> int:
         ids = self.task_ids_by_tag_key_prefix(prefix)
         return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+
+    def pause_recurring(self, schedule_id: int) -> None:
+        recurring.set_paused(schedule_id, True, self.name)
+
+    def resume_recurring(self, schedule_id: int) -> None:
+        recurring.set_paused(schedule_id, False, self.name)
+
+    def cancel_recurring(self, schedule_id: int) -> None:
+        """Delete the schedule; occurrences already submitted are left alone."""
+        recurring.cancel_schedule(schedule_id, self.name)
 
     def submit(self, short_type: str, payload: Mapping[str, Any], **options: Any) -> SubmitOutcome:
         definition = registry.get_task(f"{self.name}::{short_type}")

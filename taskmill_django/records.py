@@ -91,6 +91,24 @@ class TaskLookup:
 
 
 @dataclass(frozen=True)
+class RecurringInfo:
+    """A schedule as operators see it."""
+
+    id: int
+    name: str | None
+    task_type: str
+    interval_seconds: float | None
+    cron: str | None
+    timezone: str
+    next_run_at: datetime | None
+    occurrences: int
+    remaining: int | None
+    skipped: int
+    is_paused: bool
+    is_declarative: bool
+
+
+@dataclass(frozen=True)
 class TypeStats:
     count: int
     avg_duration_ms: float

@@ -101,6 +101,21 @@ class Scheduler:
 
         return retry_dead_letter(history_id)
 
+    def pause_recurring(self, schedule_id: int) -> None:
+        from .store.recurring import set_paused
+
+        set_paused(schedule_id, True)
+
+    def resume_recurring(self, schedule_id: int) -> None:
+        from .store.recurring import set_paused
+
+        set_paused(schedule_id, False)
+
+    def cancel_recurring(self, schedule_id: int) -> None:
+        from .store.recurring import cancel_schedule
+
+        cancel_schedule(schedule_id)
+
     def register_state(self, name: str, value: object) -> None:
         """Make ``value`` available to task code as ``ctx.state(name)``."""
         registry.register_state(name, value)
