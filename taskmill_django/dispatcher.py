@@ -207,7 +207,7 @@ class Dispatcher:
         self._account(batch, applied)
         for task in claimed:
             self._start(task)
-        if claimed and signals.task_dispatched.has_listeners():
+        if claimed and signals.task_dispatched.receivers:
             for task in claimed:
                 send_task_signal(
                     signals.task_dispatched,
@@ -375,7 +375,7 @@ class Dispatcher:
         if reports:
             leases = {i: self.running[i].task.lease_token for i in reports}
             workers.save_progress(leases, reports)
-            if signals.task_progress.has_listeners():
+            if signals.task_progress.receivers:
                 for task_id, values in reports.items():
                     send_task_signal(
                         signals.task_progress,

@@ -1,7 +1,9 @@
 """Lifecycle signals. Sent after the transaction that made the change commits, in the process
 that made it (a worker for dispatch/outcomes, the submitting process for submissions).
 
-Every signal passes ``sender`` = the qualified task type (a str) unless noted, and:
+Task signals pass ``sender`` = the TaskDefinition (so ``task_completed.connect(handler,
+sender=thumbnail)`` filters by task; the type string when the type is not registered in this
+process), ``task_type`` = the qualified type name, and:
 
 - ``task_submitted``: task_id, outcome (SubmitOutcome)
 - ``task_dispatched``: task_id, worker_id

@@ -48,8 +48,10 @@ def _claim_returning(
         params.extend(domains)
     params.append(limit)
     if connection.vendor == "postgresql":
-        now = "NOW()"
-        pg_expiry = f"NOW() + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
+        # Statement time, like Django's Now(): a retry written earlier in the same
+        # transaction with no delay is due at once.
+        now = "STATEMENT_TIMESTAMP()"
+        pg_expiry = f"{now} + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
         # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
         # lock and claim more rows than LIMIT.
         sql = (

@@ -42,17 +42,21 @@ def notify_workers() -> None:
 
 def send_on_commit(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
     """Send a task signal after commit, and skip all work when nobody listens."""
-    if signal.has_listeners():
+    if signal.has_listeners(_sender(task_type)):
         transaction.on_commit(lambda: send_task_signal(signal, task_type, **kwargs))
+
+
+def _sender(task_type: str) -> object:
+    from ..registry import find_task
+
+    return find_task(task_type) or task_type
 
 
 def send_task_signal(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
     """Send with the TaskDefinition as sender (so ``connect(sender=thumbnail)`` works) and
     ``task_type`` as a keyword. A failing receiver is logged, never allowed to break the
     transition that already committed or the worker loop that sent it."""
-    from ..registry import find_task
-
-    sender = find_task(task_type) or task_type
+    sender = _sender(task_type)
     for receiver, result in signal.send_robust(sender=sender, task_type=task_type, **kwargs):
         if isinstance(result, Exception):
             logger.error("signal receiver %r failed: %s", receiver, result, exc_info=result)

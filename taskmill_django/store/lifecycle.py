@@ -157,8 +157,11 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
         _requeue([r for r in terminal if r.has_requeue and statuses[r.id] in _RERUN_AFTER])
 
 
+_MAX_RETRY_DELAY = 365 * 86400.0  # an uncapped backoff still lands on a real date
+
+
 def _retry(row: Task, outcome: Outcome) -> None:
-    delay = timedelta(seconds=outcome.retry_delay)
+    delay = timedelta(seconds=min(outcome.retry_delay, _MAX_RETRY_DELAY))
     run_after = timezone.now() + delay  # for the signal; the row uses the database clock
     Task.objects.filter(id=row.id).update(
         status=TaskStatus.PENDING,

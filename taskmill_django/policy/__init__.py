@@ -1,0 +1,1 @@
+"""Dispatch policy: limits, pauses, rate limits and preemption (pure where possible)."""

@@ -1,0 +1,77 @@
+"""Concurrency gates: which candidates may start now, given what is running. Pure function.
+
+Every cap is an AND-gate (global, domain, group). A candidate refused by its domain or group
+cap is skipped, not waited on, so it never holds back work of other domains or groups.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .config import Policy
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    domain: str
+    group_key: str | None
+    task_type: str
+    priority: int
+
+
+def admit(
+    candidates: Sequence[Candidate],
+    running: Iterable[tuple[str, str | None, int]],
+    policy: Policy,
+    limit: int,
+) -> list[Candidate]:
+    """Pick up to ``limit`` candidates (already in dispatch order) that fit every cap.
+
+    ``running`` holds (domain, group, count) for tasks running anywhere in the cluster.
+    """
+    by_domain: Counter[str] = Counter()
+    by_group: Counter[str] = Counter()
+    total = 0
+    for domain, group, count in running:
+        by_domain[domain] += count
+        if group is not None:
+            by_group[group] += count
+        total += count
+    room = limit
+    if policy.max_concurrency is not None:
+        room = min(room, policy.max_concurrency - total)
+    chosen: list[Candidate] = []
+    for c in candidates:
+        if len(chosen) >= room:
+            break
+        cap = policy.domain_caps.get(c.domain)
+        if cap is not None and by_domain[c.domain] >= cap:
+            continue
+        gcap = policy.group_cap(c.group_key)
+        if gcap is not None and c.group_key is not None and by_group[c.group_key] >= gcap:
+            continue
+        chosen.append(c)
+        by_domain[c.domain] += 1
+        if c.group_key is not None:
+            by_group[c.group_key] += 1
+    return chosen
+
+
+def saturated(
+    running: Iterable[tuple[str, str | None, int]], policy: Policy
+) -> tuple[set[str], set[str]]:
+    """Domains and groups already at their cap: excluded in SQL before candidates are read."""
+    by_domain: Counter[str] = Counter()
+    by_group: Counter[str] = Counter()
+    for domain, group, count in running:
+        by_domain[domain] += count
+        if group is not None:
+            by_group[group] += count
+    domains = {d for d, cap in policy.domain_caps.items() if by_domain[d] >= cap}
+    groups = {
+        g for g, n in by_group.items() if (cap := policy.group_cap(g)) is not None and n >= cap
+    }
+    return domains, groups
