@@ -35,7 +35,8 @@ from .context import TaskContext
 from .domain import TaskDefinition
 from .exceptions import ValidationError
 from .models import Task
-from .store import claim, lifecycle, maintenance, recurring, workers
+from .policy.config import Policy
+from .store import claim, control, lifecycle, maintenance, recurring, workers
 from .store.db import send_task_signal
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Dispatcher:
         self._next_heartbeat = 0.0
         self._next_progress = 0.0
         self._next_timers = 0.0
+        self.policy: Policy | None = None
         self._next_expiry = 0.0
         self._next_status = 0.0
 
@@ -190,8 +192,10 @@ class Dispatcher:
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + float(app_settings.HEARTBEAT_INTERVAL)
-        if now >= self._next_timers:
+        fresh_policy = now >= self._next_timers
+        if fresh_policy:
             self._timers(now)
+            self._next_timers = now + min(self.poll_interval, 1.0)
         if self.running and now >= self._next_progress:
             self._save_progress()
             self._next_progress = now + float(app_settings.PROGRESS_INTERVAL)
@@ -203,7 +207,7 @@ class Dispatcher:
         # one commit per cycle instead of two.
         with transaction.atomic():
             applied = lifecycle.apply_outcomes(batch)
-            claimed = claim.claim_batch(self.worker_id, limit, self.options.domains)
+            claimed = claim.claim_batch(self.worker_id, limit, self.options.domains, self.policy)
         self._account(batch, applied)
         for task in claimed:
             self._start(task)
@@ -216,6 +220,10 @@ class Dispatcher:
                     worker_id=self.worker_id,
                 )
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
+            if not fresh_policy:
+                # The policy may be stale (a preemptor just finished): look again before leaving.
+                self._next_timers = 0.0
+                return False
             return None
         # Idle when every slot is busy (an outcome will wake us) or the queue had less than asked.
         return (free <= 0 or len(claimed) < free) and self.outcomes.empty()
@@ -302,7 +310,10 @@ class Dispatcher:
 
     def _timers(self, now: float) -> None:
         """Time-driven work, at most every poll interval (never on each claim cycle)."""
-        self._next_timers = now + min(self.poll_interval, 1.0)
+        control.resume_expired_group_pauses()
+        if control.resume_preempted():
+            self.wake.set()
+        self.policy = control.load_policy()
         if recurring.fire_due_schedules():
             self.wake.set()
         if now >= self._next_expiry:
@@ -355,7 +366,7 @@ class Dispatcher:
         if item is None or item.ctx.is_cancelled():
             return
         item.ctx.cancel(reason)
-        if reason not in (executor.SHUTDOWN, executor.PREEMPTED):
+        if reason not in executor.INTERRUPTIONS:
             # A slow hook must not delay heartbeats: run it beside the loop.
             threading.Thread(
                 target=executor.run_on_cancel,

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 SHUTDOWN = "shutdown"
 PREEMPTED = "preempted"
+DOMAIN_PAUSED = "domain_paused"
+# Cancellation reasons that interrupt an attempt without failing or ending the task.
+INTERRUPTIONS = (SHUTDOWN, PREEMPTED, DOMAIN_PAUSED)
 
 
 def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:
@@ -122,7 +125,7 @@ def classify_failure(
     error = f"{type(exc).__name__}: {exc}"[:4000]
     trace = "".join(tb.format_exception(exc))[-20000:]
     base = lifecycle.Outcome(task.id, task.lease_token, "", task.task_type, error, trace)
-    if ctx.is_cancelled() and ctx.cancel_reason in (SHUTDOWN, PREEMPTED):
+    if ctx.is_cancelled() and ctx.cancel_reason in INTERRUPTIONS:
         # Interrupted, not failed: back to pending without spending a retry.
         base.kind = lifecycle.RELEASE
     elif ctx.is_cancelled():

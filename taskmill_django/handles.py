@@ -13,7 +13,8 @@ from django.db.models.functions import Now
 from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import TaskNotFound, ValidationError
-from .models import Schedule, Task, TaskHistory, Worker
+from .models import RateBucket, Schedule, Task, TaskHistory, Worker
+from .policy import config
 from .records import (
     IoTotals,
     RecurringInfo,
@@ -24,7 +25,7 @@ from .records import (
     WorkerInfo,
 )
 from .store import cancel as cancel_store
-from .store import maintenance, queries, recurring
+from .store import control, maintenance, queries, recurring
 from .store.queries import EVERYTHING
 from .store.submit import submit_tasks
 
@@ -170,7 +171,6 @@ def worker_infos() -> list[WorkerInfo]:
 
 
 def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot:
-    from .conf import app_settings
 
     counts = queries.counts_by_domain()
     if domain is not None:
@@ -179,6 +179,16 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
     for per_status in counts.values():
         for status, n in per_status.items():
             totals[status] = totals.get(status, 0) + n
+    policy = control.load_policy()
+    buckets = {b.name: b.tokens for b in RateBucket.objects.all()}
+    rate_limits = {
+        name: {"rate": limit.rate, "burst": limit.burst, "tokens": buckets.get(prefix + name)}
+        for prefix, limits in (
+            (config.RATE, policy.rate_limits),
+            (config.GROUP_RATE, policy.group_rate_limits),
+        )
+        for name, limit in limits.items()
+    }
     return Snapshot(
         running=running_records(scope),
         pending_count=totals.get(TaskStatus.PENDING, 0),
@@ -186,11 +196,14 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         paused_count=totals.get(TaskStatus.PAUSED, 0),
         blocked_count=totals.get(TaskStatus.BLOCKED, 0),
         waiting_count=totals.get(TaskStatus.WAITING, 0),
-        max_concurrency=app_settings.MAX_CONCURRENCY,
-        is_paused=False,
+        max_concurrency=policy.max_concurrency,
+        is_paused=policy.is_paused or (domain is not None and domain in policy.paused_domains),
         counts_by_domain=counts,
         workers=worker_infos(),
         recurring=recurring_infos(scope),
+        paused_groups=sorted(policy.paused_groups),
+        rate_limits=rate_limits,
+        group_allocations={g: cap for g, cap in policy.group_caps.items() if cap is not None},
     )
 
 
@@ -268,6 +281,17 @@ class DomainHandle(TaskStore):
     def cancel_by_tag_key_prefix(self, prefix: str) -> int:
         ids = self.task_ids_by_tag_key_prefix(prefix)
         return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+
+    def pause(self) -> int:
+        """Stop starting this domain's tasks and pause its running ones."""
+        return control.pause_domain(self.name)
+
+    def resume(self) -> int:
+        return control.resume_domain(self.name)
+
+    def set_max_concurrency(self, n: int | None) -> None:
+        """Cap this domain's running tasks cluster-wide (None removes the cap)."""
+        control.set_domain_max_concurrency(self.name, n)
 
     def pause_recurring(self, schedule_id: int) -> None:
         recurring.set_paused(schedule_id, True, self.name)

@@ -116,6 +116,53 @@ class Scheduler:
 
         cancel_schedule(schedule_id)
 
+    # --- runtime control (persisted; every worker obeys within one poll interval) ------------
+
+    def pause_all(self) -> None:
+        from .store import control
+
+        control.pause_all()
+
+    def resume_all(self) -> None:
+        from .store import control
+
+        control.resume_all()
+
+    def set_max_concurrency(self, n: int | None) -> None:
+        from .store import control
+
+        control.set_max_concurrency(n)
+
+    def set_group_limit(self, group: str, n: int) -> None:
+        from .store import control
+
+        control.set_group_limit(group, n)
+
+    def remove_group_limit(self, group: str) -> None:
+        from .store import control
+
+        control.remove_group_limit(group)
+
+    def pause_group(self, group: str, until: Any = None) -> None:
+        from .store import control
+
+        control.pause_group(group, until)
+
+    def resume_group(self, group: str) -> bool:
+        from .store import control
+
+        return control.resume_group(group)
+
+    def set_rate_limit(self, task_type: str, limit: Any) -> None:
+        from .store import control
+
+        control.set_rate_limit(task_type, limit)
+
+    def set_group_rate_limit(self, group: str, limit: Any) -> None:
+        from .store import control
+
+        control.set_group_rate_limit(group, limit)
+
     def register_state(self, name: str, value: object) -> None:
         """Make ``value`` available to task code as ``ctx.state(name)``."""
         registry.register_state(name, value)

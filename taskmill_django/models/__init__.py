@@ -1,12 +1,13 @@
 """Models of taskmill_django: thin rows plus QuerySets that name states."""
 
-from .cluster import PausedGroup, SchedulerSetting, Worker
+from .cluster import PausedGroup, RateBucket, SchedulerSetting, Worker
 from .history import TaskHistory, TaskHistoryTag
 from .schedule import Schedule, ScheduleTick
 from .task import Task, TaskDependency, TaskTag
 
 __all__ = [
     "PausedGroup",
+    "RateBucket",
     "Schedule",
     "ScheduleTick",
     "SchedulerSetting",

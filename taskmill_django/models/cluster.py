@@ -53,3 +53,17 @@ class SchedulerSetting(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RateBucket(models.Model):
+    """A token bucket shared by every worker (per task type or per group)."""
+
+    name = models.CharField(max_length=250, primary_key=True)
+    tokens = models.FloatField()
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "taskmill_rate_bucket"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.tokens:.2f}"

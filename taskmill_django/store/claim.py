@@ -11,11 +11,15 @@ from django.db.models.functions import Coalesce, Now
 
 from ..enums import TaskStatus
 from ..models import Task
+from ..policy.config import Policy
 from .db import qn
 
 
 def claim_batch(
-    worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None = None
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None = None,
+    policy: Policy | None = None,
 ) -> list[Task]:
     """Claim up to ``limit`` due tasks in priority-then-FIFO order for ``worker_id``.
 
@@ -27,6 +31,10 @@ def claim_batch(
     if limit <= 0:
         return []
     token = uuid.uuid4()
+    if policy is not None and not policy.is_trivial:
+        from .gated_claim import claim_gated
+
+        return claim_gated(token, worker_id, limit, domains, policy)
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
             rows = _claim_returning(token, worker_id, limit, domains)

@@ -31,7 +31,9 @@ done AS (
   DELETE FROM taskmill_task t USING o
   WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
     AND NOT t.has_requeue AND NOT t.has_children
-  RETURNING t.*, COALESCE(NULLIF(t.cancel_reason, ''), o.status) AS final_status,
+  RETURNING t.*,
+            CASE WHEN t.cancel_reason IN ('', 'preempted', 'domain_paused') THEN o.status
+                 ELSE t.cancel_reason END AS final_status,
             o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
             o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx
 ),

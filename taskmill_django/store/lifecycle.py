@@ -29,6 +29,9 @@ from .history import Finish, move_to_history
 
 logger = logging.getLogger(__name__)
 
+# Requests that interrupt an attempt without ending the task (see store.control).
+PAUSE_REASONS = ("preempted", "domain_paused")
+
 # Outcome kinds. Terminal ones map to a history status; the others keep the row active.
 COMPLETED = HistoryStatus.COMPLETED
 FAILED = HistoryStatus.FAILED
@@ -126,7 +129,12 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
     details: dict[int, Finish] = {}
     for task_id, row in owned.items():
         outcome = by_id[task_id]
-        if row.cancel_reason and outcome.kind in (RETRY, RELEASE):
+        if row.cancel_reason in PAUSE_REASONS:
+            if outcome.kind in (RETRY, RELEASE):
+                # Preempted or its domain paused: back to paused, no retry spent.
+                _pause(row, row.cancel_reason)
+                continue
+        elif row.cancel_reason and outcome.kind in (RETRY, RELEASE):
             # Cancellation was requested: the attempt's end is final whatever it raised.
             outcome.kind = row.cancel_reason
         if (
@@ -141,7 +149,8 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
         elif outcome.kind == RELEASE:
             _release(row)
         else:
-            status = row.cancel_reason or outcome.kind
+            reason = "" if row.cancel_reason in PAUSE_REASONS else row.cancel_reason
+            status = reason or outcome.kind
             terminal.append(row)
             statuses[task_id] = status
             details[task_id] = Finish(
@@ -182,6 +191,19 @@ def _retry(row: Task, outcome: Outcome) -> None:
         will_retry=True,
         retry_after=run_after,
     )
+
+
+def _pause(row: Task, reason: str) -> None:
+    Task.objects.filter(id=row.id).update(
+        status=TaskStatus.PAUSED,
+        pause_reason=reason,
+        cancel_reason="",
+        lease_token=None,
+        worker_id=None,
+        started_at=None,
+    )
+    signal = signals.task_preempted if reason == "preempted" else signals.task_paused
+    send_on_commit(signal, row.task_type, task_id=row.id)
 
 
 def _release(row: Task) -> None:

@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import signals
@@ -43,6 +45,7 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
         outcomes: list[SubmitOutcome] = []
         for chunk in chunks(list(new_tasks), CHUNK):
             outcomes.extend(_submit_chunk(chunk))
+        _preempt(new_tasks, outcomes)
         paused = _paused_groups({t.group_key for t in new_tasks if t.group_key})
         if paused:
             outcomes = [
@@ -54,6 +57,21 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
                 signals.task_submitted, task.task_type, task_id=outcome.id, outcome=outcome
             )
     return outcomes
+
+
+def _preempt(new_tasks: Sequence[NewTask], outcomes: Sequence[SubmitOutcome]) -> None:
+    """An urgent submission pauses less urgent running work anywhere in the cluster."""
+    from ..conf import app_settings
+    from .control import preempt_below
+
+    threshold = int(app_settings.PREEMPT_PRIORITY)
+    urgent = [
+        t.priority
+        for t, o in zip(new_tasks, outcomes, strict=True)
+        if t.priority <= threshold and o.kind != OutcomeKind.DUPLICATE
+    ]
+    if urgent:
+        preempt_below(min(urgent))
 
 
 def _adopt_children(parent_ids: set[int]) -> None:
@@ -71,6 +89,10 @@ def _is_simple(new_tasks: Sequence[NewTask]) -> bool:
     if len(new_tasks) != 1 or connection.in_atomic_block or not bulk.supports_set_insert():
         return False
     task = new_tasks[0]
+    from ..conf import app_settings
+
+    if task.priority <= int(app_settings.PREEMPT_PRIORITY):
+        return False  # may preempt: needs the full path
     return not (task.tags or task.depends_on or task.group_key or task.parent_id)
 
 
@@ -94,7 +116,10 @@ def _submit_simple(task: NewTask) -> SubmitOutcome | None:
 def _paused_groups(groups: set[str]) -> set[str]:
     if not groups:
         return set()
-    return set(PausedGroup.objects.filter(group_key__in=groups).values_list("group_key", flat=True))
+    active = Q(paused_until__isnull=True) | Q(paused_until__gt=Now())
+    return set(
+        PausedGroup.objects.filter(active, group_key__in=groups).values_list("group_key", flat=True)
+    )
 
 
 def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:

@@ -1,0 +1,201 @@
+"""Runtime control: every setter persists to the database, so all workers, the admin and the
+API see the same policy. Workers read it back through ``load_policy`` once per poll interval.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from .. import registry, signals
+from ..enums import TaskStatus
+from ..exceptions import ValidationError
+from ..models import PausedGroup, SchedulerSetting, Task
+from ..policy import config
+from ..policy.config import Policy, build_policy
+from ..policy.ratelimit import RateLimit
+from ..validation import validate_group
+
+PREEMPTED = "preempted"
+DOMAIN_PAUSED = "domain_paused"
+
+
+def _put(name: str, value: Any) -> None:
+    """Upsert a runtime setting (race-free: the row is locked or created under a savepoint)."""
+    with transaction.atomic():
+        updated = SchedulerSetting.objects.filter(name=name).update(value=value, updated_at=Now())
+        if not updated:
+            SchedulerSetting.objects.create(name=name, value=value)
+
+
+def _delete(name: str) -> None:
+    SchedulerSetting.objects.filter(name=name).delete()
+
+
+def _limit(field: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(field, f"must be an integer >= 1 or None, got {value!r}")
+    return value
+
+
+def set_max_concurrency(n: int | None) -> None:
+    """Cluster-wide cap on running tasks (None = unlimited, overriding settings)."""
+    _put(config.MAX_CONCURRENCY, _limit("max_concurrency", n) or config.NO_LIMIT)
+
+
+def set_domain_max_concurrency(domain: str, n: int | None) -> None:
+    _put(config.DOMAIN_CAP + domain, _limit("max_concurrency", n) or config.NO_LIMIT)
+
+
+def set_group_limit(group: str, n: int) -> None:
+    _put(config.GROUP_CAP + _group(group), _limit("limit", n))
+
+
+def remove_group_limit(group: str) -> None:
+    _put(config.GROUP_CAP + _group(group), config.NO_LIMIT)
+
+
+def set_rate_limit(task_type: str, limit: RateLimit | None) -> None:
+    registry.get_task(task_type)
+    _put(config.RATE + task_type, _rate(limit))
+
+
+def set_group_rate_limit(group: str, limit: RateLimit | None) -> None:
+    _put(config.GROUP_RATE + _group(group), _rate(limit))
+
+
+def _rate(limit: RateLimit | None) -> Any:
+    if limit is None:
+        return config.NO_LIMIT
+    if not isinstance(limit, RateLimit):
+        raise ValidationError("rate_limit", "must be a RateLimit (RateLimit.per_second(n))")
+    return limit.as_json()
+
+
+def _group(group: str) -> str:
+    clean = validate_group(group)
+    assert clean is not None  # noqa: S101 - validate_group rejects None only when given None
+    return clean
+
+
+def pause_all() -> None:
+    """Stop every worker from starting tasks; running tasks finish."""
+    _put(config.PAUSED, True)
+    _signal_all(signals.task_paused)
+
+
+def resume_all() -> None:
+    _put(config.PAUSED, False)
+    _signal_all(signals.task_resumed)
+
+
+def _signal_all(signal: Any) -> None:
+    if signal.receivers:
+        signal.send_robust(sender=None, task_id=None, task_type=None)
+
+
+def pause_domain(domain: str) -> int:
+    """Stop starting tasks of ``domain`` and pause its running ones (they resume later with
+    the same retry count). Returns how many running tasks were asked to pause."""
+    with transaction.atomic():
+        _put(config.DOMAIN_PAUSED + domain, True)
+        return Task.objects.filter(
+            domain=domain, status=TaskStatus.RUNNING, cancel_reason=""
+        ).update(cancel_reason=DOMAIN_PAUSED)
+
+
+def resume_domain(domain: str) -> int:
+    """Resume ``domain``: its paused tasks become pending again."""
+    with transaction.atomic():
+        _delete(config.DOMAIN_PAUSED + domain)
+        return Task.objects.filter(
+            domain=domain, status=TaskStatus.PAUSED, pause_reason=DOMAIN_PAUSED
+        ).update(status=TaskStatus.PENDING, pause_reason="")
+
+
+def pause_group(group: str, until: datetime | None = None) -> None:
+    """Stop starting tasks of ``group`` (until ``until``, when given)."""
+    group = _group(group)
+    if until is not None and (not isinstance(until, datetime) or until.tzinfo is None):
+        raise ValidationError("until", "must be a timezone-aware datetime")
+    with transaction.atomic():
+        if not PausedGroup.objects.filter(group_key=group).update(paused_until=until):
+            PausedGroup.objects.create(group_key=group, paused_until=until)
+    if signals.group_paused.receivers:
+        signals.group_paused.send_robust(sender=group, until=until)
+
+
+def resume_group(group: str) -> bool:
+    deleted = PausedGroup.objects.filter(group_key=_group(group)).delete()[0]
+    if deleted and signals.group_resumed.receivers:
+        signals.group_resumed.send_robust(sender=group)
+    return bool(deleted)
+
+
+def resume_expired_group_pauses() -> list[str]:
+    """Timed group pauses whose ``paused_until`` passed (database clock) are lifted."""
+    expired = list(
+        PausedGroup.objects.filter(paused_until__lte=Now()).values_list("group_key", flat=True)
+    )
+    if expired:
+        PausedGroup.objects.filter(group_key__in=expired, paused_until__lte=Now()).delete()
+        for group in expired:
+            if signals.group_resumed.receivers:
+                signals.group_resumed.send_robust(sender=group)
+    return expired
+
+
+def load_policy() -> Policy:
+    """Settings + domain declarations + runtime overrides + who is preempting right now."""
+    from ..conf import app_settings
+
+    overrides = dict(SchedulerSetting.objects.values_list("name", "value"))
+    paused = set(
+        PausedGroup.objects.filter(
+            Q(paused_until__isnull=True) | Q(paused_until__gt=Now())
+        ).values_list("group_key", flat=True)
+    )
+    domains = {d.name: d.max_concurrency for d in registry.all_domains()}
+    preemptor = (
+        Task.objects.filter(
+            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
+            priority__lte=int(app_settings.PREEMPT_PRIORITY),
+        )
+        .order_by("priority")
+        .values_list("priority", flat=True)
+        .first()
+    )
+    return build_policy(overrides, paused, domains, preemptor)
+
+
+def preempt_below(priority: int) -> int:
+    """Ask running tasks less urgent than ``priority`` to pause (fenced, via their worker)."""
+    return Task.objects.filter(
+        status=TaskStatus.RUNNING, priority__gt=priority, cancel_reason=""
+    ).update(cancel_reason=PREEMPTED)
+
+
+def resume_preempted() -> int:
+    """When no preemptor is pending or running any more, preempted tasks become pending."""
+    from ..conf import app_settings
+
+    active = Task.objects.filter(
+        status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
+        priority__lte=int(app_settings.PREEMPT_PRIORITY),
+    ).exists()
+    if active:
+        return 0
+    resumed = Task.objects.filter(status=TaskStatus.PAUSED, pause_reason=PREEMPTED)
+    ids = list(resumed.values_list("id", "task_type"))
+    count = resumed.update(status=TaskStatus.PENDING, pause_reason="")
+    for task_id, task_type in ids:
+        from .db import send_task_signal
+
+        send_task_signal(signals.task_resumed, task_type, task_id=task_id)
+    return count

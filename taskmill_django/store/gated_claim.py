@@ -1,0 +1,157 @@
+"""Claims under cluster-wide limits: counts are taken under one lock row, so two workers can
+never both see the last free slot of a group (RELIABILITY G6). Used only when the policy has
+something to enforce; otherwise ``claim.claim_batch`` takes its single-statement fast path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
+from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
+
+from ..enums import TaskStatus
+from ..models import RateBucket, SchedulerSetting, Task
+from ..policy import config
+from ..policy.config import Policy
+from ..policy.gates import Candidate, admit, saturated
+from ..policy.ratelimit import RateLimit, refill, wait_for_token
+
+CLAIM_LOCK = "__claim_lock__"
+# Read this many candidates per slot asked for, so tasks skipped by a partly-full group or a
+# rate limit do not leave slots empty.
+OVERFETCH = 4
+
+
+def claim_gated(
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    policy: Policy,
+) -> list[Task]:
+    if policy.is_paused:
+        return []
+    with transaction.atomic(savepoint=False):
+        _lock()
+        running = list(
+            Task.objects.filter(status=TaskStatus.RUNNING)
+            .values_list("domain", "group_key")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        full_domains, full_groups = saturated(running, policy)
+        qs = Task.objects.claimable().exclude(expires_at__lte=Now())
+        if domains:
+            qs = qs.filter(domain__in=list(domains))
+        skip_domains = full_domains | set(policy.paused_domains)
+        if skip_domains:
+            qs = qs.exclude(domain__in=skip_domains)
+        skip_groups = full_groups | set(policy.paused_groups)
+        if skip_groups:
+            qs = qs.exclude(group_key__in=skip_groups)
+        if policy.preemptor_priority is not None:
+            qs = qs.filter(priority__lte=policy.preemptor_priority)
+        rows = qs.in_dispatch_order().values_list(
+            "id", "domain", "group_key", "task_type", "priority"
+        )[: limit * OVERFETCH + 16]
+        chosen = admit([Candidate(*row) for row in rows], running, policy, limit)
+        chosen = _take_tokens(chosen, policy)
+        if not chosen:
+            return []
+        ids = [c.id for c in chosen]
+        Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
+            status=TaskStatus.RUNNING,
+            lease_token=token,
+            worker_id=worker_id,
+            started_at=Now(),
+            first_started_at=Coalesce("first_started_at", Now()),
+        )
+        claimed = list(
+            Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id")
+        )
+        for row in claimed:
+            if row.expires_at is None and row.ttl_seconds is not None:
+                if row.ttl_from == "first_attempt":
+                    row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
+                    row.save(update_fields=["expires_at"])
+        return claimed
+
+
+def _lock() -> None:
+    """Hold the claim lock row until commit (one gated claimer at a time, cluster-wide)."""
+    if not SchedulerSetting.objects.select_for_update().filter(name=CLAIM_LOCK).exists():
+        try:
+            with transaction.atomic():
+                SchedulerSetting.objects.create(name=CLAIM_LOCK, value=None)
+        except IntegrityError:
+            pass
+        SchedulerSetting.objects.select_for_update().filter(name=CLAIM_LOCK).exists()
+
+
+def _db_now() -> datetime:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+            return cursor.fetchone()[0]
+    return timezone.now()
+
+
+def _buckets_for(c: Candidate, policy: Policy) -> list[tuple[str, RateLimit]]:
+    found = []
+    if c.task_type in policy.rate_limits:
+        found.append((config.RATE + c.task_type, policy.rate_limits[c.task_type]))
+    if c.group_key is not None and c.group_key in policy.group_rate_limits:
+        found.append((config.GROUP_RATE + c.group_key, policy.group_rate_limits[c.group_key]))
+    return found
+
+
+def _take_tokens(chosen: list[Candidate], policy: Policy) -> list[Candidate]:
+    """Take one token per rate limit for each admitted task, last of all gates. A task that
+    finds a bucket empty is not blocked in place: its run_after moves to the next token."""
+    if not (policy.rate_limits or policy.group_rate_limits):
+        return chosen
+    wanted = {c.id: _buckets_for(c, policy) for c in chosen}
+    names = {name for pairs in wanted.values() for name, _ in pairs}
+    if not names:
+        return chosen
+    now = _db_now()
+    stored = {b.name: b for b in RateBucket.objects.filter(name__in=names)}
+    tokens: dict[str, float] = {}
+    for pairs in wanted.values():
+        for name, limit in pairs:
+            if name not in tokens:
+                bucket = stored.get(name)
+                tokens[name] = (
+                    limit.burst
+                    if bucket is None
+                    else refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limit)
+                )
+    allowed, delays = [], {}
+    for c in chosen:
+        pairs = wanted[c.id]
+        if all(tokens[name] >= 1.0 for name, _ in pairs):
+            for name, _ in pairs:
+                tokens[name] -= 1.0
+            allowed.append(c)
+        else:
+            delays[c.id] = max(wait_for_token(tokens[n], lim) for n, lim in pairs)
+    _save_buckets(tokens, stored, now)
+    for task_id, delay in delays.items():
+        Task.objects.filter(id=task_id).update(run_after=now + timedelta(seconds=delay))
+    return allowed
+
+
+def _save_buckets(tokens: dict[str, float], stored: dict[str, RateBucket], now: datetime) -> None:
+    new = [
+        RateBucket(name=n, tokens=t, refreshed_at=now) for n, t in tokens.items() if n not in stored
+    ]
+    for name, value in tokens.items():
+        if name in stored:
+            RateBucket.objects.filter(name=name).update(tokens=value, refreshed_at=now)
+    if new:
+        RateBucket.objects.bulk_create(new)
