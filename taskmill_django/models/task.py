@@ -82,6 +82,10 @@ class Task(models.Model):
     )
     has_requeue = models.BooleanField(default=False, db_default=False)
     pause_reason = models.CharField(max_length=64, blank=True, default="", db_default="")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.FloatField(
+        default=0.0, db_default=0.0, help_text="Time spent paused; priority aging skips it."
+    )
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=255, blank=True, default="", db_default="")
     progress_at = models.DateTimeField(null=True, blank=True)
