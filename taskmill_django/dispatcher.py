@@ -35,6 +35,7 @@ from .context import TaskContext
 from .domain import TaskDefinition
 from .exceptions import ValidationError
 from .models import Task
+from .policy import pressure
 from .policy.config import Policy
 from .store import claim, control, lifecycle, maintenance, recurring, workers
 from .store.db import send_task_signal
@@ -95,6 +96,9 @@ class Dispatcher:
         self._next_progress = 0.0
         self._next_timers = 0.0
         self.policy: Policy | None = None
+        self._pressure_sources = pressure.load_sources(
+            list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
+        )
         self._next_expiry = 0.0
         self._next_status = 0.0
 
@@ -313,7 +317,7 @@ class Dispatcher:
         control.resume_expired_group_pauses()
         if control.resume_preempted():
             self.wake.set()
-        self.policy = control.load_policy()
+        self.policy = control.load_policy(pressure.measure(self._pressure_sources))
         if recurring.fire_due_schedules():
             self.wake.set()
         if now >= self._next_expiry:

@@ -7,16 +7,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Avg, Count, Q
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import TaskNotFound, ValidationError
 from .models import RateBucket, Schedule, Task, TaskHistory, Worker
-from .policy import config
+from .policy import config, pressure
+from .policy.config import Policy
 from .records import (
     IoTotals,
+    Metrics,
     RecurringInfo,
     RunningTask,
     Snapshot,
@@ -179,7 +182,7 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
     for per_status in counts.values():
         for status, n in per_status.items():
             totals[status] = totals.get(status, 0) + n
-    policy = control.load_policy()
+    policy = control.load_policy(local_pressure())
     buckets = {b.name: b.tokens for b in RateBucket.objects.all()}
     rate_limits = {
         name: {"rate": limit.rate, "burst": limit.burst, "tokens": buckets.get(prefix + name)}
@@ -203,8 +206,41 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         recurring=recurring_infos(scope),
         paused_groups=sorted(policy.paused_groups),
         rate_limits=rate_limits,
-        group_allocations={g: cap for g, cap in policy.group_caps.items() if cap is not None},
+        group_allocations=group_allocations(policy),
+        pressure=policy.pressure,
+        pressure_breakdown=policy.pressure_breakdown,
+        aging=policy.aging.as_dict() if policy.aging else None,
     )
+
+
+def local_pressure() -> tuple[float, dict[str, float]]:
+    from .conf import app_settings
+
+    sources = pressure.load_sources(
+        list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
+    )
+    return pressure.measure(sources)
+
+
+def group_allocations(policy: Policy) -> dict[str, int]:
+    """Fair-share slots per group right now when weights are configured, else group caps."""
+    if policy.is_fair:
+        from .store.gated_claim import fair_shares
+
+        return fair_shares(policy)
+    return {g: cap for g, cap in policy.group_caps.items() if cap is not None}
+
+
+def metrics_snapshot() -> Metrics:
+    active = dict(Task.objects.values_list("status").annotate(n=Count("id")).order_by())
+    finished = dict(TaskHistory.objects.values_list("status").annotate(n=Count("id")).order_by())
+    alive = [w for w in worker_infos() if w.is_alive]
+    gauges: dict[str, float] = {f"tasks_{s}": float(active.get(s, 0)) for s in TaskStatus.values}
+    gauges["workers_alive"] = float(len(alive))
+    gauges["worker_slots"] = float(sum(w.concurrency for w in alive))
+    gauges["schedules"] = float(Schedule.objects.count())
+    counters = {f"tasks_{s}_total": finished.get(s, 0) for s in HistoryStatus.values}
+    return Metrics(counters=counters, gauges=gauges)
 
 
 class DomainHandle(TaskStore):
@@ -225,8 +261,29 @@ class DomainHandle(TaskStore):
         return list(Task.objects.filter(self.scope).order_by("priority", "id"))
 
     def estimated_progress(self) -> dict[int, float]:
-        """Reported progress per running task (extrapolation from history comes later)."""
-        return {t.id: t.progress or 0.0 for t in self.running_tasks()}
+        """Progress per running task: as reported, else elapsed time over the type's average
+        completed duration (capped at 0.99: an estimate never claims to be done)."""
+        running = self.running_tasks()
+        types = {t.task_type for t in running if t.progress is None}
+        averages = dict(
+            TaskHistory.objects.filter(task_type__in=types, status="completed")
+            .values("task_type")
+            .annotate(avg=Avg("duration_ms"))
+            .values_list("task_type", "avg")
+        )
+        now = timezone.now()
+        estimates = {}
+        for t in running:
+            if t.progress is not None:
+                estimates[t.id] = t.progress
+                continue
+            avg_ms = averages.get(t.task_type)
+            if not avg_ms or t.started_at is None:
+                estimates[t.id] = 0.0
+                continue
+            elapsed_ms = (now - t.started_at).total_seconds() * 1000
+            estimates[t.id] = min(elapsed_ms / avg_ms, 0.99)
+        return estimates
 
     def byte_progress(self) -> dict[int, tuple[int, int]]:
         """(bytes done, bytes total) per running task, from ``ctx.progress.report_bytes``;

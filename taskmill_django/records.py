@@ -109,6 +109,15 @@ class RecurringInfo:
 
 
 @dataclass(frozen=True)
+class Metrics:
+    """Cluster-wide numbers for monitoring: ``counters`` only grow (until history is pruned),
+    ``gauges`` are current levels."""
+
+    counters: dict[str, int]
+    gauges: dict[str, float]
+
+
+@dataclass(frozen=True)
 class TypeStats:
     count: int
     avg_duration_ms: float

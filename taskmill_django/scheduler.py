@@ -163,6 +163,32 @@ class Scheduler:
 
         control.set_group_rate_limit(group, limit)
 
+    def set_group_weight(self, group: str, weight: float) -> None:
+        from .store import control
+
+        control.set_group_weight(group, weight)
+
+    def remove_group_weight(self, group: str) -> None:
+        from .store import control
+
+        control.remove_group_weight(group)
+
+    def reset_group_weights(self) -> None:
+        from .store import control
+
+        control.reset_group_weights()
+
+    def set_group_minimum_slots(self, group: str, slots: int | None) -> None:
+        from .store import control
+
+        control.set_group_minimum_slots(group, slots)
+
+    def metrics_snapshot(self) -> Any:
+        """Cluster counters and gauges (see records.Metrics)."""
+        from .handles import metrics_snapshot
+
+        return metrics_snapshot()
+
     def register_state(self, name: str, value: object) -> None:
         """Make ``value`` available to task code as ``ctx.state(name)``."""
         registry.register_state(name, value)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..conf import app_settings
+from .aging import Aging
+from .pressure import throttled_from
 from .ratelimit import RateLimit
 
 # Names of SchedulerSetting rows. A prefix is followed by the domain, group or task type.
@@ -20,6 +22,8 @@ DOMAIN_CAP = "domain_max_concurrency:"
 GROUP_CAP = "group_limit:"
 RATE = "rate_limit:"
 GROUP_RATE = "group_rate_limit:"
+GROUP_WEIGHT = "group_weight:"
+GROUP_MIN_SLOTS = "group_minimum_slots:"
 NO_LIMIT = "none"  # stored value meaning "removed at runtime, whatever settings say"
 
 
@@ -36,6 +40,17 @@ class Policy:
     group_rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     preempt_priority: int = 0
     preemptor_priority: int | None = None  # most urgent active preemptor, if any
+    aging: Aging | None = None
+    group_weights: dict[str, float] = field(default_factory=dict)
+    default_group_weight: float = 1.0
+    group_minimum_slots: dict[str, int] = field(default_factory=dict)
+    pressure: float = 0.0
+    pressure_breakdown: dict[str, float] = field(default_factory=dict)
+    throttle_from: int | None = None  # priorities >= this wait while pressure is high
+
+    @property
+    def is_fair(self) -> bool:
+        return bool(self.group_weights or self.group_minimum_slots)
 
     @property
     def is_trivial(self) -> bool:
@@ -51,6 +66,9 @@ class Policy:
             or self.rate_limits
             or self.group_rate_limits
             or self.preemptor_priority is not None
+            or self.aging is not None
+            or self.is_fair
+            or self.throttle_from is not None
         )
 
     def group_cap(self, group: str | None) -> int | None:
@@ -64,6 +82,7 @@ def build_policy(
     paused_groups: set[str],
     domain_defaults: dict[str, int | None],
     preemptor_priority: int | None,
+    pressure: tuple[float, dict[str, float]] = (0.0, {}),
 ) -> Policy:
     """Merge settings, domain declarations and stored overrides (overrides win)."""
     s = app_settings
@@ -72,14 +91,18 @@ def build_policy(
     group_caps = dict(s.GROUP_CONCURRENCY or {})
     rates = {k: RateLimit.from_json(v) for k, v in (s.RATE_LIMITS or {}).items()}
     group_rates = {k: RateLimit.from_json(v) for k, v in (s.GROUP_RATE_LIMITS or {}).items()}
+    weights = {k: float(v) for k, v in (s.GROUP_WEIGHTS or {}).items()}
+    minimum = {k: int(v) for k, v in (s.GROUP_MINIMUM_SLOTS or {}).items()}
     paused_domains = set()
     for name, value in overrides.items():
-        for prefix, target in (
-            (DOMAIN_CAP, domain_caps),
-            (GROUP_CAP, group_caps),
+        for prefix, target, convert in (
+            (DOMAIN_CAP, domain_caps, int),
+            (GROUP_CAP, group_caps, int),
+            (GROUP_WEIGHT, weights, float),
+            (GROUP_MIN_SLOTS, minimum, int),
         ):
             if name.startswith(prefix):
-                _set_or_drop(target, name[len(prefix) :], value)
+                _set_or_drop(target, name[len(prefix) :], value, convert)
         if name.startswith(RATE):
             _set_or_drop(rates, name[len(RATE) :], value, RateLimit.from_json)
         elif name.startswith(GROUP_RATE):
@@ -98,7 +121,20 @@ def build_policy(
         group_rate_limits=group_rates,
         preempt_priority=int(s.PREEMPT_PRIORITY),
         preemptor_priority=preemptor_priority,
+        aging=Aging.from_setting(s.PRIORITY_AGING),
+        group_weights=weights,
+        default_group_weight=float(s.DEFAULT_GROUP_WEIGHT),
+        group_minimum_slots=minimum,
+        pressure=pressure[0],
+        pressure_breakdown=pressure[1],
+        throttle_from=throttled_from(pressure[0], _throttle_policy(s.THROTTLE_POLICY)),
     )
+
+
+def _throttle_policy(value: Any) -> dict[int, float] | None:
+    if value is None:
+        return None
+    return {int(k): float(v) for k, v in dict(value).items()}
 
 
 def _set_or_drop(target: dict[str, Any], key: str, value: Any, convert: Any = int) -> None:

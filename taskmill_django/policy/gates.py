@@ -27,10 +27,12 @@ def admit(
     running: Iterable[tuple[str, str | None, int]],
     policy: Policy,
     limit: int,
+    shares: dict[str, int] | None = None,
 ) -> list[Candidate]:
     """Pick up to ``limit`` candidates (already in dispatch order) that fit every cap.
 
-    ``running`` holds (domain, group, count) for tasks running anywhere in the cluster.
+    ``running`` holds (domain, group, count) for tasks running anywhere in the cluster;
+    ``shares`` the fair-share slots per group (ungrouped = ""), which urgent tasks bypass.
     """
     by_domain: Counter[str] = Counter()
     by_group: Counter[str] = Counter()
@@ -40,6 +42,9 @@ def admit(
         if group is not None:
             by_group[group] += count
         total += count
+    by_share: Counter[str] = Counter()
+    for _domain, group, count in running:
+        by_share[group or ""] += count
     room = limit
     if policy.max_concurrency is not None:
         room = min(room, policy.max_concurrency - total)
@@ -53,11 +58,21 @@ def admit(
         gcap = policy.group_cap(c.group_key)
         if gcap is not None and c.group_key is not None and by_group[c.group_key] >= gcap:
             continue
+        share_key = c.group_key or ""
+        if shares is not None and not _urgent(c, policy):
+            if by_share[share_key] >= shares.get(share_key, 0):
+                continue
         chosen.append(c)
+        by_share[share_key] += 1
         by_domain[c.domain] += 1
         if c.group_key is not None:
             by_group[c.group_key] += 1
     return chosen
+
+
+def _urgent(c: Candidate, policy: Policy) -> bool:
+    threshold = policy.aging.urgent_threshold if policy.aging else None
+    return threshold is not None and c.priority <= threshold
 
 
 def saturated(

@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models import F, FloatField, Q
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce, Now
 
 from .. import registry, signals
 from ..enums import TaskStatus
@@ -59,6 +60,58 @@ def set_group_limit(group: str, n: int) -> None:
 
 def remove_group_limit(group: str) -> None:
     _put(config.GROUP_CAP + _group(group), config.NO_LIMIT)
+
+
+def set_group_weight(group: str, weight: float) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        raise ValidationError("weight", f"must be a number > 0, got {weight!r}")
+    _put(config.GROUP_WEIGHT + _group(group), float(weight))
+    _weight_changed(group)
+
+
+def remove_group_weight(group: str) -> None:
+    _put(config.GROUP_WEIGHT + _group(group), config.NO_LIMIT)
+    _weight_changed(group)
+
+
+def reset_group_weights() -> None:
+    """Forget every runtime weight: the GROUP_WEIGHTS setting applies again."""
+    SchedulerSetting.objects.filter(name__startswith=config.GROUP_WEIGHT).delete()
+
+
+def _weight_changed(group: str) -> None:
+    if signals.group_weight_changed.receivers:
+        signals.group_weight_changed.send_robust(sender=group)
+
+
+def set_group_minimum_slots(group: str, slots: int | None) -> None:
+    if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
+        raise ValidationError("slots", f"must be an integer >= 0 or None, got {slots!r}")
+    _put(config.GROUP_MIN_SLOTS + _group(group), config.NO_LIMIT if slots is None else slots)
+
+
+def unpaused() -> dict[str, Any]:
+    """Fields that make a paused row pending again, adding the pause to ``paused_seconds``
+    (priority aging does not count time spent paused)."""
+    return {
+        "status": TaskStatus.PENDING,
+        "pause_reason": "",
+        "paused_at": None,
+        "paused_seconds": F("paused_seconds") + Coalesce(seconds_since("paused_at"), 0.0),
+    }
+
+
+def seconds_since(column: str) -> Any:
+    """Seconds from ``column`` to now, by the database clock, as an expression."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        sql = f"EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - {column}))"
+    elif connection.vendor == "sqlite":
+        sql = f"((julianday('now') - julianday({column})) * 86400.0)"
+    else:
+        sql = f"(TIMESTAMPDIFF(MICROSECOND, {column}, UTC_TIMESTAMP(6)) / 1000000.0)"
+    return RawSQL(sql, [], output_field=FloatField())  # noqa: S611 - constant column name
 
 
 def set_rate_limit(task_type: str, limit: RateLimit | None) -> None:
@@ -116,7 +169,7 @@ def resume_domain(domain: str) -> int:
         _delete(config.DOMAIN_PAUSED + domain)
         return Task.objects.filter(
             domain=domain, status=TaskStatus.PAUSED, pause_reason=DOMAIN_PAUSED
-        ).update(status=TaskStatus.PENDING, pause_reason="")
+        ).update(**unpaused())
 
 
 def pause_group(group: str, until: datetime | None = None) -> None:
@@ -151,8 +204,9 @@ def resume_expired_group_pauses() -> list[str]:
     return expired
 
 
-def load_policy() -> Policy:
-    """Settings + domain declarations + runtime overrides + who is preempting right now."""
+def load_policy(pressure: tuple[float, dict[str, float]] = (0.0, {})) -> Policy:
+    """Settings + domain declarations + runtime overrides + who is preempting right now
+    (+ the caller's measured pressure)."""
     from ..conf import app_settings
 
     overrides = dict(SchedulerSetting.objects.values_list("name", "value"))
@@ -171,7 +225,7 @@ def load_policy() -> Policy:
         .values_list("priority", flat=True)
         .first()
     )
-    return build_policy(overrides, paused, domains, preemptor)
+    return build_policy(overrides, paused, domains, preemptor, pressure)
 
 
 def preempt_below(priority: int) -> int:
@@ -193,7 +247,7 @@ def resume_preempted() -> int:
         return 0
     resumed = Task.objects.filter(status=TaskStatus.PAUSED, pause_reason=PREEMPTED)
     ids = list(resumed.values_list("id", "task_type"))
-    count = resumed.update(status=TaskStatus.PENDING, pause_reason="")
+    count = resumed.update(**unpaused())
     for task_id, task_type in ids:
         from .db import send_task_signal
 

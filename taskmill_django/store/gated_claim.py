@@ -10,14 +10,18 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Sum
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from ..conf import app_settings
 from ..enums import TaskStatus
-from ..models import RateBucket, SchedulerSetting, Task
+from ..models import RateBucket, SchedulerSetting, Task, Worker
 from ..policy import config
+from ..policy.aging import Aging
 from ..policy.config import Policy
+from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
 
@@ -56,10 +60,20 @@ def claim_gated(
             qs = qs.exclude(group_key__in=skip_groups)
         if policy.preemptor_priority is not None:
             qs = qs.filter(priority__lte=policy.preemptor_priority)
-        rows = qs.in_dispatch_order().values_list(
-            "id", "domain", "group_key", "task_type", "priority"
-        )[: limit * OVERFETCH + 16]
-        chosen = admit([Candidate(*row) for row in rows], running, policy, limit)
+        if policy.throttle_from is not None:
+            qs = qs.filter(priority__lt=policy.throttle_from)
+        if policy.aging is not None:
+            # Constant SQL text; the aging numbers travel as bound parameters.
+            effective = RawSQL(*aging_sql(policy.aging))  # noqa: S611
+            qs = qs.annotate(effective=effective).order_by("effective", "id")
+            fields = ("id", "domain", "group_key", "task_type", "effective")
+        else:
+            qs = qs.in_dispatch_order()
+            fields = ("id", "domain", "group_key", "task_type", "priority")
+        rows = qs.values_list(*fields)[: limit * OVERFETCH + 16]
+        candidates = [Candidate(*row) for row in rows]
+        shares = fair_shares(policy) if policy.is_fair else None
+        chosen = admit(candidates, running, policy, limit, shares)
         chosen = _take_tokens(chosen, policy)
         if not chosen:
             return []
@@ -80,6 +94,45 @@ def claim_gated(
                     row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
                     row.save(update_fields=["expires_at"])
         return claimed
+
+
+def fair_shares(policy: Policy) -> dict[str, int]:
+    """Slots per group for this moment (ungrouped work is the virtual group "")."""
+    demand = {
+        (g or UNGROUPED): n
+        for g, n in Task.objects.filter(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING])
+        .values_list("group_key")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    capacity = policy.max_concurrency
+    if capacity is None:
+        live = Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
+        capacity = live.aggregate(n=Sum("concurrency"))["n"] or 0
+    return allocate(
+        capacity,
+        demand,
+        policy.group_weights,
+        policy.group_minimum_slots,
+        policy.default_group_weight,
+    )
+
+
+def aging_sql(aging: Aging) -> tuple[str, list[object]]:
+    """Effective priority as SQL: priority improved by time waited minus time paused."""
+    if connection.vendor == "postgresql":
+        waited = "EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - created_at))"
+        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
+    elif connection.vendor == "sqlite":
+        waited = "((julianday('now') - julianday(created_at)) * 86400.0)"
+        floor, greatest, least = "CAST", "MAX", "MIN"
+    else:
+        waited = "(TIMESTAMPDIFF(MICROSECOND, created_at, UTC_TIMESTAMP(6)) / 1000000.0)"
+        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
+    steps = f"{greatest}(0, {waited} - paused_seconds - %s) / %s"
+    steps = f"CAST({steps} AS INTEGER)" if floor == "CAST" else f"FLOOR({steps})"
+    sql = f"{greatest}({least}(%s, priority), priority - %s * {steps})"
+    return sql, [aging.ceiling, aging.step, aging.grace_period, aging.interval]
 
 
 def _lock() -> None:

@@ -197,6 +197,7 @@ def _pause(row: Task, reason: str) -> None:
     Task.objects.filter(id=row.id).update(
         status=TaskStatus.PAUSED,
         pause_reason=reason,
+        paused_at=Now(),
         cancel_reason="",
         lease_token=None,
         worker_id=None,
