@@ -62,6 +62,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             _error("DEFAULT_TTL", ttl, "None or a number of seconds > 0", "taskmill.E007")
         )
     errors.extend(_check_retention(s.RETENTION))
+    errors.extend(_check_policy_settings(s))
     if _is_number(s.HEARTBEAT_INTERVAL) and _is_number(s.LEASE_TIMEOUT):
         if s.LEASE_TIMEOUT < 2 * s.HEARTBEAT_INTERVAL:
             errors.append(
@@ -101,3 +102,92 @@ def _error(name: str, value: Any, expected: str, check_id: str) -> Error:
         hint=f"Fix {name} in settings.TASKMILL or remove it to use the default.",
         id=check_id,
     )
+
+
+def _check_policy_settings(s: Any) -> list[CheckMessage]:
+    """Limits, weights, rate limits, aging, throttling and schedules (E010-E016)."""
+    from .exceptions import ValidationError
+    from .policy.aging import Aging
+    from .policy.ratelimit import RateLimit
+
+    errors: list[CheckMessage] = []
+    for name in ("GROUP_CONCURRENCY", "GROUP_MINIMUM_SLOTS"):
+        value = getattr(s, name)
+        ok = isinstance(value, dict) and all(
+            isinstance(v, int)
+            and not isinstance(v, bool)
+            and v >= (1 if name == "GROUP_CONCURRENCY" else 0)
+            for v in value.values()
+        )
+        if not ok:
+            errors.append(_error(name, value, "a dict of group -> integer limit", "taskmill.E010"))
+    dgc = s.DEFAULT_GROUP_CONCURRENCY
+    if dgc is not None and (not isinstance(dgc, int) or isinstance(dgc, bool) or dgc < 1):
+        errors.append(
+            _error("DEFAULT_GROUP_CONCURRENCY", dgc, "None or an integer >= 1", "taskmill.E010")
+        )
+    weights = s.GROUP_WEIGHTS
+    if not isinstance(weights, dict) or not all(_is_number(v) and v > 0 for v in weights.values()):
+        errors.append(
+            _error("GROUP_WEIGHTS", weights, "a dict of group -> weight > 0", "taskmill.E011")
+        )
+    if not _is_number(s.DEFAULT_GROUP_WEIGHT) or s.DEFAULT_GROUP_WEIGHT <= 0:
+        errors.append(
+            _error("DEFAULT_GROUP_WEIGHT", s.DEFAULT_GROUP_WEIGHT, "a number > 0", "taskmill.E011")
+        )
+    for name in ("RATE_LIMITS", "GROUP_RATE_LIMITS"):
+        value = getattr(s, name)
+        try:
+            if not isinstance(value, dict):
+                raise ValidationError(name, "not a dict")
+            for limit in value.values():
+                RateLimit.from_json(limit)
+        except ValidationError:
+            errors.append(_error(name, value, "a dict of name -> RateLimit", "taskmill.E012"))
+    try:
+        Aging.from_setting(s.PRIORITY_AGING)
+    except (ValidationError, TypeError) as exc:
+        errors.append(
+            _error(
+                "PRIORITY_AGING", s.PRIORITY_AGING, f"a valid aging dict ({exc})", "taskmill.E013"
+            )
+        )
+    throttle = s.THROTTLE_POLICY
+    if throttle is not None and not (
+        isinstance(throttle, dict)
+        and all(isinstance(k, int) and 0 <= k <= 255 and _is_number(v) for k, v in throttle.items())
+    ):
+        errors.append(
+            _error("THROTTLE_POLICY", throttle, "None or {priority: pressure}", "taskmill.E014")
+        )
+    if not isinstance(s.PRESSURE_SOURCES, list | tuple) or not all(
+        isinstance(p, str) for p in s.PRESSURE_SOURCES
+    ):
+        errors.append(
+            _error(
+                "PRESSURE_SOURCES", s.PRESSURE_SOURCES, "a list of dotted paths", "taskmill.E015"
+            )
+        )
+    errors.extend(_check_schedules(s.SCHEDULES))
+    return errors
+
+
+def _check_schedules(schedules: Any) -> list[CheckMessage]:
+    from .exceptions import TaskmillError
+    from .store.recurring import parse_schedule_setting
+
+    if not isinstance(schedules, dict):
+        return [_error("SCHEDULES", schedules, "a dict of name -> schedule", "taskmill.E016")]
+    errors: list[CheckMessage] = []
+    for name, spec in schedules.items():
+        try:
+            parse_schedule_setting(str(name), spec)
+        except TaskmillError as exc:
+            errors.append(
+                Error(
+                    f"TASKMILL['SCHEDULES'][{name!r}] is invalid: {exc}",
+                    hint="See docs/howto/schedules.md for the keys a schedule takes.",
+                    id="taskmill.E016",
+                )
+            )
+    return errors

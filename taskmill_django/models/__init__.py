@@ -1,11 +1,12 @@
 """Models of taskmill_django: thin rows plus QuerySets that name states."""
 
 from .cluster import PausedGroup, RateBucket, SchedulerSetting, Worker
-from .history import TaskHistory, TaskHistoryTag
+from .history import DeadLetter, TaskHistory, TaskHistoryTag
 from .schedule import Schedule, ScheduleTick
 from .task import Task, TaskDependency, TaskTag
 
 __all__ = [
+    "DeadLetter",
     "PausedGroup",
     "RateBucket",
     "Schedule",

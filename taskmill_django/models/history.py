@@ -65,6 +65,26 @@ class TaskHistory(models.Model):
         return f"#{self.pk} {self.task_type} [{self.status}]"
 
 
+class DeadLetterManager(models.Manager["DeadLetter"]):
+    def get_queryset(self) -> TaskHistoryQuerySet:
+        return TaskHistoryQuerySet(self.model, using=self._db).dead_letter()
+
+
+class DeadLetter(TaskHistory):
+    """History rows whose retries ran out: the dead-letter list, as its own admin page.
+
+    A proxy over ``TaskHistory`` (no table of its own); re-submit an entry with
+    ``scheduler.retry_dead_letter(id)``.
+    """
+
+    objects = DeadLetterManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead-letter entry"
+        verbose_name_plural = "dead-letter list"
+
+
 class TaskHistoryTag(models.Model):
     history = models.ForeignKey(TaskHistory, on_delete=models.DO_NOTHING, related_name="tags")
     key = models.CharField(max_length=64)

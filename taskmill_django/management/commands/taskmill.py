@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from taskmill_django import scheduler
 from taskmill_django.exceptions import TaskmillError
 
 
 class Command(BaseCommand):
-    help = "Inspect and steer the taskmill queue."
+    help = "Inspect and steer the taskmill queue: status, prune, retry, cancel, pause, resume."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -23,6 +25,17 @@ class Command(BaseCommand):
         retry.add_argument("history_ids", nargs="+", type=int)
         cancel = sub.add_parser("cancel", help="Cancel active tasks by id.")
         cancel.add_argument("task_ids", nargs="+", type=int)
+        for verb in ("pause", "resume"):
+            cmd = sub.add_parser(verb, help=f"{verb.title()} the cluster, a domain or a group.")
+            target = cmd.add_mutually_exclusive_group()
+            target.add_argument("--domain", help=f"{verb.title()} one domain.")
+            target.add_argument("--group", help=f"{verb.title()} one group.")
+            if verb == "pause":
+                cmd.add_argument(
+                    "--minutes",
+                    type=float,
+                    help="With --group: resume automatically after N minutes.",
+                )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -64,6 +77,34 @@ class Command(BaseCommand):
         for history_id in options["history_ids"]:
             outcome = scheduler.retry_dead_letter(history_id)
             self.stdout.write(f"{history_id}: {outcome.kind} as task {outcome.id}")
+
+    def do_pause(self, options: dict[str, Any]) -> None:
+        minutes = options.get("minutes")
+        if minutes is not None and (minutes <= 0 or not options.get("group")):
+            raise CommandError("--minutes takes a positive number and goes with --group")
+        if options.get("domain"):
+            count = scheduler.domain(options["domain"]).pause()
+            self.stdout.write(f"domain {options['domain']} paused ({count} running tasks pausing)")
+        elif options.get("group"):
+            until = timezone.now() + timedelta(minutes=minutes) if minutes else None
+            scheduler.pause_group(options["group"], until)
+            self.stdout.write(
+                f"group {options['group']} paused" + (f" until {until}" if until else "")
+            )
+        else:
+            scheduler.pause_all()
+            self.stdout.write("all dispatching paused")
+
+    def do_resume(self, options: dict[str, Any]) -> None:
+        if options.get("domain"):
+            count = scheduler.domain(options["domain"]).resume()
+            self.stdout.write(f"domain {options['domain']} resumed ({count} tasks pending again)")
+        elif options.get("group"):
+            scheduler.resume_group(options["group"])
+            self.stdout.write(f"group {options['group']} resumed")
+        else:
+            scheduler.resume_all()
+            self.stdout.write("dispatching resumed")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         for task_id in options["task_ids"]:
