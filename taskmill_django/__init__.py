@@ -18,6 +18,7 @@ from .exceptions import (
     UnknownTaskType,
     ValidationError,
 )
+from .policy.ratelimit import RateLimit
 from .records import IoBudget, SubmitOutcome, TaskLookup, TypeStats
 from .retry import RetryPolicy
 from .scheduler import scheduler
@@ -32,6 +33,7 @@ __all__ = [
     "IoBudget",
     "PermanentError",
     "Priority",
+    "RateLimit",
     "RecurringSchedule",
     "RetryPolicy",
     "RetryableError",
