@@ -15,18 +15,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .exceptions import ValidationError
+from .validation import validate_seconds
 
 Seconds = float | int | timedelta
 
 
 def _seconds(field: str, value: Seconds) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(field, f"expected seconds or a timedelta, got {value!r}")
-    if value < 0:
-        raise ValidationError(field, f"must not be negative, got {value!r}")
-    return float(value)
+    seconds = validate_seconds(field, value, allow_none=False)
+    assert seconds is not None  # noqa: S101 - allow_none=False never returns None
+    return seconds
 
 
 def _count(field: str, value: int) -> int:

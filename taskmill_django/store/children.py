@@ -75,7 +75,6 @@ def _fail_fast(parent: Task, child_id: int) -> None:
     """Fail the parent first, then cancel the other children: cancelling them reports back
     here, and must find the parent already failed (or gone), not fail it twice."""
     from .cancel import cancel_matching
-    from .history import Finish, move_to_history
 
     if parent.cancel_reason:
         return  # already on its way out
@@ -87,16 +86,8 @@ def _fail_fast(parent: Task, child_id: int) -> None:
         )
         cancel_matching(Q(parent_id=parent.id))
         return
-    send_on_commit(
-        signals.task_failed,
-        parent.task_type,
-        task_id=parent.id,
-        error=error,
-        will_retry=False,
-        retry_after=None,
-    )
     # Moving a parent that did not complete cancels its remaining children.
-    move_to_history([parent], HistoryStatus.FAILED, {parent.id: Finish(error=error)})
+    _fail_parent(parent, error)
 
 
 def _all_children_done(parent: Task) -> str:
@@ -109,16 +100,7 @@ def _all_children_done(parent: Task) -> str:
         .count()
     )
     if failed:
-        error = f"{failed} child task(s) did not complete"
-        send_on_commit(
-            signals.task_failed,
-            parent.task_type,
-            task_id=parent.id,
-            error=error,
-            will_retry=False,
-            retry_after=None,
-        )
-        move_to_history([parent], HistoryStatus.FAILED, {parent.id: Finish(error=error)})
+        _fail_parent(parent, f"{failed} child task(s) did not complete")
         return HistoryStatus.FAILED
     definition = registry.find_task(parent.task_type)
     if definition is not None and definition.finalize_func is not None:
@@ -135,3 +117,17 @@ def _all_children_done(parent: Task) -> str:
     send_on_commit(signals.task_completed, parent.task_type, task_id=parent.id, duration_ms=None)
     move_to_history([parent], HistoryStatus.COMPLETED, {parent.id: Finish(result=parent.memo)})
     return HistoryStatus.COMPLETED
+
+
+def _fail_parent(parent: Task, error: str) -> None:
+    from .history import Finish, move_to_history
+
+    send_on_commit(
+        signals.task_failed,
+        parent.task_type,
+        task_id=parent.id,
+        error=error,
+        will_retry=False,
+        retry_after=None,
+    )
+    move_to_history([parent], HistoryStatus.FAILED, {parent.id: Finish(error=error)})

@@ -146,20 +146,26 @@ def _claim_orm(
         )
         if not ids:
             return []
-        Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
-            status=TaskStatus.RUNNING,
-            lease_token=token,
-            worker_id=worker_id,
-            started_at=Now(),
-            first_started_at=Coalesce("first_started_at", Now()),
-        )
-        rows = list(Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id"))
-        for row in rows:
-            if (
-                row.expires_at is None
-                and row.ttl_seconds is not None
-                and row.ttl_from == "first_attempt"
-            ):
-                row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
-                row.save(update_fields=["expires_at"])
-        return rows
+        return claim_ids(token, worker_id, ids)
+
+
+def claim_ids(token: uuid.UUID, worker_id: uuid.UUID, ids: list[int]) -> list[Task]:
+    """Claim chosen ids that are still pending (portable ORM path; caller holds the
+    transaction). TTLs counted from the first attempt start at this claim."""
+    Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
+        status=TaskStatus.RUNNING,
+        lease_token=token,
+        worker_id=worker_id,
+        started_at=Now(),
+        first_started_at=Coalesce("first_started_at", Now()),
+    )
+    rows = list(Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id"))
+    for row in rows:
+        if (
+            row.expires_at is None
+            and row.ttl_seconds is not None
+            and row.ttl_from == "first_attempt"
+        ):
+            row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
+            row.save(update_fields=["expires_at"])
+    return rows

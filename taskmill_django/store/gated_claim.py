@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Sum
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Now
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..conf import app_settings
@@ -24,6 +24,7 @@ from ..policy.config import Policy
 from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
+from .claim import claim_ids
 
 CLAIM_LOCK = "__claim_lock__"
 # Read this many candidates per slot asked for, so tasks skipped by a partly-full group or a
@@ -77,23 +78,7 @@ def claim_gated(
         chosen = _take_tokens(chosen, policy)
         if not chosen:
             return []
-        ids = [c.id for c in chosen]
-        Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
-            status=TaskStatus.RUNNING,
-            lease_token=token,
-            worker_id=worker_id,
-            started_at=Now(),
-            first_started_at=Coalesce("first_started_at", Now()),
-        )
-        claimed = list(
-            Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id")
-        )
-        for row in claimed:
-            if row.expires_at is None and row.ttl_seconds is not None:
-                if row.ttl_from == "first_attempt":
-                    row.expires_at = row.started_at + timedelta(seconds=row.ttl_seconds)
-                    row.save(update_fields=["expires_at"])
-        return claimed
+        return claim_ids(token, worker_id, [c.id for c in chosen])
 
 
 def fair_shares(policy: Policy) -> dict[str, int]:

@@ -1,0 +1,107 @@
+"""Operator changes to single tasks: pause, resume, reprioritise (the admin's actions).
+
+Each function is one transaction of conditional updates: a row that changed state between the
+operator's click and the write (claimed by a worker, finished, cancelled) is left alone and not
+counted, so the returned numbers say what really happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db import transaction
+from django.db.models.functions import Now
+
+from .. import signals
+from ..conf import app_settings
+from ..enums import TaskStatus
+from ..models import Task
+from ..validation import validate_ids, validate_priority
+from .db import chunks, notify_workers, send_on_commit
+
+# ``Task.pause_reason`` of a task paused by hand; preemption and domain pauses use their own
+# reasons and are lifted by the scheduler, never by ``resume_tasks``.
+OPERATOR = "operator"
+
+
+def pause_tasks(task_ids: Iterable[int]) -> int:
+    """Pause pending tasks so no worker claims them; return how many were paused.
+
+    Only ``pending`` rows are paused: a running task would need its worker's cooperation, and a
+    blocked or waiting one is not due anyway.
+    """
+    ids = validate_ids("task_ids", list(task_ids))
+    count = 0
+    with transaction.atomic():
+        for chunk in chunks(ids):
+            rows = list(
+                Task.objects.select_for_update()
+                .filter(id__in=chunk, status=TaskStatus.PENDING)
+                .order_by("id")
+                .values_list("id", "task_type")
+            )
+            if not rows:
+                continue
+            count += Task.objects.filter(
+                id__in=[task_id for task_id, _ in rows], status=TaskStatus.PENDING
+            ).update(status=TaskStatus.PAUSED, pause_reason=OPERATOR, paused_at=Now())
+            for task_id, task_type in rows:
+                send_on_commit(signals.task_paused, task_type, task_id=task_id)
+    return count
+
+
+def resume_tasks(task_ids: Iterable[int]) -> int:
+    """Make tasks paused by ``pause_tasks`` pending again; return how many were resumed.
+
+    The time spent paused is added to ``paused_seconds`` (priority aging skips it). Tasks paused
+    by preemption or a domain pause are not touched: the scheduler resumes those itself.
+    """
+    ids = validate_ids("task_ids", list(task_ids))
+    count = 0
+    with transaction.atomic():
+        for chunk in chunks(ids):
+            rows = list(
+                Task.objects.select_for_update()
+                .filter(id__in=chunk, status=TaskStatus.PAUSED, pause_reason=OPERATOR)
+                .annotate(now=Now())
+                .order_by("id")
+            )
+            for row in rows:
+                # Both instants come from the database clock.
+                paused = (row.now - row.paused_at).total_seconds() if row.paused_at else 0.0
+                Task.objects.filter(id=row.id, status=TaskStatus.PAUSED).update(
+                    status=TaskStatus.PENDING,
+                    pause_reason="",
+                    paused_at=None,
+                    paused_seconds=row.paused_seconds + max(paused, 0.0),
+                )
+                send_on_commit(signals.task_resumed, row.task_type, task_id=row.id)
+            count += len(rows)
+        if count:
+            notify_workers()
+    return count
+
+
+def set_priority(task_ids: Iterable[int], priority: int) -> int:
+    """Give active tasks a new priority (0..255, lower runs first); return how many changed.
+
+    Raising a task to ``PREEMPT_PRIORITY`` or above preempts less urgent running work, exactly
+    as submitting it at that priority would have.
+    """
+    ids = validate_ids("task_ids", list(task_ids))
+    priority = validate_priority(priority)
+    count = 0
+    with transaction.atomic():
+        for chunk in chunks(ids):
+            count += (
+                Task.objects.filter(id__in=chunk)
+                .exclude(priority=priority)
+                .update(priority=priority)
+            )
+        if count:
+            if priority <= int(app_settings.PREEMPT_PRIORITY):
+                from .control import preempt_below  # control imports the policy layer
+
+                preempt_below(priority)
+            notify_workers()
+    return count
