@@ -16,3 +16,17 @@ class TaskmillConfig(AppConfig):
         from . import checks  # noqa: F401 - registers the checks
 
         autodiscover_modules("tasks")
+        self._load_django_tasks_backend()
+
+    @staticmethod
+    def _load_django_tasks_backend() -> None:
+        """Workers must know the ``django::call`` type whenever TASKS uses our backend, even if
+        nothing in this process enqueued a task yet."""
+        from django.conf import settings
+
+        backends = getattr(settings, "TASKS", {}) or {}
+        if any(
+            cfg.get("BACKEND") == "taskmill_django.backend.TaskmillBackend"
+            for cfg in backends.values()
+        ):
+            from . import backend  # noqa: F401 - registers the django::call task type

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "RESOURCE_MONITORING": False,
     "SCHEDULES": {},
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).
+    "API_SUBMIT_THROTTLE_RATE": None,
 }
 
 

@@ -189,6 +189,14 @@ class Scheduler:
 
         return metrics_snapshot()
 
+    def explain(self, task_id: int) -> list[Any]:
+        """Every reason task ``task_id`` is not running now, as ``explain.Reason`` values
+        (dependency not done, run_after in the future, a pause, a cap, a rate limit, no live
+        worker, ...). Raises TaskNotFound."""
+        from .explain import explain
+
+        return explain(task_id)
+
     def register_state(self, name: str, value: object) -> None:
         """Make ``value`` available to task code as ``ctx.state(name)``."""
         registry.register_state(name, value)

@@ -108,3 +108,14 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"taskmill_django": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# The Django Tasks backend needs django.tasks (Django 6+); its tests are collected only there.
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "taskmill_django.backend.TaskmillBackend",
+            "QUEUES": ["default", "emails"],
+        }
+    }

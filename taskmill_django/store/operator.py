@@ -17,11 +17,13 @@ from ..conf import app_settings
 from ..enums import TaskStatus
 from ..models import Task
 from ..validation import validate_ids, validate_priority
+from .control import preempt_below, unpaused
 from .db import chunks, notify_workers, send_on_commit
 
-# ``Task.pause_reason`` of a task paused by hand; preemption and domain pauses use their own
-# reasons and are lifted by the scheduler, never by ``resume_tasks``.
-OPERATOR = "operator"
+# ``Task.pause_reason`` of a task paused by hand (the same value ``store.manual`` writes, so a
+# task paused through the API can be resumed from the admin and the other way round).
+# Preemption and domain pauses use their own reasons and are lifted by the scheduler.
+MANUAL = "manual"
 
 
 def pause_tasks(task_ids: Iterable[int]) -> int:
@@ -44,14 +46,14 @@ def pause_tasks(task_ids: Iterable[int]) -> int:
                 continue
             count += Task.objects.filter(
                 id__in=[task_id for task_id, _ in rows], status=TaskStatus.PENDING
-            ).update(status=TaskStatus.PAUSED, pause_reason=OPERATOR, paused_at=Now())
+            ).update(status=TaskStatus.PAUSED, pause_reason=MANUAL, paused_at=Now())
             for task_id, task_type in rows:
                 send_on_commit(signals.task_paused, task_type, task_id=task_id)
     return count
 
 
 def resume_tasks(task_ids: Iterable[int]) -> int:
-    """Make tasks paused by ``pause_tasks`` pending again; return how many were resumed.
+    """Make tasks paused by hand pending again; return how many were resumed.
 
     The time spent paused is added to ``paused_seconds`` (priority aging skips it). Tasks paused
     by preemption or a domain pause are not touched: the scheduler resumes those itself.
@@ -62,21 +64,19 @@ def resume_tasks(task_ids: Iterable[int]) -> int:
         for chunk in chunks(ids):
             rows = list(
                 Task.objects.select_for_update()
-                .filter(id__in=chunk, status=TaskStatus.PAUSED, pause_reason=OPERATOR)
-                .annotate(now=Now())
+                .filter(id__in=chunk, status=TaskStatus.PAUSED, pause_reason=MANUAL)
                 .order_by("id")
+                .values_list("id", "task_type")
             )
-            for row in rows:
-                # Both instants come from the database clock.
-                paused = (row.now - row.paused_at).total_seconds() if row.paused_at else 0.0
-                Task.objects.filter(id=row.id, status=TaskStatus.PAUSED).update(
-                    status=TaskStatus.PENDING,
-                    pause_reason="",
-                    paused_at=None,
-                    paused_seconds=row.paused_seconds + max(paused, 0.0),
-                )
-                send_on_commit(signals.task_resumed, row.task_type, task_id=row.id)
-            count += len(rows)
+            if not rows:
+                continue
+            count += Task.objects.filter(
+                id__in=[task_id for task_id, _ in rows],
+                status=TaskStatus.PAUSED,
+                pause_reason=MANUAL,
+            ).update(**unpaused())
+            for task_id, task_type in rows:
+                send_on_commit(signals.task_resumed, task_type, task_id=task_id)
         if count:
             notify_workers()
     return count
@@ -100,8 +100,6 @@ def set_priority(task_ids: Iterable[int], priority: int) -> int:
             )
         if count:
             if priority <= int(app_settings.PREEMPT_PRIORITY):
-                from .control import preempt_below  # control imports the policy layer
-
                 preempt_below(priority)
             notify_workers()
     return count
