@@ -135,12 +135,15 @@ class TaskContext:
         if not isinstance(call, TaskCall) or not isinstance(call.definition, TaskDefinition):
             raise TypeError("spawn_* takes a task definition or task.using(...)")
         parent = self.record if parent_id == self.record.id else None
-        priority = min(call.options.priority or call.definition.priority, self.record.priority)
+        own_priority = call.options.priority
+        if own_priority is None:
+            own_priority = call.definition.priority
+        priority = min(own_priority, self.record.priority)
         extra: dict[str, Any] = {"parent": parent_id, "priority": priority}
         deadline = (parent or self.record).expires_at
         if deadline is not None:
             remaining = max((deadline - timezone.now()).total_seconds(), 0.0)
-            own = call.options.ttl or call.definition.ttl
+            own = call.options.ttl if call.options.ttl is not None else call.definition.ttl
             extra["ttl"] = remaining if own is None else min(own, remaining)
         bound = call.using(**extra)
         new = [bound.definition.build(p, bound.options) for p in payloads]

@@ -9,8 +9,8 @@ datetime.datetime(2026, 1, 2, 2, 0, tzinfo=datetime.timezone.utc)
 
 Cron expressions are evaluated in the schedule's time zone and follow croniter's rules across
 daylight-saving changes: a wall-clock time that does not exist that day (02:30 on a spring-forward
-night in Europe/Paris) fires at the next valid instant, and a time that happens twice (autumn)
-fires once.
+night in Europe/Paris) fires at the next valid instant, and a wall-clock time that happens
+twice (the autumn change) fires at both instants, as croniter yields both.
 """
 
 from __future__ import annotations

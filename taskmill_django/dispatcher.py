@@ -306,7 +306,7 @@ class Dispatcher:
     def _sync_schedules(self) -> None:
         try:
             recurring.sync_declared_schedules()
-        except ValidationError as exc:
+        except (ValidationError, TypeError, ValueError) as exc:
             logger.error("declarative schedules not synced: %s", exc)
         except _DB_ERRORS as exc:
             logger.warning("declarative schedules not synced (database error): %s", exc)

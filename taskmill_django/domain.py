@@ -366,6 +366,8 @@ class TaskCall:
             if getattr(opts, name) not in (None, {}, "submission")
         }
         assert opts.recurring is not None  # noqa: S101 - checked by the caller
+        if opts.key is not None and len(opts.key) > 200:
+            raise ValidationError("key", "names the schedule: at most 200 characters")
         schedule, task_id, created = create_schedule(
             new.task_type, new.payload, options, opts.recurring, name=opts.key
         )

@@ -17,6 +17,7 @@ from .exceptions import TaskNotFound, ValidationError
 from .models import RateBucket, Schedule, Task, TaskHistory, Worker
 from .policy import config, pressure
 from .policy.config import Policy
+from .policy.ratelimit import RateLimit, refill
 from .records import (
     IoTotals,
     Metrics,
@@ -183,9 +184,18 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         for status, n in per_status.items():
             totals[status] = totals.get(status, 0) + n
     policy = control.load_policy(local_pressure())
-    buckets = {b.name: b.tokens for b in RateBucket.objects.all()}
+    buckets = {b.name: b for b in RateBucket.objects.all()}
+    now = timezone.now()
+
+    def tokens(name: str, limit: RateLimit) -> float:
+        """Tokens available now: the stored level refilled for the time since."""
+        bucket = buckets.get(name)
+        if bucket is None:
+            return limit.burst
+        return refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limit)
+
     rate_limits = {
-        name: {"rate": limit.rate, "burst": limit.burst, "tokens": buckets.get(prefix + name)}
+        name: {"rate": limit.rate, "burst": limit.burst, "tokens": tokens(prefix + name, limit)}
         for prefix, limits in (
             (config.RATE, policy.rate_limits),
             (config.GROUP_RATE, policy.group_rate_limits),
@@ -199,7 +209,7 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         paused_count=totals.get(TaskStatus.PAUSED, 0),
         blocked_count=totals.get(TaskStatus.BLOCKED, 0),
         waiting_count=totals.get(TaskStatus.WAITING, 0),
-        max_concurrency=policy.max_concurrency,
+        max_concurrency=policy.domain_caps.get(domain) if domain else policy.max_concurrency,
         is_paused=policy.is_paused or (domain is not None and domain in policy.paused_domains),
         counts_by_domain=counts,
         workers=worker_infos(),

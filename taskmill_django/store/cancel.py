@@ -28,9 +28,12 @@ def cancel_matching(condition: Q, *, status: str = HistoryStatus.CANCELLED) -> i
         if running:
             Task.objects.filter(id__in=[r.id for r in running]).update(cancel_reason=status)
         if idle:
-            if status == HistoryStatus.CANCELLED:
+            signal = (
+                signals.task_expired if status == HistoryStatus.EXPIRED else signals.task_cancelled
+            )
+            if status in (HistoryStatus.CANCELLED, HistoryStatus.EXPIRED):
                 for row in idle:
-                    send_on_commit(signals.task_cancelled, row.task_type, task_id=row.id)
+                    send_on_commit(signal, row.task_type, task_id=row.id)
             move_to_history(idle, status)
         count = len(running) + len(idle)
         parents = [r.id for r in rows]

@@ -167,6 +167,10 @@ def resume_domain(domain: str) -> int:
     """Resume ``domain``: its paused tasks become pending again."""
     with transaction.atomic():
         _delete(config.DOMAIN_PAUSED + domain)
+        # Running tasks that have not parked yet keep running.
+        Task.objects.filter(
+            domain=domain, status=TaskStatus.RUNNING, cancel_reason=DOMAIN_PAUSED
+        ).update(cancel_reason="")
         return Task.objects.filter(
             domain=domain, status=TaskStatus.PAUSED, pause_reason=DOMAIN_PAUSED
         ).update(**unpaused())
@@ -217,15 +221,19 @@ def load_policy(pressure: tuple[float, dict[str, float]] = (0.0, {})) -> Policy:
     )
     domains = {d.name: d.max_concurrency for d in registry.all_domains()}
     preemptor = (
-        Task.objects.filter(
-            status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
-            priority__lte=int(app_settings.PREEMPT_PRIORITY),
-        )
+        _active_preemptors(int(app_settings.PREEMPT_PRIORITY))
         .order_by("priority")
         .values_list("priority", flat=True)
         .first()
     )
     return build_policy(overrides, paused, domains, preemptor, pressure)
+
+
+def _active_preemptors(threshold: int) -> Any:
+    """Urgent tasks running, or pending and due: one waiting for its run_after (or a retry
+    backoff) holds nothing back."""
+    due = Q(status=TaskStatus.PENDING) & (Q(run_after__isnull=True) | Q(run_after__lte=Now()))
+    return Task.objects.filter(due | Q(status=TaskStatus.RUNNING), priority__lte=threshold)
 
 
 def preempt_below(priority: int) -> int:
@@ -239,10 +247,7 @@ def resume_preempted() -> int:
     """When no preemptor is pending or running any more, preempted tasks become pending."""
     from ..conf import app_settings
 
-    active = Task.objects.filter(
-        status__in=[TaskStatus.PENDING, TaskStatus.RUNNING],
-        priority__lte=int(app_settings.PREEMPT_PRIORITY),
-    ).exists()
+    active = _active_preemptors(int(app_settings.PREEMPT_PRIORITY)).exists()
     if active:
         return 0
     resumed = Task.objects.filter(status=TaskStatus.PAUSED, pause_reason=PREEMPTED)

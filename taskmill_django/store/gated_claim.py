@@ -85,7 +85,8 @@ def fair_shares(policy: Policy) -> dict[str, int]:
     """Slots per group for this moment (ungrouped work is the virtual group "")."""
     demand = {
         (g or UNGROUPED): n
-        for g, n in Task.objects.filter(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING])
+        for g, n in (Task.objects.claimable() | Task.objects.running())
+        .exclude(group_key__in=list(policy.paused_groups))
         .values_list("group_key")
         .annotate(n=Count("id"))
         .order_by()

@@ -80,6 +80,13 @@ def move_to_history(
     return history
 
 
+def _child_status(parent_status: str) -> str:
+    """Children of an expired parent expire with it; otherwise they are cancelled."""
+    return (
+        HistoryStatus.EXPIRED if parent_status == HistoryStatus.EXPIRED else HistoryStatus.CANCELLED
+    )
+
+
 def _history_row(row: Task, status: str, finish: Finish, now: Any) -> TaskHistory:
     error = finish.error or (row.last_error if status != HistoryStatus.COMPLETED else "")
     return TaskHistory(

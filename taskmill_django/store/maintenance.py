@@ -47,6 +47,7 @@ def rescue_orphans() -> int:
         if not orphans:
             return 0
         limit = int(app_settings.MAX_RESCUES)
+        orphans = _settle_requests(orphans)
         poisoned = [t for t in orphans if t.rescue_count + 1 >= limit]
         rescued = [t for t in orphans if t.rescue_count + 1 < limit]
         if rescued:
@@ -80,6 +81,30 @@ def rescue_orphans() -> int:
             )
     logger.info("rescued orphaned tasks count=%s dead_lettered=%s", len(rescued), len(poisoned))
     return len(orphans)
+
+
+def _settle_requests(orphans: list[Task]) -> list[Task]:
+    """Orphans whose task was asked to stop are not run again: a cancellation (or supersede,
+    fail-fast) ends in history now; a pause request parks them paused. Returns the rest."""
+    from .lifecycle import PAUSE_REASONS
+
+    ending = [t for t in orphans if t.cancel_reason and t.cancel_reason not in PAUSE_REASONS]
+    parking = [t for t in orphans if t.cancel_reason in PAUSE_REASONS]
+    for reason in {t.cancel_reason for t in parking}:
+        Task.objects.filter(id__in=[t.id for t in parking if t.cancel_reason == reason]).update(
+            status=TaskStatus.PAUSED,
+            pause_reason=reason,
+            paused_at=Now(),
+            cancel_reason="",
+            lease_token=None,
+            worker_id=None,
+            started_at=None,
+        )
+    if ending:
+        move_to_history(
+            ending, HistoryStatus.CANCELLED, statuses={t.id: t.cancel_reason for t in ending}
+        )
+    return [t for t in orphans if not t.cancel_reason]
 
 
 def forget_dead_workers() -> int:
@@ -152,8 +177,6 @@ def expire_due(limit: int = 500) -> int:
         )
         if not ids:
             return 0
-        for task_id, task_type in Task.objects.filter(id__in=ids).values_list("id", "task_type"):
-            send_on_commit(signals.task_expired, task_type, task_id=task_id)
         count = cancel_matching(Q(id__in=ids), status=HistoryStatus.EXPIRED)
     logger.info("expired tasks count=%s", count)
     return count

@@ -232,7 +232,7 @@ def parse_schedule_setting(
         raise ValidationError(f"{field}.task", "must name a task type like 'domain::name'")
     definition = registry.get_task(task_type)
     payload = spec.get("payload") or {}
-    options = {k: spec[k] for k in SCHEDULE_OPTIONS if k in spec}
+    options = {k: _jsonable(spec[k]) for k in SCHEDULE_OPTIONS if k in spec}
     recurring = RecurringSchedule(
         interval=spec.get("interval"),
         cron=spec.get("cron"),
@@ -244,6 +244,11 @@ def parse_schedule_setting(
     call = definition.using(**options)  # validates the options
     call.definition.build(payload, call.options)  # validates the payload
     return task_type, payload, options, recurring
+
+
+def _jsonable(value: Any) -> Any:
+    """Schedule options are stored as JSON: durations become seconds."""
+    return value.total_seconds() if isinstance(value, timedelta) else value
 
 
 def sync_declared_schedules() -> tuple[int, int, int]:
