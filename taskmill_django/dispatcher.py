@@ -130,6 +130,7 @@ class Dispatcher:
             ",".join(self.options.domains or []) or "all",
         )
         self._guarded(maintenance.rescue_orphans)
+        self._guarded(maintenance.settle_stale_dependencies)
         self._sync_schedules()
         try:
             self._loop_until_stopped()

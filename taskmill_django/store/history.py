@@ -67,15 +67,17 @@ def move_to_history(
     delete_edges_of(ids)
     Task.objects.filter(id__in=ids).delete()
     resolve_dependents({h.id: h.status for h in history})
-    ended_parents = [
-        h.id
+    ended = [
+        h
         for h, row in zip(history, rows, strict=True)
         if row.has_children and h.status != HistoryStatus.COMPLETED
     ]
-    if ended_parents:
+    if ended:
         from .cancel import cancel_matching  # a parent that did not complete takes its children
 
-        cancel_matching(Q(parent_id__in=ended_parents))
+        for child_status in {_child_status(h.status) for h in ended}:
+            parents = [h.id for h in ended if _child_status(h.status) == child_status]
+            cancel_matching(Q(parent_id__in=parents), status=child_status)
     children_finished((h.id, h.parent_id, h.status) for h in history if h.parent_id)
     return history
 

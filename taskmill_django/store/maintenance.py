@@ -180,3 +180,32 @@ def expire_due(limit: int = 500) -> int:
         count = cancel_matching(Q(id__in=ids), status=HistoryStatus.EXPIRED)
     logger.info("expired tasks count=%s", count)
     return count
+
+
+def settle_stale_dependencies() -> int:
+    """Blocked tasks none of whose dependencies is still active are settled from history
+    (completed → unblock; failed → their failure policy; pruned → treated as met). Run at
+    worker start, so nothing stays blocked on an edge whose resolution was missed."""
+    from ..models import TaskDependency
+    from .dependencies import resolve_dependents
+
+    with transaction.atomic():
+        blocked = Task.objects.select_for_update(skip_locked=True).filter(status=TaskStatus.BLOCKED)
+        stale = list(
+            blocked.exclude(
+                dependency_edges__depends_on_id__in=Task.objects.values("id")
+            ).values_list("id", flat=True)
+        )
+        if not stale:
+            return 0
+        dep_ids = set(
+            TaskDependency.objects.filter(task_id__in=stale).values_list("depends_on_id", flat=True)
+        )
+        finished = dict(TaskHistory.objects.filter(id__in=dep_ids).values_list("id", "status"))
+        resolve_dependents(finished, only=set(stale))
+        # What is still blocked depends only on rows pruned from history: treated as met.
+        Task.objects.filter(id__in=stale, status=TaskStatus.BLOCKED).update(
+            status=TaskStatus.PENDING
+        )
+    logger.info("settled stale dependency edges tasks=%s", len(stale))
+    return len(stale)

@@ -57,7 +57,13 @@ def create_schedule(
             next_run_at=recurring.first_run(now),
             **_timing(recurring),
         )
-        schedule.save()
+        try:
+            with transaction.atomic():  # savepoint: a concurrent creator of this name may win
+                schedule.save()
+        except IntegrityError:
+            if name is None:
+                raise
+            return Schedule.objects.select_for_update().get(name=name), None, False
         fired = _fire(schedule, now) if schedule.next_run_at <= now else None
     return schedule, fired, True
 

@@ -128,3 +128,70 @@ def fan_part(ctx: TaskContext, part: int, fail: bool = False) -> int:
     if fail:
         raise PermanentError(f"part {part} fails")
     return part
+
+
+# --- workflows across domains, siblings, schedules (tests/db/test_workflows.py & co.) -------
+
+
+@other.task("wf_step")
+def other_wf_step(ctx: TaskContext, n: int = 0) -> dict[str, int]:
+    _log("step", task_id=ctx.task_id, n=n, domain="other")
+    return {"n": n}
+
+
+@workflows.task("wf_step")
+def wf_step(ctx: TaskContext, n: int = 0) -> dict[str, int]:
+    _log("step", task_id=ctx.task_id, n=n, domain="flows")
+    return {"n": n}
+
+
+@workflows.task("wf_family")
+def wf_family(ctx: TaskContext, children: list[dict]) -> dict[str, int]:
+    """Spawns one child per spec ``{"task": "part" | "siblings", "payload": {...},
+    "options": {...}}``; without a finalize hook it completes with this memo as result."""
+    kinds = {"part": fan_part, "siblings": wf_siblings}
+    for spec in children:
+        task = kinds[spec["task"]]
+        ctx.spawn_child(task.using(**spec.get("options", {})), **spec.get("payload", {}))
+    return {"children": len(children)}
+
+
+@workflows.task("wf_siblings", retry=RetryPolicy.constant(0, 0))
+def wf_siblings(
+    ctx: TaskContext, parts: list[int], one_by_one: bool = False, duplicate: str = "skip"
+) -> dict[str, object]:
+    """Spawns ``fan_part`` siblings (one call each, or one ``spawn_siblings`` batch); a
+    refused spawn is returned as the result instead of failing the task."""
+    from taskmill_django import DuplicateTaskError, ValidationError
+
+    call = fan_part.using(duplicate=duplicate)
+    try:
+        if one_by_one:
+            ids = [ctx.spawn_sibling(call, part=part).id for part in parts]
+        else:
+            ids = [o.id for o in ctx.spawn_siblings(call, [{"part": p} for p in parts])]
+    except (DuplicateTaskError, ValidationError) as exc:
+        _log("spawn_refused", task_id=ctx.task_id, error=type(exc).__name__)
+        return {"error": type(exc).__name__, "field": getattr(exc, "field", None)}
+    return {"siblings": ids}
+
+
+@tests.task("async_sleep")
+async def async_sleep(ctx: TaskContext, seconds: float) -> None:
+    """An async task that sleeps; cancellation reaches it as CancelledError."""
+    _log("start", task_id=ctx.task_id)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _log("noticed_cancel", task_id=ctx.task_id, reason=ctx.cancel_reason)
+        raise
+    _log("done", task_id=ctx.task_id)
+
+
+@tests.task("poison")
+def poison(ctx: TaskContext) -> None:
+    """Kills the worker process running it, on every attempt (a crash-looping task)."""
+    import signal
+
+    _log("start", task_id=ctx.task_id, rescue_count=ctx.record.rescue_count)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,8 @@
+"""Admin pages of taskmill_django: the dashboard, tasks, history, dead letters, schedules,
+workers, tags and controls. Read-mostly: every change goes through a core function."""
+
+from .cluster import ScheduleAdmin, WorkerAdmin
+from .history import DeadLetterAdmin, TaskHistoryAdmin
+from .tasks import TaskAdmin
+
+__all__ = ["DeadLetterAdmin", "ScheduleAdmin", "TaskAdmin", "TaskHistoryAdmin", "WorkerAdmin"]

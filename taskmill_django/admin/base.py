@@ -1,0 +1,140 @@
+"""The base of every taskmill admin page: read-only rows, actions that call the core, logging.
+
+Rows are never edited through a form and never deleted from the admin: every change goes
+through a core function (``scheduler``, ``store``) from an action or a small form, and is
+recorded as an admin ``LogEntry``. So the object pages are always read-only ("view") pages,
+while the *change* permission still decides who may run actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+
+from ..models import DeadLetter, Schedule, Task, TaskHistory, Worker
+
+LOG_CHUNK = 500
+
+
+class OperatorAdmin(admin.ModelAdmin):
+    """Read-only object pages; actions and tool pages need the model's change permission."""
+
+    show_facets = admin.ShowFacets.NEVER  # facet counts over big tables cost a query per choice
+    list_per_page = 50
+    change_form_template = "admin/taskmill_django/change_form.html"
+    change_list_template = "admin/taskmill_django/change_list.html"
+    list_title = ""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None:
+            return False  # object pages are views; changes go through actions
+        return super().has_change_permission(request)
+
+    def can_operate(self, request: HttpRequest) -> bool:
+        """May this user run actions and tool forms on this model?"""
+        return self.has_change_permission(request)
+
+    def require_operate(self, request: HttpRequest) -> None:
+        if not self.can_operate(request):
+            raise PermissionDenied
+
+    def require_view(self, request: HttpRequest) -> None:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+
+    def log_rows(self, request: HttpRequest, rows: Iterable[Model], message: str) -> None:
+        """One CHANGE LogEntry per row, written in bulk."""
+        batch: list[Model] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == LOG_CHUNK:
+                LogEntry.objects.log_actions(request.user.pk, batch, CHANGE, message)
+                batch = []
+        if batch:
+            LogEntry.objects.log_actions(request.user.pk, batch, CHANGE, message)
+
+    def log_queryset(self, request: HttpRequest, queryset: QuerySet[Any], message: str) -> None:
+        """Log every row of ``queryset`` without loading more than the columns ``__str__`` uses."""
+        self.log_rows(request, queryset.only("id", "task_type", "status").iterator(), message)
+
+    def nav_context(self, request: HttpRequest, current: str) -> dict[str, Any]:
+        return {"taskmill_nav": navigation(self.admin_site, request, current)}
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> Any:
+        context = {
+            **self.nav_context(request, self.model._meta.model_name or ""),
+            **({"title": self.list_title} if self.list_title else {}),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context=context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        context = {
+            **self.nav_context(request, self.model._meta.model_name or ""),
+            "can_operate": self.can_operate(request),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+
+def log_operation(
+    request: HttpRequest, model: type[Model], object_id: str, object_repr: str, message: str
+) -> None:
+    """A LogEntry for a change that has no single row behind it (a group, a limit)."""
+    LogEntry.objects.create(
+        user_id=request.user.pk,
+        content_type=ContentType.objects.get_for_model(model, for_concrete_model=False),
+        object_id=object_id,
+        object_repr=object_repr[:200],
+        action_flag=CHANGE,
+        change_message=message,
+    )
+
+
+_NAV = (
+    ("dashboard", "Dashboard", "taskmill_django_dashboard", Task),
+    ("task", "Active tasks", "taskmill_django_task_changelist", Task),
+    ("taskhistory", "History", "taskmill_django_taskhistory_changelist", TaskHistory),
+    ("deadletter", "Dead letters", "taskmill_django_deadletter_changelist", DeadLetter),
+    ("schedule", "Schedules", "taskmill_django_schedule_changelist", Schedule),
+    ("worker", "Workers", "taskmill_django_worker_changelist", Worker),
+    ("tags", "Tags", "taskmill_django_tags", Task),
+    ("controls", "Controls", "taskmill_django_controls", Task),
+)
+
+
+def navigation(site: admin.AdminSite, request: HttpRequest, current: str) -> list[dict[str, Any]]:
+    """Links between the taskmill pages this user may see, on this admin site."""
+    links = []
+    for key, label, url_name, model in _NAV:
+        model_admin = site._registry.get(model)
+        if model_admin is None or not model_admin.has_view_or_change_permission(request):
+            continue
+        try:
+            url = reverse(f"{site.name}:{url_name}")
+        except NoReverseMatch:
+            continue
+        links.append({"label": label, "url": url, "current": key == current})
+    return links

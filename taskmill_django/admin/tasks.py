@@ -1,0 +1,459 @@
+"""The active tasks page: filters, readable detail, and actions that call the core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from .. import dashboard as board
+from .. import scheduler
+from ..exceptions import TaskmillError
+from ..models import Task, TaskDependency, TaskHistory, Worker
+from ..store import operator
+from . import display, views
+from .base import OperatorAdmin
+from .filters import (
+    ActiveGroupFilter,
+    DomainFilter,
+    HasErrorFilter,
+    PriorityTierFilter,
+    TagFilter,
+    TaskTypeFilter,
+)
+from .forms import ChangePriorityForm, selected_ids
+
+CHUNK = 500
+
+
+def _ids(queryset: QuerySet[Any]) -> list[int]:
+    return list(queryset.order_by().values_list("id", flat=True))
+
+
+def _chunks(ids: list[int]) -> Any:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+class TaskChangeList(ChangeList):
+    """Names the workers of the rows on this page only (one query on the small worker table),
+    instead of a per-row subquery that PostgreSQL would evaluate before the sort."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        worker_ids = {row.worker_id for row in self.result_list if row.worker_id}
+        names = dict(Worker.objects.filter(id__in=worker_ids).values_list("id", "name"))
+        for row in self.result_list:
+            row.worker_name = names.get(row.worker_id)
+
+
+@admin.register(Task)
+class TaskAdmin(OperatorAdmin):
+    list_title = "Active tasks"
+    list_display = (
+        "id",
+        "task_type",
+        "label_or_key",
+        "status_badge",
+        "priority_display",
+        "group_key",
+        "state_display",
+        "age_display",
+    )
+    list_display_links = ("id", "task_type")
+    list_filter = (
+        "status",
+        DomainFilter,
+        TaskTypeFilter,
+        PriorityTierFilter,
+        ActiveGroupFilter,
+        HasErrorFilter,
+        TagFilter,
+    )
+    search_fields = ("=key", "label")
+    search_help_text = "Exact key, a task id, or part of the label."
+    show_full_result_count = False
+    ordering = ("priority", "id")
+    actions = ("cancel_tasks", "pause_tasks", "resume_tasks", "change_priority")
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "task_type",
+                    "label",
+                    "status_badge",
+                    "priority_display",
+                    "group_key",
+                    "key",
+                )
+            },
+        ),
+        ("Scheduler's explanation", {"fields": ("explanation",)}),
+        (
+            "Progress",
+            {"fields": ("progress_detail", "worker_display", "started_at", "io_display")},
+        ),
+        ("Payload and tags", {"fields": ("payload_display", "tags_display")}),
+        (
+            "Related tasks",
+            {
+                "fields": (
+                    "parent_display",
+                    "children_display",
+                    "dependencies_display",
+                    "dependents_display",
+                    "history_display",
+                )
+            },
+        ),
+        (
+            "Timing and retries",
+            {
+                "fields": (
+                    "created_at",
+                    "run_after",
+                    "first_started_at",
+                    "expires_at",
+                    "retry_display",
+                    "rescue_count",
+                    "last_error_display",
+                )
+            },
+        ),
+        (
+            "Internals",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "domain",
+                    "fail_fast",
+                    "on_dependency_failure",
+                    "ttl_seconds",
+                    "ttl_from",
+                    "cancel_reason",
+                    "pause_reason",
+                    "paused_at",
+                    "paused_seconds",
+                    "has_requeue",
+                    "has_children",
+                    "is_finalizing",
+                    "released_key",
+                    "lease_token",
+                    "memo_display",
+                ),
+            },
+        ),
+    )
+    readonly_fields = (
+        "status_badge",
+        "priority_display",
+        "explanation",
+        "progress_display",
+        "progress_detail",
+        "worker_display",
+        "io_display",
+        "payload_display",
+        "tags_display",
+        "parent_display",
+        "children_display",
+        "dependencies_display",
+        "dependents_display",
+        "history_display",
+        "retry_display",
+        "last_error_display",
+        "memo_display",
+    )
+
+    # --- lists -------------------------------------------------------------------------------
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return TaskChangeList
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip().lstrip("#")
+        if term.isdigit():
+            return queryset.filter(id=int(term)), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="label / key")
+    def label_or_key(self, obj: Task) -> str:
+        if obj.label:
+            return obj.label
+        return obj.key if len(obj.key) <= 16 else f"{obj.key[:16]}…"
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Task) -> Any:
+        text = display.badge(obj.status)
+        reason = obj.cancel_reason or obj.pause_reason
+        return format_html("{} <small>{}</small>", text, reason) if reason else text
+
+    @admin.display(description="priority", ordering="priority")
+    def priority_display(self, obj: Task) -> str:
+        return display.priority_label(obj.priority)
+
+    @admin.display(description="progress / due")
+    def state_display(self, obj: Task) -> Any:
+        """Running: progress and worker. Waiting for its time: when it is due."""
+        if obj.status == "running":
+            worker = self.worker_display(obj)
+            return format_html("{} <small>on {}</small>", self.progress_display(obj), worker)
+        if obj.run_after is not None and obj.run_after > timezone.now():
+            return format_html("due {}", display.relative(obj.run_after))
+        return display.EMPTY
+
+    @admin.display(description="progress")
+    def progress_display(self, obj: Task) -> Any:
+        if obj.progress is not None:
+            return display.progress_bar(obj.progress, obj.progress_message)
+        if obj.status != "running":
+            return display.EMPTY
+        return format_html('<span class="tm-quiet">{}</span>', "no report yet")
+
+    @admin.display(description="progress")
+    def progress_detail(self, obj: Task) -> Any:
+        """Reported progress, else elapsed time over the median of recent runs (max 99%)."""
+        if obj.progress is not None or obj.status != "running" or obj.started_at is None:
+            return self.progress_display(obj)
+        median, _, _ = board.duration_percentiles(obj.task_type)
+        if not median:
+            return self.progress_display(obj)
+        elapsed = (timezone.now() - obj.started_at).total_seconds() * 1000
+        return display.progress_bar(min(elapsed / median, 0.99), "", estimated=True)
+
+    @admin.display(description="worker")
+    def worker_display(self, obj: Task) -> Any:
+        if obj.worker_id is None:
+            return display.EMPTY
+        if hasattr(obj, "worker_name"):  # set for a whole list page by TaskChangeList
+            name = obj.worker_name
+        else:
+            name = Worker.objects.filter(id=obj.worker_id).values_list("name", flat=True).first()
+        name = name or str(obj.worker_id)[:8]
+        url = display.admin_url(self.admin_site.name, Worker, "change", obj.worker_id)
+        return format_html('<a href="{}">{}</a>', url, name) if url else name
+
+    @admin.display(description="submitted", ordering="created_at")
+    def age_display(self, obj: Task) -> Any:
+        return display.relative(obj.created_at)
+
+    @admin.display(description="retries")
+    def retry_display(self, obj: Task) -> str:
+        return f"{obj.retry_count} / {obj.max_retries}"
+
+    # --- the detail page ---------------------------------------------------------------------
+
+    @admin.display(description="reasons")
+    def explanation(self, obj: Task) -> Any:
+        try:
+            reasons = scheduler.explain(obj.id)
+        except TaskmillError:
+            return display.EMPTY
+        items = format_html_join("", "<li>{}</li>", ((r.message,) for r in reasons))
+        return format_html('<ul class="tm-reasons">{}</ul>', items)
+
+    @admin.display(description="IO (done / expected)")
+    def io_display(self, obj: Task) -> str:
+        done = obj.read_bytes + obj.write_bytes + obj.net_rx_bytes + obj.net_tx_bytes
+        expected = (
+            obj.expected_read_bytes
+            + obj.expected_write_bytes
+            + obj.expected_net_rx_bytes
+            + obj.expected_net_tx_bytes
+        )
+        return f"{display.file_size(done)} / {display.file_size(expected)}"
+
+    @admin.display(description="payload")
+    def payload_display(self, obj: Task) -> Any:
+        return display.pretty_json(obj.payload)
+
+    @admin.display(description="tags")
+    def tags_display(self, obj: Task) -> Any:
+        url = display.admin_url(self.admin_site.name, Task, "changelist")
+        return display.tag_table(obj.tags.values_list("key", "value"), url)
+
+    @admin.display(description="parent")
+    def parent_display(self, obj: Task) -> Any:
+        if obj.parent_id is None:
+            return display.EMPTY
+        return display.task_links(self.admin_site.name, [obj.parent_id])
+
+    @admin.display(description="children")
+    def children_display(self, obj: Task) -> Any:
+        if not obj.has_children:
+            return display.EMPTY
+        return display.children(self.admin_site.name, obj.id)
+
+    @admin.display(description="depends on")
+    def dependencies_display(self, obj: Task) -> Any:
+        ids = TaskDependency.objects.filter(task_id=obj.id).values_list("depends_on_id", flat=True)
+        return display.task_links(self.admin_site.name, sorted(ids))
+
+    @admin.display(description="needed by")
+    def dependents_display(self, obj: Task) -> Any:
+        ids = TaskDependency.objects.filter(depends_on_id=obj.id).values_list("task_id", flat=True)
+        return display.task_links(self.admin_site.name, sorted(ids)[:50])
+
+    @admin.display(description="earlier runs (same key)")
+    def history_display(self, obj: Task) -> Any:
+        ids = TaskHistory.objects.filter(key=obj.key).newest_first().values_list("id", flat=True)
+        return display.task_links(self.admin_site.name, list(ids[:20]))
+
+    @admin.display(description="last error")
+    def last_error_display(self, obj: Task) -> Any:
+        return display.preformatted(obj.last_error)
+
+    @admin.display(description="memo")
+    def memo_display(self, obj: Task) -> Any:
+        return display.pretty_json(obj.memo)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        """A task that has finished since the link was made: show its history row instead."""
+        raw = unquote(object_id)
+        if raw.isdigit() and not Task.objects.filter(id=int(raw)).exists():
+            url = display.admin_url(self.admin_site.name, TaskHistory, "change", int(raw))
+            if url and TaskHistory.objects.filter(id=int(raw)).exists():
+                return HttpResponseRedirect(url)
+        buttons = [
+            ("cancel_tasks", "Cancel", "deletelink"),
+            ("pause_tasks", "Pause", ""),
+            ("resume_tasks", "Resume", ""),
+            ("change_priority", "Change priority…", ""),
+        ]
+        context = {"object_actions": buttons if raw.isdigit() else [], **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    # --- actions -----------------------------------------------------------------------------
+
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        ids = _ids(queryset)
+        self.log_queryset(request, Task.objects.filter(id__in=ids[:10_000]), "Cancelled.")
+        count = sum(scheduler.cancel_where(Q(id__in=chunk)) for chunk in _chunks(ids))
+        self.message_user(
+            request,
+            f"Cancelled {count} task(s) (children included). Running ones stop at their "
+            "worker's next heartbeat.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Pause selected tasks (pending only)", permissions=["change"])
+    def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        ids = _ids(queryset)
+        count = operator.pause_tasks(ids)
+        self.log_queryset(request, Task.objects.filter(id__in=ids, status="paused"), "Paused.")
+        self._report(request, "Paused", count, len(ids), "only pending tasks can be paused")
+
+    @admin.action(description="Resume selected tasks", permissions=["change"])
+    def resume_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        ids = _ids(queryset)
+        count = operator.resume_tasks(ids)
+        self.log_queryset(request, Task.objects.filter(id__in=ids[:10_000]), "Resumed.")
+        self._report(
+            request,
+            "Resumed",
+            count,
+            len(ids),
+            "only tasks paused by hand resume here; preempted and domain-paused tasks "
+            "resume by themselves",
+        )
+
+    @admin.action(description="Change priority of selected tasks…", permissions=["change"])
+    def change_priority(
+        self, request: HttpRequest, queryset: QuerySet[Task]
+    ) -> HttpResponse | None:
+        if "apply" in request.POST:
+            form = ChangePriorityForm(request.POST)
+            if form.is_valid():
+                value = form.cleaned_data["value"]
+                ids = _ids(queryset)
+                try:
+                    count = operator.set_priority(ids, value)
+                except TaskmillError as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+                    return None
+                self.log_queryset(
+                    request,
+                    Task.objects.filter(id__in=ids[:10_000]),
+                    f"Priority set to {value}.",
+                )
+                self.message_user(
+                    request,
+                    f"Priority of {count} task(s) set to {display.priority_label(value)}.",
+                    messages.SUCCESS,
+                )
+                return None
+        else:
+            form = ChangePriorityForm(initial={"_selected_action": selected_ids(request)})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Change priority",
+            "opts": self.opts,
+            "form": form,
+            "queryset": queryset[:20],
+            "count": queryset.count(),
+            "select_across": request.POST.get("select_across", "0"),
+            "action": "change_priority",
+            "next_url": request.POST.get("_next", ""),
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/taskmill_django/change_priority.html", context)
+
+    def _report(self, request: HttpRequest, verb: str, done: int, asked: int, why: str) -> None:
+        skipped = asked - done
+        text = f"{verb} {done} task(s)."
+        if skipped:
+            text += f" {skipped} left as they were: {why}."
+        self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        """Actions started from a task's own page go back to that page."""
+        response = super().response_action(request, queryset)
+        back = request.POST.get("_next", "")
+        if isinstance(response, HttpResponseRedirect) and back.startswith("/") and "//" not in back:
+            return HttpResponseRedirect(back)
+        return response
+
+    # --- pages that are not about one model --------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "dashboard/",
+                wrap(self._view(views.dashboard)),
+                name="taskmill_django_dashboard",
+            ),
+            path(
+                "dashboard/data/",
+                wrap(self._view(views.dashboard_data)),
+                name="taskmill_django_dashboard_data",
+            ),
+            path("tags/", wrap(self._view(views.tag_browser)), name="taskmill_django_tags"),
+            path("controls/", wrap(self._view(views.controls)), name="taskmill_django_controls"),
+            *super().get_urls(),
+        ]
+
+    def _view(self, func: Any) -> Any:
+        def view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return func(self, request, *args, **kwargs)
+
+        view.__name__ = func.__name__
+        return view
