@@ -16,8 +16,9 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..models import DeadLetter, Schedule, Task, TaskHistory, Worker
 
@@ -55,6 +56,16 @@ class OperatorAdmin(admin.ModelAdmin):
     def require_view(self, request: HttpRequest) -> None:
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
+
+    def back_to_next(self, request: HttpRequest, response: Any) -> Any:
+        """After an action started from an object's page (``_next``), return to that page."""
+        back = request.POST.get("_next", "")
+        safe = url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        if isinstance(response, HttpResponseRedirect) and back and safe:
+            return HttpResponseRedirect(back)
+        return response
 
     def log_rows(self, request: HttpRequest, rows: Iterable[Model], message: str) -> None:
         """One CHANGE LogEntry per row, written in bulk."""

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import DELETION, LogEntry
 from django.db.models import QuerySet
 from django.db.models.functions import Now
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .. import scheduler
@@ -199,13 +199,11 @@ class ScheduleAdmin(OperatorAdmin):
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        """Back to the schedule's page, unless it was just cancelled (deleted)."""
         response = super().response_action(request, queryset)
-        back = request.POST.get("_next", "")
-        cancelled = request.POST.get("action") == "cancel_schedules"
-        if isinstance(response, HttpResponseRedirect) and back.startswith("/") and not cancelled:
-            if "//" not in back:
-                return HttpResponseRedirect(back)
-        return response
+        if request.POST.get("action") == "cancel_schedules":
+            return response
+        return self.back_to_next(request, response)
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Schedule], op: Any, verb: str) -> int:
         done = 0

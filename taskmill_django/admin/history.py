@@ -363,7 +363,7 @@ class DeadLetterAdmin(TaskHistoryAdmin):
             )
         )
 
-    @admin.display(description="queued again")
+    @admin.display(description="requeued")
     def requeued_display(self, obj: Any) -> Any:
         if getattr(obj, "active_id", None) is None:
             return display.EMPTY

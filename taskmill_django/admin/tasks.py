@@ -425,11 +425,7 @@ class TaskAdmin(OperatorAdmin):
 
     def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
         """Actions started from a task's own page go back to that page."""
-        response = super().response_action(request, queryset)
-        back = request.POST.get("_next", "")
-        if isinstance(response, HttpResponseRedirect) and back.startswith("/") and "//" not in back:
-            return HttpResponseRedirect(back)
-        return response
+        return self.back_to_next(request, super().response_action(request, queryset))
 
     # --- pages that are not about one model --------------------------------------------------
 
