@@ -319,6 +319,10 @@ class Dispatcher:
         if control.resume_preempted():
             self.wake.set()
         self.policy = control.load_policy(pressure.measure(self._pressure_sources))
+        if self.policy.preemptor_priority is not None:
+            # A task claimed under a policy older than the urgent submission escaped its
+            # preemption: every worker re-applies it while a preemptor is active.
+            control.preempt_below(self.policy.preemptor_priority)
         if recurring.fire_due_schedules():
             self.wake.set()
         if now >= self._next_expiry:

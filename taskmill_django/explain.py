@@ -437,7 +437,8 @@ def _queue_position(s: _Subject) -> list[Reason]:
 
         sql, params = aging_sql(s.policy.aging)
         mine = Task.objects.filter(id=task.id).annotate(e=RawSQL(sql, params))  # noqa: S611
-        effective = mine.values_list("e", flat=True).first() or task.priority
+        found = mine.values_list("e", flat=True).first()
+        effective = task.priority if found is None else int(found)
         ahead = ahead.annotate(effective=RawSQL(sql, params))  # noqa: S611
         ahead = ahead.filter(Q(effective__lt=effective) | Q(effective=effective, id__lt=task.id))
     else:

@@ -462,18 +462,32 @@ class ScheduleCancelledSerializer(serializers.Serializer):
 # --- query parameters (other parameters, such as ``format``, are ignored) ------------------
 
 
-class StatsQuerySerializer(serializers.Serializer):
+class QuerySerializer(serializers.Serializer):
+    """Query parameters: an empty value for a choice is an error, not "absent"."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        empty = [
+            name
+            for name, f in self.fields.items()
+            if isinstance(f, serializers.ChoiceField) and data.get(name) == ""
+        ]
+        if empty:
+            raise serializers.ValidationError({name: ["must not be empty"] for name in empty})
+        return super().to_internal_value(data)
+
+
+class StatsQuerySerializer(QuerySerializer):
     task_type = Text(
         required=False, max_length=200, help_text="One task type; default: every declared one."
     )
 
 
-class TagKeysQuerySerializer(serializers.Serializer):
+class TagKeysQuerySerializer(QuerySerializer):
     prefix = Text(required=False, default="", allow_blank=True, max_length=64)
     domain = Text(required=False, max_length=100)
 
 
-class TagValuesQuerySerializer(serializers.Serializer):
+class TagValuesQuerySerializer(QuerySerializer):
     key = Text(max_length=64)
     domain = Text(required=False, max_length=100)
 
@@ -482,7 +496,7 @@ class TagCountsQuerySerializer(TagValuesQuerySerializer):
     status = serializers.ChoiceField(TaskStatus.choices, required=False)
 
 
-class RecurringQuerySerializer(serializers.Serializer):
+class RecurringQuerySerializer(QuerySerializer):
     domain = Text(required=False, max_length=100)
     task_type = Text(required=False, max_length=200)
 

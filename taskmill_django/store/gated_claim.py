@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Sum
@@ -56,9 +57,20 @@ def claim_gated(
         skip_domains = full_domains | set(policy.paused_domains)
         if skip_domains:
             qs = qs.exclude(domain__in=skip_domains)
+        shares = fair_shares(policy) if policy.is_fair else None
         skip_groups = full_groups | set(policy.paused_groups)
+        skip_ungrouped = False
+        if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):
+            # Groups whose fair share is in use are left out in SQL, so a long backlog in one
+            # group cannot fill the candidate window and hide the others.
+            used = _running_by_group(running)
+            spent = {g for g, share in shares.items() if used.get(g, 0) >= share}
+            skip_ungrouped = UNGROUPED in spent
+            skip_groups |= spent - {UNGROUPED}
         if skip_groups:
             qs = qs.exclude(group_key__in=skip_groups)
+        if skip_ungrouped:
+            qs = qs.exclude(group_key__isnull=True)
         if policy.preemptor_priority is not None:
             qs = qs.filter(priority__lte=policy.preemptor_priority)
         if policy.throttle_from is not None:
@@ -71,22 +83,65 @@ def claim_gated(
         else:
             qs = qs.in_dispatch_order()
             fields = ("id", "domain", "group_key", "task_type", "priority")
-        rows = qs.values_list(*fields)[: limit * OVERFETCH + 16]
-        candidates = [Candidate(*row) for row in rows]
-        shares = fair_shares(policy) if policy.is_fair else None
-        chosen = admit(candidates, running, policy, limit, shares)
-        chosen = _take_tokens(chosen, policy)
+        if shares is not None:
+            candidates = _candidates_per_share(qs, fields, shares, running, policy, limit)
+        else:
+            rows = qs.values_list(*fields)[: limit * OVERFETCH + 16]
+            candidates = [Candidate(*row) for row in rows]
+        # Admit everything that fits the caps, then take rate tokens until ``limit`` tasks
+        # are chosen: a task without a token never holds a slot another task could use.
+        # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
+        chosen = admit(candidates, running, policy, len(candidates), shares)
+        chosen = _take_tokens(chosen, policy, limit)
         if not chosen:
             return []
         return claim_ids(token, worker_id, [c.id for c in chosen])
 
 
+def _candidates_per_share(
+    qs: Any,
+    fields: tuple[str, ...],
+    shares: dict[str, int],
+    running: list[Any],
+    policy: Policy,
+    limit: int,
+) -> list[Candidate]:
+    """With fair shares, read each group's head separately (up to its unused share), so a long
+    backlog in one group cannot fill the window and hide the others; urgent tasks (aged to
+    the urgent threshold) are read from every group. Merged in dispatch order."""
+    used = _running_by_group(running)
+    found: list[Candidate] = []
+    threshold = policy.aging.urgent_threshold if policy.aging else None
+    if threshold is not None:
+        urgent = qs.filter(effective__lte=threshold).values_list(*fields)[:limit]
+        found += [Candidate(*row) for row in urgent]
+    for group, share in shares.items():
+        room = share - used.get(group, 0)
+        if room <= 0:
+            continue
+        part = (
+            qs.filter(group_key__isnull=True) if group == UNGROUPED else qs.filter(group_key=group)
+        )
+        found += [Candidate(*row) for row in part.values_list(*fields)[:room]]
+    unique = {c.id: c for c in found}
+    return sorted(unique.values(), key=lambda c: (c.priority, c.id))
+
+
+def _running_by_group(running: list[tuple[str, str | None, int]]) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for _domain, group, count in running:
+        used[group or UNGROUPED] = used.get(group or UNGROUPED, 0) + count
+    return used
+
+
 def fair_shares(policy: Policy) -> dict[str, int]:
-    """Slots per group for this moment (ungrouped work is the virtual group "")."""
+    """Slots per group for this moment (ungrouped work is the virtual group ""). Demand is
+    due or running work outside paused groups and domains, capped by each group's limit."""
     demand = {
-        (g or UNGROUPED): n
+        (g or UNGROUPED): min(n, policy.group_cap(g) or n)
         for g, n in (Task.objects.claimable() | Task.objects.running())
         .exclude(group_key__in=list(policy.paused_groups))
+        .exclude(domain__in=list(policy.paused_domains))
         .values_list("group_key")
         .annotate(n=Count("id"))
         .order_by()
@@ -149,15 +204,16 @@ def _buckets_for(c: Candidate, policy: Policy) -> list[tuple[str, RateLimit]]:
     return found
 
 
-def _take_tokens(chosen: list[Candidate], policy: Policy) -> list[Candidate]:
-    """Take one token per rate limit for each admitted task, last of all gates. A task that
-    finds a bucket empty is not blocked in place: its run_after moves to the next token."""
+def _take_tokens(chosen: list[Candidate], policy: Policy, slots: int) -> list[Candidate]:
+    """Take one token per rate limit for admitted tasks, in order, until ``slots`` are allowed:
+    the last of all gates. A task that finds a bucket empty is not blocked in place: its
+    run_after moves to the next token."""
     if not (policy.rate_limits or policy.group_rate_limits):
-        return chosen
+        return chosen[:slots]
     wanted = {c.id: _buckets_for(c, policy) for c in chosen}
     names = {name for pairs in wanted.values() for name, _ in pairs}
     if not names:
-        return chosen
+        return chosen[:slots]
     now = _db_now()
     stored = {b.name: b for b in RateBucket.objects.filter(name__in=names)}
     tokens: dict[str, float] = {}
@@ -172,6 +228,8 @@ def _take_tokens(chosen: list[Candidate], policy: Policy) -> list[Candidate]:
                 )
     allowed, delays = [], {}
     for c in chosen:
+        if len(allowed) >= slots:
+            break
         pairs = wanted[c.id]
         if all(tokens[name] >= 1.0 for name, _ in pairs):
             for name, _ in pairs:
