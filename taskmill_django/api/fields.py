@@ -213,3 +213,17 @@ class Mapping(serializers.DictField):
 
     def to_representation(self, value: Any) -> Any:
         return value
+
+
+class TaskType(Text):
+    """A qualified task type; the schema lists the types declared in this process."""
+
+    @property
+    def openapi_schema(self) -> dict[str, Any]:
+        from .. import registry
+
+        declared = [t.task_type for t in registry.all_tasks()]
+        schema: dict[str, Any] = {"type": "string", "maxLength": 200}
+        if declared:
+            schema["enum"] = declared
+        return schema

@@ -63,6 +63,7 @@ class Operation:
     many: bool = False
     paginated: bool = False
     filters: bool = False
+    body_required: bool | None = None  # None: when the request serializer has a required field
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -112,8 +113,11 @@ class TaskmillAutoSchema(AutoSchema):
         if op is not None and op.request is None:
             return {}
         body = super().get_request_body(path, method)
-        if body and op is not None:
-            body["required"] = True
+        if body and op is not None and op.request is not None:
+            required = op.body_required
+            if required is None:
+                required = any(f.required for f in op.request().fields.values())
+            body["required"] = required
         return body  # type: ignore[no-any-return]
 
     def get_path_parameters(self, path: str, method: str) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from .fields import (
     RunAfter,
     StringMap,
     Tags,
+    TaskType,
     Text,
     string_map,
 )
@@ -83,7 +84,7 @@ class RecurringInputSerializer(StrictSerializer):
 class SubmitSerializer(StrictSerializer):
     """``POST tasks/``: a task type, its payload, and any option of ``using()``."""
 
-    task_type = Text(max_length=200, help_text="Qualified task type, 'domain::name'.")
+    task_type = TaskType(max_length=200, help_text="Qualified task type, 'domain::name'.")
     payload = JsonObject(required=False, help_text="Keyword arguments of the task function.")
     priority = Integer(required=False, allow_null=True, min_value=0, max_value=255)
     run_after = RunAfter(required=False, allow_null=True)

@@ -279,7 +279,7 @@ class DeadLetterViewSet(TaskmillViewSet):
 
     @documented(
         "retryDeadLetters", request=BulkRetrySerializer, response=BulkRetryResultSerializer,
-        filters=True,
+        filters=True, body_required=True,
         description=f"Retry entries by id, or every entry matching the query's filters "
         f"(all_matching: true; the filters are ignored with ids); at most {MAX_BULK} per "
         "request. Each retry is its own "

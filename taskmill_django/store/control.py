@@ -93,11 +93,13 @@ def set_group_minimum_slots(group: str, slots: int | None) -> None:
 def unpaused() -> dict[str, Any]:
     """Fields that make a paused row pending again, adding the pause to ``paused_seconds``
     (priority aging does not count time spent paused)."""
+    # paused_seconds first: MySQL evaluates SET assignments left to right, so it must read
+    # paused_at before paused_at is cleared.
     return {
+        "paused_seconds": F("paused_seconds") + Coalesce(seconds_since("paused_at"), 0.0),
         "status": TaskStatus.PENDING,
         "pause_reason": "",
         "paused_at": None,
-        "paused_seconds": F("paused_seconds") + Coalesce(seconds_since("paused_at"), 0.0),
     }
 
 

@@ -100,7 +100,9 @@ def avg_throughput(task_type: str, limit: int = 100, scope: Q = EVERYTHING) -> f
     rows = TaskHistory.objects.filter(
         scope, task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__gt=0
     ).newest_first()[:limit]
-    totals = TaskHistory.objects.filter(id__in=rows.values("id")).aggregate(
+    # The ids are read first: MySQL cannot take LIMIT inside an IN subquery.
+    ids = list(rows.values_list("id", flat=True))
+    totals = TaskHistory.objects.filter(id__in=ids).aggregate(
         b=Sum("read_bytes") + Sum("write_bytes"), ms=Sum("duration_ms")
     )
     if not totals["ms"]:

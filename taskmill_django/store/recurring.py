@@ -10,10 +10,12 @@ constraint and submits nothing.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -45,7 +47,9 @@ def create_schedule(
     now = timezone.now()
     with transaction.atomic():
         if name is not None:
-            existing = Schedule.objects.select_for_update().filter(name=name).first()
+            # A plain read: locking a row that may not exist takes gap locks on InnoDB and
+            # deadlocks concurrent creators. The unique name decides below.
+            existing = Schedule.objects.filter(name=name).first()
             if existing is not None:
                 return existing, None, False
         schedule = Schedule(
@@ -63,7 +67,7 @@ def create_schedule(
         except IntegrityError:
             if name is None:
                 raise
-            return Schedule.objects.select_for_update().get(name=name), None, False
+            return Schedule.objects.get(name=name), None, False
         fired = _fire(schedule, now) if schedule.next_run_at <= now else None
     return schedule, fired, True
 
@@ -257,7 +261,20 @@ def _jsonable(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
-def sync_declared_schedules() -> tuple[int, int, int]:
+def sync_declared_schedules(attempts: int = 5) -> tuple[int, int, int]:
+    """Sync declarative schedules, retrying when the database picks this run as a deadlock
+    victim (InnoDB, when several workers start at once): the sync is idempotent."""
+    for attempt in range(attempts):
+        try:
+            return _sync_declared_schedules()
+        except OperationalError:
+            if attempt == attempts - 1 or connection.in_atomic_block:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)  # noqa: S311
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sync_declared_schedules() -> tuple[int, int, int]:
     """Create, update and remove declarative schedules to match the code and settings.
 
     Safe when many workers start at once: rows are matched by unique name, created under a
