@@ -111,6 +111,10 @@ def mariadb_ready(python: Path) -> bool:
         return True
     if run([str(python), "-m", "pip", "install", "-q", "mysqlclient"]) == 0:
         return True
+    # mysqlclient builds against the MariaDB client headers: install them and try again.
+    if apt_install(["libmariadb-dev", "pkg-config"]):
+        if run([str(python), "-m", "pip", "install", "-q", "mysqlclient"]) == 0:
+            return True
     print("WARNING: MariaDB run skipped: mysqlclient could not be installed")
     return False
 
@@ -126,17 +130,29 @@ def find_python312() -> str | None:
     return None
 
 
+_apt_updated = False
+
+
+def apt_install(packages: list[str]) -> bool:
+    """Install Debian packages when running as root with apt (best effort, quiet)."""
+    global _apt_updated
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return False
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, **quiet)
+        _apt_updated = True
+    install = ["apt-get", "install", "-y", "-qq", *packages]
+    return subprocess.run(install, check=False, env=env, **quiet).returncode == 0
+
+
 def ensure_browser(python: Path) -> None:
     """Best effort: Debian's chromium and the playwright package for the browser test, which
-    is deselected (never counted) where they are missing. Only as root, where apt works."""
-    if not Path("/usr/bin/chromium").exists() and shutil.which("apt-get") and os.geteuid() == 0:
+    is deselected (never counted) where they are missing."""
+    if not Path("/usr/bin/chromium").exists():
         print("installing chromium for the browser test (apt-get)")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env, **quiet)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env, **quiet
-        )
+        apt_install(["chromium"])
     probe = [str(python), "-c", "import playwright"]
     if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         run([str(python), "-m", "pip", "install", "-q", "playwright"])
