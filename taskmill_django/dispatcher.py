@@ -100,6 +100,7 @@ class Dispatcher:
             list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
         )
         self._next_expiry = 0.0
+        self._next_stats = 0.0
         self._next_status = 0.0
 
     # --- settings ------------------------------------------------------------------------
@@ -328,6 +329,9 @@ class Dispatcher:
         if now >= self._next_expiry:
             self._next_expiry = now + float(app_settings.EXPIRY_SWEEP_INTERVAL)
             maintenance.expire_due()
+        if now >= self._next_stats:
+            self._next_stats = now + 5.0
+            maintenance.refresh_planner_stats()
 
     # --- heartbeat, cancellation, progress -------------------------------------------------
 

@@ -209,3 +209,27 @@ def settle_stale_dependencies() -> int:
         )
     logger.info("settled stale dependency edges tasks=%s", len(stale))
     return len(stale)
+
+
+def refresh_planner_stats() -> bool:
+    """PostgreSQL: ANALYZE the active table once it changed a lot since its last analyze.
+
+    A bulk submission right after a quiet period leaves statistics that describe an empty
+    table, and the planner then sorts every pending row on each claim instead of walking the
+    dispatch index. Autovacuum catches up within minutes; this catches up within seconds.
+    Cheap to call often: one catalogue read, and ANALYZE only when the change is large.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_mod_since_analyze, GREATEST(n_live_tup, 1) FROM pg_stat_user_tables "
+            "WHERE relname = 'taskmill_task'"
+        )
+        row = cursor.fetchone()
+        if row is None or row[0] < max(1000, row[1] // 5):
+            return False
+        cursor.execute("ANALYZE taskmill_task")
+    return True

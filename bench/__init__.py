@@ -1,0 +1,1 @@
+"""Benchmarks for taskmill_django (not tests): ``python3 dev.py bench``."""

@@ -1,0 +1,1 @@
+"""Task types used only by the benchmarks."""
