@@ -62,6 +62,7 @@ FINISHED = "finished"
 
 _PAUSE_MESSAGES = {
     "manual": "paused by hand; resume it to let it run",
+    "operator": "paused by hand (admin); resume it to let it run",
     "preempted": "paused by preemption; it resumes when no task at or above PREEMPT_PRIORITY "
     "is pending or running",
     "domain_paused": "paused with its domain; it resumes when the domain is resumed",

@@ -126,7 +126,8 @@ class TaskmillAutoSchema(AutoSchema):
             if parameter["name"] in ("id", "pk"):
                 parameter["schema"] = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
             elif parameter["name"] == "name":
-                parameter["schema"] = {"type": "string", "pattern": "^[^/]+$", "maxLength": 128}
+                parameter["schema"] = {"type": "string", "minLength": 1, "maxLength": 128}
+                parameter["description"] = "Any characters but '/'."
         return parameters  # type: ignore[no-any-return]
 
     def get_pagination_parameters(self, path: str, method: str) -> list[dict[str, Any]]:

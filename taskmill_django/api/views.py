@@ -177,7 +177,10 @@ class TaskViewSet(TaskmillViewSet):
         if task.status == TaskStatus.PENDING:
             return self._result(task_id, False, task.status, "already pending")
         if task.status == TaskStatus.PAUSED:
-            why = f"task {task_id} was paused by the scheduler ({task.pause_reason}); it resumes it"
+            why = (
+                f"task {task_id} was paused by the scheduler ({task.pause_reason or 'unknown'}), "
+                "which resumes it itself"
+            )
         else:
             why = f"only a paused task can be resumed; task {task_id} is {task.status}"
         raise Conflict({"status": [why]})

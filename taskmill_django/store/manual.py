@@ -20,6 +20,10 @@ from .db import notify_workers, send_on_commit
 # ``Task.pause_reason`` of a task paused by hand. Preemption and domain pauses use their own
 # reasons and are lifted by the scheduler, never by ``resume_task``.
 MANUAL = "manual"
+# Pauses made by hand through any operator surface: the admin's actions (store.operator)
+# record "operator". Both can be resumed here, so a task paused in the admin can be resumed
+# over the API and the other way round.
+BY_HAND = (MANUAL, "operator")
 
 
 def pause_task(task_id: int) -> bool:
@@ -42,17 +46,17 @@ def pause_task(task_id: int) -> bool:
 
 
 def resume_task(task_id: int) -> bool:
-    """Make a task paused by ``pause_task`` pending again; False if it is not paused by hand.
+    """Make a task paused by hand pending again; False if it is not paused by hand.
 
     The time spent paused is added to ``paused_seconds`` (priority aging skips it). Raises
     TaskNotFound when no active task has this id.
     """
     with transaction.atomic():
         row = _locked(task_id)
-        if row[0] != TaskStatus.PAUSED or row[2] != MANUAL:
+        if row[0] != TaskStatus.PAUSED or row[2] not in BY_HAND:
             return False
         changed = Task.objects.filter(
-            id=task_id, status=TaskStatus.PAUSED, pause_reason=MANUAL
+            id=task_id, status=TaskStatus.PAUSED, pause_reason__in=BY_HAND
         ).update(**unpaused())
         if changed:
             send_on_commit(signals.task_resumed, row[1], task_id=task_id)
