@@ -2,12 +2,14 @@
 
 Checks what unit tests cannot: the page's script polls and swaps in fresh panels, the charts
 and progress bars are really drawn, and an operator can retry a dead-letter entry from the list.
-Leaves screenshots in the test's tmp folder and refreshes ``docs/img/dashboard.png``.
+Leaves screenshots in the test's tmp folder; with TASKMILL_UPDATE_DOC_SCREENSHOTS=1 it also
+refreshes the ones in ``docs/img/``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -219,9 +221,10 @@ def _check_dashboard(page: Any, base: str, tmp_path: Any) -> None:
 
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
-    docs = ROOT / "docs" / "img"
-    docs.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, docs / "dashboard.png")
+    if os.environ.get("TASKMILL_UPDATE_DOC_SCREENSHOTS"):
+        docs = ROOT / "docs" / "img"
+        docs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, docs / "dashboard.png")
 
 
 def _bar_widths(page: Any) -> list[str]:
@@ -253,7 +256,8 @@ def _tour(page: Any, base: str, tmp_path: Any) -> None:
         page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
     assert not errors, errors
     for name in ("task", "dead-letters"):
-        shutil.copyfile(tmp_path / f"{name}.png", ROOT / "docs" / "img" / f"{name}.png")
+        if os.environ.get("TASKMILL_UPDATE_DOC_SCREENSHOTS"):
+            shutil.copyfile(tmp_path / f"{name}.png", ROOT / "docs" / "img" / f"{name}.png")
 
 
 def _retry_dead_letter(page: Any, base: str, tmp_path: Any) -> None:

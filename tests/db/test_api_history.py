@@ -1,0 +1,209 @@
+"""REST API: history/ and dead-letter/ (filters, retrieve, retry single and bulk)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from taskmill_django.models import Task, TaskHistoryTag
+
+pytestmark = pytest.mark.django_db
+
+HISTORY = "/taskmill/api/history/"
+DEAD = "/taskmill/api/dead-letter/"
+
+
+@pytest.fixture
+def api() -> APIClient:
+    user = get_user_model().objects.create_user("staff", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture
+def dead_letter(history_factory):
+    """A dead-letter entry of tests::record that can be re-submitted."""
+
+    def make(n: int = 1, **fields):
+        defaults = {
+            "task_type": "tests::record",
+            "status": "dead_letter",
+            "payload": {"n": n},
+            "key": f"dead-{n}",
+            "last_error": "boom",
+            "retry_count": 3,
+        }
+        return history_factory(**{**defaults, **fields})
+
+    return make
+
+
+def ids(response) -> list[int]:
+    assert response.status_code == 200, response.content
+    return [row["id"] for row in response.json()["results"]]
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def test_history__newest_first_with_tags(api, history_factory):
+    now = timezone.now()
+    old = history_factory(finished_at=now - timedelta(hours=1))
+    new = history_factory(finished_at=now)
+    TaskHistoryTag.objects.create(history=old, key="env", value="prod")
+    body = api.get(HISTORY).json()
+    assert [r["id"] for r in body["results"]] == [new.id, old.id]
+    assert body["results"][1]["tags"] == {"env": "prod"}
+    assert body["count"] == 2
+
+
+def test_history__filters(api, history_factory):
+    now = timezone.now()
+    done = history_factory(status="completed", key="k1", finished_at=now - timedelta(days=3))
+    failed = history_factory(status="failed", task_type="tests::boom", key="k2")
+    history_factory(status="cancelled", domain="other", task_type="other::noop", key="k3")
+    assert ids(api.get(HISTORY, {"status": "failed"})) == [failed.id]
+    assert set(ids(api.get(HISTORY, {"status": ["failed", "completed"]}))) == {done.id, failed.id}
+    assert ids(api.get(HISTORY, {"task_type": "tests::boom"})) == [failed.id]
+    assert ids(api.get(HISTORY, {"key": "k1"})) == [done.id]
+    assert len(ids(api.get(HISTORY, {"domain": "other"}))) == 1
+    cutoff = (now - timedelta(days=1)).isoformat()
+    assert ids(api.get(HISTORY, {"finished_before": cutoff})) == [done.id]
+    assert done.id not in ids(api.get(HISTORY, {"finished_after": cutoff}))
+
+
+def test_history__tag_filter(api, history_factory):
+    tagged = history_factory()
+    history_factory()
+    TaskHistoryTag.objects.create(history=tagged, key="team", value="a")
+    assert ids(api.get(HISTORY, {"tag": "team:a"})) == [tagged.id]
+
+
+def test_history__retrieve_and_404(api, history_factory):
+    entry = history_factory(result={"rows": [1, 2]}, last_error="", duration_ms=12)
+    body = api.get(f"{HISTORY}{entry.id}/").json()
+    assert body["id"] == entry.id
+    assert body["result"] == {"rows": [1, 2]}
+    assert body["duration_ms"] == 12
+    assert api.get(f"{HISTORY}424242/").status_code == 404
+
+
+def test_history__active_task_404_points_to_tasks(api):
+    from tests.testapp.tasks import record
+
+    outcome = record.submit(n=1)
+    response = api.get(f"{HISTORY}{outcome.id}/")
+    assert response.status_code == 404
+    assert f"tasks/{outcome.id}/" in response.json()["errors"]["detail"][0]
+
+
+def test_history__pagination(api, history_factory):
+    for _ in range(5):
+        history_factory()
+    body = api.get(HISTORY, {"limit": 2, "offset": 4}).json()
+    assert body["count"] == 5
+    assert len(body["results"]) == 1
+    assert body["next"] is None
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+
+def test_dead_letter__lists_only_dead_letters(api, dead_letter, history_factory):
+    entry = dead_letter()
+    history_factory(status="failed")
+    assert ids(api.get(DEAD)) == [entry.id]
+    assert api.get(f"{DEAD}{entry.id}/").json()["last_error"] == "boom"
+
+
+def test_dead_letter__filters(api, dead_letter):
+    a = dead_letter(1)
+    dead_letter(2, task_type="tests::echo", payload={"value": 2})
+    assert ids(api.get(DEAD, {"task_type": "tests::record"})) == [a.id]
+    assert ids(api.get(DEAD, {"key": "dead-1"})) == [a.id]
+
+
+def test_dead_letter__non_dead_letter_entry_is_404(api, history_factory):
+    entry = history_factory(status="completed")
+    assert api.get(f"{DEAD}{entry.id}/").status_code == 404
+
+
+def test_dead_letter_retry__resubmits_with_201(api, dead_letter):
+    entry = dead_letter(7)
+    response = api.post(f"{DEAD}{entry.id}/retry/")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["kind"] == "inserted"
+    task = Task.objects.get(id=body["id"])
+    assert (task.task_type, task.payload, task.key, task.retry_count) == (
+        "tests::record",
+        {"n": 7},
+        "dead-7",
+        0,
+    )
+
+
+def test_dead_letter_retry__twice_is_a_duplicate_with_200(api, dead_letter):
+    entry = dead_letter()
+    api.post(f"{DEAD}{entry.id}/retry/")
+    again = api.post(f"{DEAD}{entry.id}/retry/")
+    assert again.status_code == 200
+    assert again.json()["kind"] == "duplicate"
+    assert Task.objects.count() == 1
+
+
+def test_dead_letter_bulk_retry__by_ids_reports_each(api, dead_letter):
+    a, b = dead_letter(1), dead_letter(2)
+    response = api.post(f"{DEAD}retry/", {"ids": [a.id, b.id, 999999]}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["retried"], body["failed"]) == (2, 1)
+    assert [r["history_id"] for r in body["results"]] == [a.id, b.id, 999999]
+    assert body["results"][0]["kind"] == "inserted"
+    assert "no dead-letter entry" in body["results"][2]["error"]
+    assert Task.objects.count() == 2
+
+
+def test_dead_letter_bulk_retry__all_matching_the_filters(api, dead_letter):
+    dead_letter(1)
+    dead_letter(2)
+    echo_entry = dead_letter(3, task_type="tests::echo", payload={"value": 3})
+    response = api.post(
+        f"{DEAD}retry/?task_type=tests::record", {"all_matching": True}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["retried"] == 2
+    assert set(Task.objects.values_list("task_type", flat=True)) == {"tests::record"}
+    assert echo_entry.id not in [r["history_id"] for r in response.json()["results"]]
+
+
+def test_dead_letter_bulk_retry__bad_filter_is_400_and_retries_nothing(api, dead_letter):
+    dead_letter(1)
+    response = api.post(f"{DEAD}retry/?finished_after=never", {"all_matching": True}, format="json")
+    assert response.status_code == 400
+    assert "finished_after" in response.json()["errors"]
+    assert not Task.objects.exists()
+
+
+def test_dead_letter_bulk_retry__too_many_matching_is_400(api, dead_letter, monkeypatch):
+    from taskmill_django.api import views
+
+    monkeypatch.setattr(views, "MAX_BULK", 2)
+    for n in range(3):
+        dead_letter(n)
+    response = api.post(f"{DEAD}retry/", {"all_matching": True}, format="json")
+    assert response.status_code == 400
+    assert "all_matching" in response.json()["errors"]
+    assert not Task.objects.exists()
+
+
+def test_dead_letter_retry__unregistered_type_is_400(api, dead_letter):
+    entry = dead_letter(1, task_type="gone::away")
+    response = api.post(f"{DEAD}{entry.id}/retry/")
+    assert response.status_code == 400
+    assert "task_type" in response.json()["errors"]
