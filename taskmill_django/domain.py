@@ -275,13 +275,13 @@ class TaskDefinition:
         """Bind submission options (priority, run_after, key, tags, ...) for the next submit."""
         return TaskCall(self, build_options(**options))
 
-    def submit(self, **payload: Any) -> SubmitOutcome:
+    def submit(self, /, **payload: Any) -> SubmitOutcome:
         return TaskCall(self, SubmitOptions()).submit(**payload)
 
     def submit_batch(self, payloads: Iterable[Mapping[str, Any]]) -> list[SubmitOutcome]:
         return TaskCall(self, SubmitOptions()).submit_batch(payloads)
 
-    async def asubmit(self, **payload: Any) -> SubmitOutcome:
+    async def asubmit(self, /, **payload: Any) -> SubmitOutcome:
         return await TaskCall(self, SubmitOptions()).asubmit(**payload)
 
     async def asubmit_batch(self, payloads: Iterable[Mapping[str, Any]]) -> list[SubmitOutcome]:
@@ -345,7 +345,7 @@ class TaskCall:
         changed = {k: getattr(merged, k) for k in options}
         return TaskCall(self.definition, replace(self.options, **changed))
 
-    def submit(self, **payload: Any) -> SubmitOutcome:
+    def submit(self, /, **payload: Any) -> SubmitOutcome:
         from .store.submit import submit_tasks  # upward import: the front door calls the store
 
         new = self.definition.build(payload, self.options)
@@ -388,7 +388,7 @@ class TaskCall:
                 raise ValidationError(f"payloads[{index}].{exc.field}", exc.message) from exc
         return submit_tasks(new) if new else []
 
-    async def asubmit(self, **payload: Any) -> SubmitOutcome:
+    async def asubmit(self, /, **payload: Any) -> SubmitOutcome:
         return await sync_to_async(self.submit)(**payload)
 
     async def asubmit_batch(self, payloads: Iterable[Mapping[str, Any]]) -> list[SubmitOutcome]:

@@ -28,6 +28,7 @@ MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
 MAX_LABEL = 255
 MAX_GROUP = 128
+MAX_SECONDS = 100 * 365.25 * 86400
 
 
 def canonical_json(payload: Any) -> str:
@@ -48,7 +49,12 @@ def validate_payload(payload: Any) -> str:
         if not isinstance(name, str):
             raise ValidationError("payload", f"keys must be strings, got {name!r}")
     text = canonical_json(dict(payload))
-    size = len(text.encode())
+    if "\x00" in text:
+        raise ValidationError("payload", "must not contain NUL characters (\\u0000)")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as exc:
+        raise ValidationError("payload", f"is not valid Unicode text: {exc.reason}") from None
     if size > MAX_PAYLOAD_BYTES:
         raise ValidationError("payload", f"is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     return text
@@ -95,6 +101,8 @@ def validate_tags(tags: Any) -> dict[str, str]:
     for key, value in tags.items():
         if not isinstance(key, str) or not key:
             raise ValidationError("tags", f"keys must be non-empty strings, got {key!r}")
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+            raise ValidationError("tags", f"tag {key[:20]!r} must not contain NUL characters")
         if not isinstance(value, str):
             raise ValidationError("tags", f"value of {key!r} must be a string, got {value!r}")
         if len(key) > MAX_TAG_KEY:
@@ -129,6 +137,8 @@ def validate_seconds(field: str, value: Any, *, allow_none: bool = True) -> floa
         raise ValidationError(field, f"expected seconds or a timedelta, got {value!r}")
     if value < 0:
         raise ValidationError(field, f"must not be negative, got {value!r}")
+    if value > MAX_SECONDS:
+        raise ValidationError(field, f"must be at most {MAX_SECONDS:.0f} s (100 years)")
     return float(value)
 
 

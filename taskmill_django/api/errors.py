@@ -52,8 +52,6 @@ def flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     """DRF error details (dicts, lists, strings, nested) → {dotted field: [messages]}."""
     found: dict[str, list[str]] = {}
     if isinstance(detail, dict):
-        if set(detail) == {DETAIL} and not prefix:
-            detail = {DETAIL: [detail[DETAIL]]}
         for key, value in detail.items():
             name = f"{prefix}.{key}" if prefix else str(key)
             for field, messages in flatten(value, name).items():

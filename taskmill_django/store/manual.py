@@ -16,14 +16,12 @@ from ..exceptions import TaskNotFound
 from ..models import Task
 from .control import unpaused
 from .db import notify_workers, send_on_commit
+from .operator import MANUAL
 
-# ``Task.pause_reason`` of a task paused by hand. Preemption and domain pauses use their own
-# reasons and are lifted by the scheduler, never by ``resume_task``.
-MANUAL = "manual"
-# Pauses made by hand through any operator surface: the admin's actions (store.operator)
-# record "operator". Both can be resumed here, so a task paused in the admin can be resumed
-# over the API and the other way round.
-BY_HAND = (MANUAL, "operator")
+# ``Task.pause_reason`` of a task paused by hand, shared with the admin's store.operator so a
+# task paused on one surface can be resumed on the other. Preemption and domain pauses use
+# their own reasons and are lifted by the scheduler, never by ``resume_task``.
+BY_HAND = (MANUAL,)
 
 
 def pause_task(task_id: int) -> bool:

@@ -417,8 +417,9 @@ def test_explain__finished_and_unknown(api):
 
 def test_resume__task_paused_in_the_admin(api):
     outcome = record.submit(n=1)
-    # What the admin's pause action records (store.operator).
-    Task.objects.filter(id=outcome.id).update(status="paused", pause_reason="operator")
+    from taskmill_django.store import operator
+
+    operator.pause_tasks([outcome.id])  # what the admin's pause action calls
     response = api.post(f"{URL}{outcome.id}/resume/")
     assert response.json()["changed"] is True
     assert Task.objects.get(id=outcome.id).status == "pending"
