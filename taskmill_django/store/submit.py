@@ -6,11 +6,13 @@ the fast path; the unique index on ``taskmill_task.key`` decides, and a lost rac
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -33,8 +35,29 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     """Insert ``new_tasks`` in one transaction (all or nothing) and return one outcome each.
 
     Runs inside the caller's ``transaction.atomic()`` when there is one, so a submission made in
-    a view commits (and becomes visible to workers) only with the view's own writes.
+    a view commits (and becomes visible to workers) only with the view's own writes. Outside
+    one, a transaction the database aborted as a deadlock victim (InnoDB, when concurrent
+    batches share keys) is simply run again: nothing of it was kept.
     """
+    for attempt in range(_MAX_RACE_RETRIES):
+        try:
+            return _submit_tasks(new_tasks)
+        except OperationalError as exc:
+            if connection.in_atomic_block or not _is_deadlock(exc):
+                raise
+            if attempt == _MAX_RACE_RETRIES - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1) + random.random() * 0.02)  # noqa: S311
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_deadlock(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    code = getattr(cause, "args", [None])[0] if cause is not None else None
+    return code == 1213 or getattr(cause, "sqlstate", None) == "40P01"
+
+
+def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     if _is_simple(new_tasks):
         # One statement in autocommit mode is atomic on its own: no BEGIN/COMMIT round trips.
         outcome = _submit_simple(new_tasks[0])
@@ -275,7 +298,8 @@ def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
 def _insert_one_by_one(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
     """Portable path (MySQL/MariaDB): a savepoint per row turns a key conflict into a skip."""
     ids: dict[str, int] = {}
-    for task in new_tasks:
+    # Key order, as on PostgreSQL, so concurrent batches take their locks in one order.
+    for task in sorted(new_tasks, key=lambda t: t.key):
         try:
             with transaction.atomic():
                 row = Task.objects.create(
