@@ -27,7 +27,7 @@ def _cluster() -> list[str]:
     """Version and name of the local cluster, as pg_ctlcluster wants them."""
     versions = sorted(Path("/etc/postgresql").iterdir(), key=lambda p: float(p.name))
     if not versions:
-        pytest.skip("no local PostgreSQL cluster in /etc/postgresql")
+        pytest.fail("restart tests need the local PostgreSQL cluster (/etc/postgresql)")
     return [versions[-1].name, "main"]
 
 
