@@ -29,6 +29,7 @@ from .history import move_to_history
 from .lifecycle import PAUSE_REASONS
 
 _MAX_RACE_RETRIES = 5
+_MAX_DEADLOCK_RETRIES = 10
 
 
 def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
@@ -39,15 +40,15 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     one, a transaction the database aborted as a deadlock victim (InnoDB, when concurrent
     batches share keys) is simply run again: nothing of it was kept.
     """
-    for attempt in range(_MAX_RACE_RETRIES):
+    for attempt in range(_MAX_DEADLOCK_RETRIES):
         try:
             return _submit_tasks(new_tasks)
         except OperationalError as exc:
             if connection.in_atomic_block or not _is_deadlock(exc):
                 raise
-            if attempt == _MAX_RACE_RETRIES - 1:
+            if attempt == _MAX_DEADLOCK_RETRIES - 1:
                 raise
-            time.sleep(0.01 * (attempt + 1) + random.random() * 0.02)  # noqa: S311
+            time.sleep(0.01 * (attempt + 1) + random.random() * 0.05)  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -298,8 +299,9 @@ def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
 def _insert_one_by_one(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
     """Portable path (MySQL/MariaDB): a savepoint per row turns a key conflict into a skip."""
     ids: dict[str, int] = {}
-    # Key order, as on PostgreSQL, so concurrent batches take their locks in one order.
-    for task in sorted(new_tasks, key=lambda t: t.key):
+    # Submission order (ids keep the batch's FIFO order); concurrent batches that deadlock
+    # on shared keys are retried whole by submit_tasks.
+    for task in new_tasks:
         try:
             with transaction.atomic():
                 row = Task.objects.create(
