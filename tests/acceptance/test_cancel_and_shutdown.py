@@ -32,7 +32,9 @@ def test_cancel__running_task_is_cancelled_in_its_worker(worker_factory, task_lo
     # Seen on the worker's next heartbeat (0.5 s in tests), not when the 60 s task would end;
     # generous slack for a busy 2-core machine.
     assert delay < float(app_settings.HEARTBEAT_INTERVAL) + 4.5
-    assert [e["task_id"] for e in task_log.events("on_cancel")] == [task_id]
+    # The hook runs beside the worker loop (so a slow hook cannot delay heartbeats): wait for it.
+    hooks = wait_until(lambda: task_log.events("on_cancel"), timeout=30)
+    assert [e["task_id"] for e in hooks] == [task_id]
     row = wait_until(lambda: TaskHistory.objects.filter(id=task_id).first(), timeout=30)
     assert row.status == HistoryStatus.CANCELLED
     assert row.retry_count == 0
