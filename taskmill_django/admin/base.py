@@ -21,8 +21,32 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..models import DeadLetter, Schedule, Task, TaskHistory, Worker
+from . import display
 
 LOG_CHUNK = 500
+
+
+class TaskRowsMixin:
+    """List helpers shared by the active-task and history pages (both rows carry id, key,
+    label and priority)."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip().lstrip("#")
+        if term.isdigit():
+            return queryset.filter(id=int(term)), False
+        return super().get_search_results(request, queryset, search_term)  # type: ignore[misc]
+
+    @admin.display(description="label / key")
+    def label_or_key(self, obj: Any) -> str:
+        if obj.label:
+            return obj.label
+        return obj.key if len(obj.key) <= 16 else f"{obj.key[:16]}…"
+
+    @admin.display(description="priority", ordering="priority")
+    def priority_display(self, obj: Any) -> str:
+        return display.priority_label(obj.priority)
 
 
 class OperatorAdmin(admin.ModelAdmin):

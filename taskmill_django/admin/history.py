@@ -19,7 +19,7 @@ from .. import scheduler
 from ..exceptions import TaskmillError
 from ..models import DeadLetter, Task, TaskDependency, TaskHistory, Worker
 from . import charts, display
-from .base import OperatorAdmin, log_operation
+from .base import OperatorAdmin, TaskRowsMixin, log_operation
 from .filters import (
     DomainFilter,
     HasErrorFilter,
@@ -39,7 +39,7 @@ def _excerpt(text: str, length: int = 80) -> str:
 
 
 @admin.register(TaskHistory)
-class TaskHistoryAdmin(OperatorAdmin):
+class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
     list_title = "Task history"
     list_display = (
         "id",
@@ -136,27 +136,9 @@ class TaskHistoryAdmin(OperatorAdmin):
         "worker_display",
     )
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        term = search_term.strip().lstrip("#")
-        if term.isdigit():
-            return queryset.filter(id=int(term)), False
-        return super().get_search_results(request, queryset, search_term)
-
-    @admin.display(description="label / key")
-    def label_or_key(self, obj: TaskHistory) -> str:
-        if obj.label:
-            return obj.label
-        return obj.key if len(obj.key) <= 16 else f"{obj.key[:16]}…"
-
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: TaskHistory) -> Any:
         return display.badge(obj.status)
-
-    @admin.display(description="priority", ordering="priority")
-    def priority_display(self, obj: TaskHistory) -> str:
-        return display.priority_label(obj.priority)
 
     @admin.display(description="duration", ordering="duration_ms")
     def duration_display(self, obj: TaskHistory) -> str:

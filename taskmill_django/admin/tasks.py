@@ -20,7 +20,7 @@ from ..exceptions import TaskmillError
 from ..models import Task, TaskDependency, TaskHistory, Worker
 from ..store import operator
 from . import display, views
-from .base import OperatorAdmin
+from .base import OperatorAdmin, TaskRowsMixin
 from .filters import (
     ActiveGroupFilter,
     DomainFilter,
@@ -56,7 +56,7 @@ class TaskChangeList(ChangeList):
 
 
 @admin.register(Task)
-class TaskAdmin(OperatorAdmin):
+class TaskAdmin(TaskRowsMixin, OperatorAdmin):
     list_title = "Active tasks"
     list_display = (
         "id",
@@ -179,29 +179,11 @@ class TaskAdmin(OperatorAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return TaskChangeList
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
-    ) -> tuple[QuerySet[Any], bool]:
-        term = search_term.strip().lstrip("#")
-        if term.isdigit():
-            return queryset.filter(id=int(term)), False
-        return super().get_search_results(request, queryset, search_term)
-
-    @admin.display(description="label / key")
-    def label_or_key(self, obj: Task) -> str:
-        if obj.label:
-            return obj.label
-        return obj.key if len(obj.key) <= 16 else f"{obj.key[:16]}…"
-
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Task) -> Any:
         text = display.badge(obj.status)
         reason = obj.cancel_reason or obj.pause_reason
         return format_html("{} <small>{}</small>", text, reason) if reason else text
-
-    @admin.display(description="priority", ordering="priority")
-    def priority_display(self, obj: Task) -> str:
-        return display.priority_label(obj.priority)
 
     @admin.display(description="progress / due")
     def state_display(self, obj: Task) -> Any:
