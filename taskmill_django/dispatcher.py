@@ -224,6 +224,8 @@ class Dispatcher:
                     task.task_type,
                     task_id=task.id,
                     worker_id=self.worker_id,
+                    priority=task.priority,
+                    effective_priority=task.effective_priority,
                 )
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
             if not fresh_policy:

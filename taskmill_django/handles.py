@@ -147,6 +147,7 @@ def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
             t.started_at,
             t.progress,
             t.progress_message,
+            t.effective_priority,
         )
         for t in queries.running_tasks(scope)
     ]

@@ -144,6 +144,7 @@ class RunningTask:
     started_at: datetime | None
     progress: float | None
     progress_message: str
+    effective_priority: int | None = None  # priority after aging, when it is configured
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ sender=thumbnail)`` filters by task; the type string when the type is not regist
 process), ``task_type`` = the qualified type name, and:
 
 - ``task_submitted``: task_id, outcome (SubmitOutcome)
-- ``task_dispatched``: task_id, worker_id
+- ``task_dispatched``: task_id, worker_id, priority, effective_priority (after aging)
 - ``task_completed``: task_id, duration_ms
 - ``task_failed``: task_id, error, will_retry, retry_after (datetime | None)
 - ``task_dead_lettered``: task_id, error

@@ -46,7 +46,9 @@ class TaskRowsMixin:
 
     @admin.display(description="priority", ordering="priority")
     def priority_display(self, obj: Any) -> str:
-        return display.priority_label(obj.priority)
+        label = display.priority_label(obj.priority)
+        effective = getattr(obj, "effective_priority", obj.priority)  # active rows only
+        return label if effective == obj.priority else f"{label}, aged to {effective}"
 
 
 class OperatorAdmin(admin.ModelAdmin):

@@ -173,6 +173,9 @@ class SubmitOutcomeSerializer(serializers.Serializer):
 
 class TaskSerializer(serializers.ModelSerializer):
     tags = Tags()
+    effective_priority = serializers.IntegerField(
+        read_only=True, help_text="The priority dispatch uses: priority after aging."
+    )
 
     class Meta:
         model = Task
@@ -183,6 +186,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "key",
             "label",
             "priority",
+            "effective_priority",
             "status",
             "payload",
             "group_key",
@@ -337,6 +341,7 @@ class RunningTaskSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)
     progress = serializers.FloatField(read_only=True, allow_null=True)
     progress_message = serializers.CharField(read_only=True, allow_blank=True)
+    effective_priority = serializers.IntegerField(read_only=True, allow_null=True)
 
 
 class WorkerSerializer(serializers.Serializer):

@@ -134,6 +134,25 @@ class Task(models.Model):
     def short_type(self) -> str:
         return self.task_type.split("::", 1)[-1]
 
+    @property
+    def effective_priority(self) -> int:
+        """The priority dispatch uses: ``priority`` improved by priority aging, if configured.
+
+        Counted like the claim query counts it (time since submission minus time paused); a
+        paused task's clock stopped when it was paused, a running task's when it was claimed.
+        """
+        from ..policy.aging import configured
+
+        aging = configured()
+        if aging is None or self.created_at is None:
+            return self.priority
+        from django.utils import timezone
+
+        at = self.paused_at or (self.started_at if self.status == TaskStatus.RUNNING else None)
+        return aging.effective_at(
+            self.priority, self.created_at, self.paused_seconds, at or timezone.now()
+        )
+
 
 class TaskTag(models.Model):
     """A key/value tag of an active task (copied to TaskHistoryTag when it finishes)."""

@@ -15,6 +15,7 @@ submission minus the time spent paused:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ..exceptions import ValidationError
@@ -50,6 +51,17 @@ class Aging:
         steps = int(max(0.0, waited - self.grace_period) // self.interval)
         return max(min(self.ceiling, priority), priority - self.step * steps)
 
+    def effective_at(
+        self,
+        priority: int,
+        created_at: datetime,
+        paused_seconds: float,
+        at: datetime,
+    ) -> int:
+        """The effective priority at ``at`` (the claim query's formula, by this clock)."""
+        waited = (at - created_at).total_seconds() - paused_seconds
+        return self.effective(priority, waited)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "grace_period": self.grace_period,
@@ -58,3 +70,10 @@ class Aging:
             "ceiling": self.ceiling,
             "urgent_threshold": self.urgent_threshold,
         }
+
+
+def configured() -> Aging | None:
+    """The aging policy of the settings (None when aging is off)."""
+    from ..conf import app_settings
+
+    return Aging.from_setting(app_settings.PRIORITY_AGING)

@@ -22,7 +22,7 @@ from django.db.models import Count
 from django.test import override_settings
 from django.utils import timezone
 
-from taskmill_django import Priority, RateLimit, scheduler
+from taskmill_django import Priority, RateLimit, scheduler, signals
 from taskmill_django.dispatcher import Dispatcher, DispatcherOptions
 from taskmill_django.models import PausedGroup, Task, TaskHistory, Worker
 from tests.acceptance.support import worker_id_of
@@ -366,7 +366,18 @@ def test_aging__starved_task_is_promoted_in_a_dispatcher(task_log):
     for n in range(1, 5):
         record.submit(n=n)
     Task.objects.filter(id=starved).update(created_at=timezone.now() - timedelta(seconds=1000))
+    dispatched: list[tuple[int, int, int]] = []
 
-    run_dispatcher(concurrency=1)
+    def on_dispatched(sender: Any, task_id: int, **kwargs: Any) -> None:
+        dispatched.append((task_id, kwargs["priority"], kwargs["effective_priority"]))
+
+    signals.task_dispatched.connect(on_dispatched, weak=False)
+    try:
+        run_dispatcher(concurrency=1)
+    finally:
+        signals.task_dispatched.disconnect(on_dispatched)
 
     assert [e["n"] for e in task_log.events("run")] == [0, 1, 2, 3, 4]
+    # 192 - floor((1000 - 10) / 10) = 93; the fresh NORMAL tasks have not aged
+    assert dispatched[0] == (starved, Priority.BACKGROUND, 93)
+    assert {(p, e) for _id, p, e in dispatched[1:]} == {(Priority.NORMAL, Priority.NORMAL)}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from taskmill_django.models import DeadLetter, Schedule, Task
 from taskmill_django.store import workers
@@ -129,6 +131,19 @@ def test_admin_task_list__shows_filters_and_rows(admin_client_):
     assert "visible task" in page
     for title in ("By status", "By domain", "By task type", "By priority tier", "By tags"):
         assert title in page
+
+
+def test_admin_task_list__shows_the_aged_priority(admin_client_, settings):
+    settings.TASKMILL = {
+        **settings.TASKMILL,
+        "PRIORITY_AGING": {"grace_period": 10, "interval": 10, "ceiling": 64},
+    }
+    task_id = record.using(priority=192).submit(n=1).id
+    Task.objects.filter(id=task_id).update(created_at=timezone.now() - timedelta(seconds=1000))
+
+    page = admin_client_.get(reverse("admin:taskmill_django_task_changelist")).content.decode()
+
+    assert "192 (background), aged to 93" in page
 
 
 def _listed(client: Client, url_name: str, query: str) -> set[int]:

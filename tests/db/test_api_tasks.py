@@ -121,6 +121,18 @@ def test_retrieve__active_task(api):
     assert body["tags"] == {"a": "b"}
 
 
+@pytest.mark.parametrize("aging", [None, {"grace_period": 10, "interval": 10, "ceiling": 64}])
+def test_retrieve__effective_priority_follows_priority_aging(api, settings, aging):
+    settings.TASKMILL = {**settings.TASKMILL, "PRIORITY_AGING": aging}
+    task_id = record.using(priority=192).submit(n=1).id
+    Task.objects.filter(id=task_id).update(created_at=timezone.now() - timedelta(seconds=1000))
+
+    body = api.get(f"{URL}{task_id}/").json()
+
+    assert body["priority"] == 192
+    assert body["effective_priority"] == (192 if aging is None else 93)
+
+
 def test_retrieve__finished_task_is_404_with_a_hint(api):
     outcome = record.submit(n=1)
     scheduler.cancel(outcome.id)

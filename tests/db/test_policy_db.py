@@ -769,6 +769,31 @@ def test_aging__starved_task_is_promoted_past_newer_work():
 
 
 @taskmill(PRIORITY_AGING=AGING)
+def test_aging__effective_priority_on_records_and_snapshot_stops_at_the_claim():
+    old = record.using(priority=Priority.BACKGROUND).submit(n=1).id
+    aged(old, 1000, paused_seconds=100)  # 192 - floor((1000 - 100 - 10) / 10) = 103
+    assert Task.objects.get(id=old).effective_priority == 103
+
+    claim_now(1)
+    # 1000 s later: claimed 1000 s ago, submitted 2000 s ago; running, it no longer ages
+    now = timezone.now()
+    Task.objects.filter(id=old).update(
+        created_at=now - timedelta(seconds=2000), started_at=now - timedelta(seconds=1000)
+    )
+
+    running = scheduler.snapshot().running
+    assert [(r.id, r.priority, r.effective_priority) for r in running] == [
+        (old, Priority.BACKGROUND, 103)
+    ]
+
+
+def test_aging__off_effective_priority_is_the_priority():
+    task_id = record.using(priority=Priority.BACKGROUND).submit(n=1).id
+    aged(task_id, 10_000)
+    assert Task.objects.get(id=task_id).effective_priority == Priority.BACKGROUND
+
+
+@taskmill(PRIORITY_AGING=AGING)
 def test_aging__within_the_grace_period_nothing_changes():
     old = record.using(priority=Priority.BACKGROUND).submit(n=1).id
     fresh = record.submit(n=2).id
