@@ -168,7 +168,33 @@ def _check_policy_settings(s: Any) -> list[CheckMessage]:
                 "PRESSURE_SOURCES", s.PRESSURE_SOURCES, "a list of dotted paths", "taskmill.E015"
             )
         )
+    errors.extend(_check_io(s.IO_CAPACITY, s.IO_SAMPLER))
     errors.extend(_check_schedules(s.SCHEDULES))
+    return errors
+
+
+def _check_io(capacity: Any, sampler: Any) -> list[CheckMessage]:
+    from django.utils.module_loading import import_string
+
+    from .exceptions import ValidationError
+    from .policy.io import parse_capacity
+
+    errors = []
+    try:
+        parse_capacity(capacity)
+    except ValidationError as exc:
+        errors.append(
+            _error(
+                "IO_CAPACITY", capacity, f"bytes per second per direction ({exc})", "taskmill.E017"
+            )
+        )
+    if sampler is not None:
+        try:
+            import_string(sampler)
+        except (ImportError, TypeError, ValueError):
+            errors.append(
+                _error("IO_SAMPLER", sampler, "an importable dotted path", "taskmill.E018")
+            )
     return errors
 
 

@@ -51,6 +51,12 @@ DEFAULTS: dict[str, Any] = {
     "PRESSURE_SOURCES": [],
     "THROTTLE_POLICY": None,
     "RESOURCE_MONITORING": False,
+    # IO budgets: {"disk_read"|"disk_write"|"net_rx"|"net_tx": bytes per second} this machine
+    # can take; with RESOURCE_MONITORING on, tasks declaring IO in a direction wait while its
+    # measured throughput is near that capacity.
+    "IO_CAPACITY": None,
+    # Dotted path of the class whose counters() gives cumulative IO bytes (default: /proc).
+    "IO_SAMPLER": None,
     "SCHEDULES": {},
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).

@@ -35,7 +35,7 @@ from .context import TaskContext
 from .domain import TaskDefinition
 from .exceptions import ValidationError
 from .models import Task
-from .policy import pressure
+from .policy import io, pressure
 from .policy.config import Policy
 from .store import claim, control, lifecycle, maintenance, recurring, workers
 from .store.db import send_task_signal
@@ -99,6 +99,11 @@ class Dispatcher:
         self._pressure_sources = pressure.load_sources(
             list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
         )
+        self._io_capacity = io.parse_capacity(app_settings.IO_CAPACITY)
+        self._io_meter = (
+            io.load_meter(app_settings.IO_SAMPLER) if app_settings.RESOURCE_MONITORING else None
+        )
+        self.io_report: dict[str, Any] | None = None
         self._next_expiry = 0.0
         self._next_stats = 0.0
         self._next_status = 0.0
@@ -228,8 +233,9 @@ class Dispatcher:
                     effective_priority=task.effective_priority,
                 )
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
-            if not fresh_policy:
-                # The policy may be stale (a preemptor just finished): look again before leaving.
+            if not fresh_policy or batch:
+                # The policy may be stale (a preemptor just finished, perhaps in the outcomes
+                # written after it was loaded): look again before leaving.
                 self._next_timers = 0.0
                 return False
             return None
@@ -321,7 +327,9 @@ class Dispatcher:
         control.resume_expired_group_pauses()
         if control.resume_preempted():
             self.wake.set()
-        self.policy = control.load_policy(pressure.measure(self._pressure_sources))
+        self.policy = control.load_policy(
+            pressure.measure(self._pressure_sources), self._measure_io()
+        )
         if self.policy.preemptor_priority is not None:
             # A task claimed under a policy older than the urgent submission escaped its
             # preemption: every worker re-applies it while a preemptor is active.
@@ -335,12 +343,21 @@ class Dispatcher:
             self._next_stats = now + 5.0
             maintenance.refresh_planner_stats()
 
+    def _measure_io(self) -> frozenset[str]:
+        """Fold a new IO reading into the averages; the saturated directions (none without
+        RESOURCE_MONITORING)."""
+        if self._io_meter is None:
+            return frozenset()
+        rates = self._io_meter.update(time.monotonic())
+        self.io_report = io.report(rates, self._io_capacity)
+        return io.saturated(rates, self._io_capacity)
+
     # --- heartbeat, cancellation, progress -------------------------------------------------
 
     def _heartbeat(self) -> None:
         assert self.worker_id is not None  # noqa: S101
         status = "stopping" if self.stopping.is_set() else "running"
-        if not workers.heartbeat(self.worker_id, len(self.running), status):
+        if not workers.heartbeat(self.worker_id, len(self.running), status, self.io_report):
             self._declared_dead()
             return
         self._save_progress()

@@ -32,6 +32,7 @@ from .exceptions import TaskNotFound
 from .models import PausedGroup, RateBucket, Task, TaskDependency, TaskHistory, Worker
 from .policy import config
 from .policy.config import Policy
+from .policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from .policy.pressure import DEFAULT_THROTTLE
 from .policy.ratelimit import RateLimit, refill, wait_for_token
 
@@ -55,6 +56,7 @@ FAIR_SHARE = "fair_share"
 RATE_LIMITED = "rate_limited"
 PREEMPTOR_ACTIVE = "preemptor_active"
 THROTTLED = "throttled"
+IO_SATURATED = "io_saturated"
 QUEUED_BEHIND = "queued_behind"
 NO_LIVE_WORKER = "no_live_worker"
 READY = "ready"
@@ -118,6 +120,7 @@ def explain(task_id: int) -> list[Reason]:
         _rate_limits,
         _preemption,
         _throttle,
+        _io_budget,
         _queue_position,
         _workers,
     ):
@@ -417,6 +420,32 @@ def _throttle(s: _Subject) -> list[Reason]:
                 "throttled_from": start,
                 "breakdown": dict(s.policy.pressure_breakdown),
             },
+        )
+    ]
+
+
+def _io_budget(s: _Subject) -> list[Reason]:
+    """Every live worker serving the task's domain reports a direction the task declares IO
+    in as saturated (workers measure their own machine; see policy.io)."""
+    uses = [d for d, column in EXPECTED_COLUMN.items() if getattr(s.task, column) > 0]
+    if not uses or s.task.priority <= EXEMPT_PRIORITY:
+        return []
+    live = Worker.objects.filter(
+        heartbeat_at__gte=Now() - app_settings.lease_timeout, status="running"
+    ).values_list("name", "domains", "io")
+    serving = [(name, io or {}) for name, domains, io in live if _serves(domains, s.task.domain)]
+    blocked = {
+        name: sorted(d for d in uses if io.get(d, {}).get("saturated")) for name, io in serving
+    }
+    if not serving or not all(blocked.values()):
+        return []
+    directions = sorted({d for found in blocked.values() for d in found})
+    return [
+        Reason(
+            IO_SATURATED,
+            f"IO budget: it expects {', '.join(directions)} IO and every worker serving its "
+            "domain measures that direction near capacity (IO_CAPACITY)",
+            {"directions": directions, "workers": blocked},
         )
     ]
 

@@ -170,6 +170,7 @@ def worker_infos() -> list[WorkerInfo]:
                 w.running_count,
                 age,
                 age < float(app_settings.LEASE_TIMEOUT),
+                w.io,
             )
         )
     return infos

@@ -157,6 +157,7 @@ class WorkerInfo:
     running_count: int
     heartbeat_age_seconds: float
     is_alive: bool
+    io: dict[str, Any] | None = None  # measured IO per direction (RESOURCE_MONITORING)
 
 
 @dataclass(frozen=True)

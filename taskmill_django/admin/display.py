@@ -201,3 +201,19 @@ def progress_bar(fraction: float | None, message: str = "", estimated: bool = Fa
         f"{percent:.0f}%" + ("~" if estimated else ""),
         f" · {message}" if message else "",
     )
+
+
+def io_summary(io: dict[str, Any] | None) -> list[tuple[str, bool]]:
+    """A worker's measured IO as ("disk_write 4.8 MB/s of 1.0 MB/s", saturated) per direction
+    that moved bytes or has a capacity; empty without RESOURCE_MONITORING."""
+    from django.template.defaultfilters import filesizeformat
+
+    lines = []
+    for direction, m in sorted((io or {}).items()):
+        if not m.get("rate") and not m.get("capacity"):
+            continue
+        text = f"{direction} {filesizeformat(m.get('rate') or 0)}/s"
+        if m.get("capacity"):
+            text += f" of {filesizeformat(m['capacity'])}/s"
+        lines.append((text, bool(m.get("saturated"))))
+    return lines

@@ -140,6 +140,7 @@ def panel_context(model_admin: OperatorAdmin, data: board.Dashboard) -> dict[str
                 "age": display.age(w.heartbeat_age_seconds),
                 "url": display.admin_url(site, Worker, "change", w.id),
                 "load": round(100 * w.running_count / w.concurrency) if w.concurrency else 0,
+                "io": display.io_summary(w.io),
             }
             for w in snapshot.workers
         ],

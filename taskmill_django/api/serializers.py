@@ -353,6 +353,22 @@ class WorkerSerializer(serializers.Serializer):
     running_count = serializers.IntegerField(read_only=True)
     heartbeat_age_seconds = serializers.FloatField(read_only=True)
     is_alive = serializers.BooleanField(read_only=True)
+    io = Mapping(
+        {
+            "type": "object",
+            "nullable": True,
+            "description": "IO throughput measured on the worker's machine, per direction.",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "rate": {"type": "number"},
+                    "capacity": {"type": "number", "nullable": True},
+                    "saturated": {"type": "boolean"},
+                },
+            },
+        },
+        allow_null=True,
+    )
 
 
 class WorkerDetailSerializer(WorkerSerializer):

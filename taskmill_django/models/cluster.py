@@ -20,6 +20,12 @@ class Worker(models.Model):
     status = models.CharField(max_length=16, default="running")
     started_at = models.DateTimeField(db_default=Now())
     heartbeat_at = models.DateTimeField(db_default=Now())
+    io = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="IO throughput measured on the worker's machine (RESOURCE_MONITORING): "
+        "{direction: {rate, capacity, saturated}}.",
+    )
 
     class Meta:
         db_table = "taskmill_worker"

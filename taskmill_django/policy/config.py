@@ -47,6 +47,7 @@ class Policy:
     pressure: float = 0.0
     pressure_breakdown: dict[str, float] = field(default_factory=dict)
     throttle_from: int | None = None  # priorities >= this wait while pressure is high
+    io_saturated: frozenset[str] = frozenset()  # IO directions near capacity on this machine
 
     @property
     def is_fair(self) -> bool:
@@ -69,6 +70,7 @@ class Policy:
             or self.aging is not None
             or self.is_fair
             or self.throttle_from is not None
+            or bool(self.io_saturated)
         )
 
     def group_cap(self, group: str | None) -> int | None:
@@ -83,6 +85,7 @@ def build_policy(
     domain_defaults: dict[str, int | None],
     preemptor_priority: int | None,
     pressure: tuple[float, dict[str, float]] = (0.0, {}),
+    io_saturated: frozenset[str] = frozenset(),
 ) -> Policy:
     """Merge settings, domain declarations and stored overrides (overrides win)."""
     s = app_settings
@@ -128,6 +131,7 @@ def build_policy(
         pressure=pressure[0],
         pressure_breakdown=pressure[1],
         throttle_from=throttled_from(pressure[0], _throttle_policy(s.THROTTLE_POLICY)),
+        io_saturated=io_saturated,
     )
 
 

@@ -210,9 +210,12 @@ def resume_expired_group_pauses() -> list[str]:
     return expired
 
 
-def load_policy(pressure: tuple[float, dict[str, float]] = (0.0, {})) -> Policy:
+def load_policy(
+    pressure: tuple[float, dict[str, float]] = (0.0, {}),
+    io_saturated: frozenset[str] = frozenset(),
+) -> Policy:
     """Settings + domain declarations + runtime overrides + who is preempting right now
-    (+ the caller's measured pressure)."""
+    (+ the caller's measured pressure and saturated IO directions)."""
     from ..conf import app_settings
 
     overrides = dict(SchedulerSetting.objects.values_list("name", "value"))
@@ -228,7 +231,7 @@ def load_policy(pressure: tuple[float, dict[str, float]] = (0.0, {})) -> Policy:
         .values_list("priority", flat=True)
         .first()
     )
-    return build_policy(overrides, paused, domains, preemptor, pressure)
+    return build_policy(overrides, paused, domains, preemptor, pressure, io_saturated)
 
 
 def _active_preemptors(threshold: int) -> Any:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -24,6 +24,7 @@ from ..policy.aging import Aging
 from ..policy.config import Policy
 from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated
+from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
 from .claim import claim_ids
 
@@ -75,6 +76,8 @@ def claim_gated(
             qs = qs.filter(priority__lte=policy.preemptor_priority)
         if policy.throttle_from is not None:
             qs = qs.filter(priority__lt=policy.throttle_from)
+        if policy.io_saturated:
+            qs = qs.exclude(io_bound(policy.io_saturated))
         if policy.aging is not None:
             # Constant SQL text; the aging numbers travel as bound parameters.
             effective = RawSQL(*aging_sql(policy.aging))  # noqa: S611
@@ -157,6 +160,15 @@ def fair_shares(policy: Policy) -> dict[str, int]:
         policy.group_minimum_slots,
         policy.default_group_weight,
     )
+
+
+def io_bound(directions: frozenset[str]) -> Q:
+    """Tasks an IO budget holds back: below HIGH priority, with expected bytes in a
+    saturated direction."""
+    uses = Q()
+    for direction in sorted(directions):
+        uses |= Q(**{f"{EXPECTED_COLUMN[direction]}__gt": 0})
+    return Q(priority__gt=EXEMPT_PRIORITY) & uses
 
 
 def aging_sql(aging: Aging) -> tuple[str, list[object]]:

@@ -30,14 +30,20 @@ def register_worker(
     return worker_id
 
 
-def heartbeat(worker_id: uuid.UUID, running_count: int, status: str = "running") -> bool:
-    """Refresh the heartbeat (database clock). False means our row is gone: we were declared
-    dead, our leases may already be rescued, and the caller must re-register."""
-    return bool(
-        Worker.objects.filter(id=worker_id).update(
-            heartbeat_at=Now(), running_count=running_count, status=status
-        )
-    )
+def heartbeat(
+    worker_id: uuid.UUID,
+    running_count: int,
+    status: str = "running",
+    io: dict[str, Any] | None = None,
+) -> bool:
+    """Refresh the heartbeat (database clock), with the machine's IO measurement when there is
+    one. False means our row is gone: we were declared dead, our leases may already be
+    rescued, and the caller must re-register."""
+    fields: dict[str, Any] = {"heartbeat_at": Now(), "running_count": running_count}
+    fields["status"] = status
+    if io is not None:
+        fields["io"] = io
+    return bool(Worker.objects.filter(id=worker_id).update(**fields))
 
 
 def deregister_worker(worker_id: uuid.UUID) -> None:

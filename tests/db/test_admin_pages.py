@@ -360,6 +360,20 @@ def test_admin_dashboard__renders_snapshot_charts_and_running(admin_client_):
     assert finish_one.id
 
 
+def test_admin_dashboard__shows_a_workers_measured_io(admin_client_):
+    worker_id = workers.register_worker("w-io", 1, 2, None)
+    io = {
+        "disk_write": {"rate": 5_000_000.0, "capacity": 1_000_000.0, "saturated": True},
+        "net_rx": {"rate": 0.0, "capacity": None, "saturated": False},
+    }
+    workers.heartbeat(worker_id, 0, io=io)
+
+    html = admin_client_.get(reverse("admin:taskmill_django_dashboard")).content.decode()
+
+    assert "disk_write 4.8\xa0MB/s of 976.6\xa0KB/s (saturated)" in html
+    assert "net_rx" not in html  # nothing moved, no capacity: not worth a line
+
+
 def test_admin_dashboard_data__json_numbers_and_panels(admin_client_):
     record.submit(n=1)
     record.submit(n=2)

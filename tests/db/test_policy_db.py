@@ -847,6 +847,24 @@ def test_aging__urgent_task_is_admitted_beyond_its_fair_share():
     assert len(got & set(b)) == 2  # the global cap still holds
 
 
+# --- IO budgets ------------------------------------------------------------------------------
+
+
+def test_io_budget__saturated_direction_holds_back_only_tasks_declaring_it():
+    writer = record.using(expected_io=IoBudget.disk(0, 4096)).submit(n=1).id
+    net = record.using(expected_io=IoBudget.net(0, 4096)).submit(n=2).id
+    reader = record.using(expected_io=IoBudget.disk(4096, 0)).submit(n=3).id
+    plain = record.submit(n=4).id
+    urgent_writer = (
+        record.using(priority=Priority.HIGH, expected_io=IoBudget.disk(0, 1)).submit(n=5).id
+    )
+    policy = control.load_policy(io_saturated=frozenset({"disk_write", "net_tx"}))
+
+    assert not policy.is_trivial
+    assert claimed_ids(claim_now(10, policy=policy)) == {reader, plain, urgent_writer}
+    assert claimed_ids(claim_now(10, policy=control.load_policy())) == {writer, net}
+
+
 # --- backpressure ----------------------------------------------------------------------------
 
 
@@ -1230,6 +1248,9 @@ def test_checks__policy_settings_accepted():
         ({"THROTTLE_POLICY": [0.5]}, "taskmill.E014"),
         ({"PRESSURE_SOURCES": FIXED_PRESSURE}, "taskmill.E015"),
         ({"PRESSURE_SOURCES": [42]}, "taskmill.E015"),
+        ({"IO_CAPACITY": {"disk": 1}}, "taskmill.E017"),
+        ({"IO_CAPACITY": {"disk_write": 0}}, "taskmill.E017"),
+        ({"IO_SAMPLER": "tests.testapp.io.Missing"}, "taskmill.E018"),
         ({"SCHEDULES": ["tick"]}, "taskmill.E016"),
         ({"SCHEDULES": {"tick": {"task": "tests::noop", "cron": "not cron"}}}, "taskmill.E016"),
         ({"SCHEDULES": {"tick": {"task": "tests::nope", "interval": 5}}}, "taskmill.E016"),
