@@ -10,6 +10,7 @@ their absence from the returned rows, so callers resolve duplicates without save
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,48 +49,60 @@ def insert_rows(
     delivered at commit), saving a round trip on every submission.
     """
     out: list[tuple[Any, ...]] = []
+    shape = (tuple(columns), conflict_key, tuple(returning), notify)
     with connection.cursor() as cursor:
         for chunk in chunks(list(rows), CHUNK * 4):
-            sql, params = _statement(table, columns, chunk, conflict_key, returning)
-            if notify and returning and connection.vendor == "postgresql":
-                # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
-                # so the planner can neither drop nor repeat it.
-                names = ", ".join(f"ins.{qn(r)}" for r in returning)
-                sql = (
-                    "WITH wake AS (SELECT pg_notify('taskmill', '')::text AS n), "  # noqa: S608
-                    f"ins AS ({sql}) SELECT {names} FROM wake, ins"
-                )
-            cursor.execute(sql, params)
+            sql = _sql(connection.vendor, table, *shape, single=len(chunk) == 1)
+            cursor.execute(sql, _params(columns, chunk))
             if returning:
                 out.extend(cursor.fetchall())
     return out
 
 
-def _statement(
+@functools.lru_cache(maxsize=64)
+def _sql(
+    vendor: str,
     table: str,
-    columns: Sequence[Column],
-    rows: Sequence[Sequence[Any]],
+    columns: tuple[Column, ...],
     conflict_key: str | None,
-    returning: Sequence[str],
-) -> tuple[str, list[Any]]:
+    returning: tuple[str, ...],
+    notify: bool,
+    *,
+    single: bool,
+) -> str:
+    """The statement text, which depends only on the shape of the insert (cached: building it
+    cost more than a one-row submission's round trip on a loaded machine)."""
     names = ", ".join(qn(c.name) for c in columns)
     tail = ""
     if conflict_key:
         tail += f" ON CONFLICT ({qn(conflict_key)}) DO NOTHING"
     if returning:
         tail += " RETURNING " + ", ".join(qn(r) for r in returning)
-    if connection.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{c.pg_type}[]" for c in columns)
-        select = ", ".join(
-            f"c{i}::jsonb" if c.kind == "json" else f"c{i}" for i, c in enumerate(columns)
-        )
-        aliases = ", ".join(f"c{i}" for i in range(len(columns)))
-        params = [[_pg_value(c, row[i]) for row in rows] for i, c in enumerate(columns)]
-        sql = (
-            f"INSERT INTO {qn(table)} ({names}) SELECT {select} "  # noqa: S608 - quoted names
-            f"FROM unnest({arrays}) AS t({aliases}){tail}"
-        )
-        return sql, params
+    if vendor == "postgresql":
+        if single:
+            # One row: plain parameters, no array to build on the client or unnest on the server.
+            values = ", ".join(
+                f"%s::{c.pg_type}::jsonb" if c.kind == "json" else f"%s::{c.pg_type}"
+                for c in columns
+            )
+            source = f"VALUES ({values})"
+        else:
+            arrays = ", ".join(f"%s::{c.pg_type}[]" for c in columns)
+            select = ", ".join(
+                f"c{i}::jsonb" if c.kind == "json" else f"c{i}" for i, c in enumerate(columns)
+            )
+            aliases = ", ".join(f"c{i}" for i in range(len(columns)))
+            source = f"SELECT {select} FROM unnest({arrays}) AS t({aliases})"  # noqa: S608
+        sql = f"INSERT INTO {qn(table)} ({names}) {source}{tail}"
+        if notify and returning:
+            # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
+            # so the planner can neither drop nor repeat it.
+            picked = ", ".join(f"ins.{qn(r)}" for r in returning)
+            sql = (
+                "WITH wake AS (SELECT pg_notify('taskmill', '')::text AS n), "  # noqa: S608
+                f"ins AS ({sql}) SELECT {picked} FROM wake, ins"
+            )
+        return sql
     # SQLite: one JSON array of row arrays; WHERE true disambiguates ON CONFLICT after SELECT.
     select = ", ".join(
         f"json(json_extract(value, '$[{i}]'))"
@@ -97,15 +110,22 @@ def _statement(
         else f"json_extract(value, '$[{i}]')"
         for i, c in enumerate(columns)
     )
+    return (
+        f"INSERT INTO {qn(table)} ({names}) SELECT {select} "  # noqa: S608 - quoted names
+        f"FROM json_each(%s) WHERE true{tail}"
+    )
+
+
+def _params(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> list[Any]:
+    if connection.vendor == "postgresql":
+        if len(rows) == 1:
+            return [_pg_value(c, rows[0][i]) for i, c in enumerate(columns)]
+        return [[_pg_value(c, row[i]) for row in rows] for i, c in enumerate(columns)]
     document = json.dumps(
         [[_sqlite_value(c, row[i]) for i, c in enumerate(columns)] for row in rows],
         separators=(",", ":"),
     )
-    sql = (
-        f"INSERT INTO {qn(table)} ({names}) SELECT {select} "  # noqa: S608 - quoted names
-        f"FROM json_each(%s) WHERE true{tail}"
-    )
-    return sql, [document]
+    return [document]
 
 
 def _pg_value(column: Column, value: Any) -> Any:
