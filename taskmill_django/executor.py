@@ -110,7 +110,10 @@ def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:
 
 def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
     try:
-        json.dumps(result)
+        # NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses \u0000: a result the
+        # database would reject must not fail the whole batch of outcomes it is written in.
+        if "\\u0000" in json.dumps(result, allow_nan=False):
+            raise ValueError("contains a NUL character")
     except (TypeError, ValueError):
         logger.warning("task_id=%s returned a value that is not JSON; it is not stored", task.id)
         result = None

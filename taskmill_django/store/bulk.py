@@ -1,7 +1,8 @@
 """Set-based INSERTs for the hot paths, one statement per chunk whatever the row count.
 
-PostgreSQL receives one array per column (``unnest``), SQLite one JSON document (``json_each``),
-so the statement text stays tiny and constant: no per-row placeholders to build, parse or plan.
+Many rows travel as one JSON document (PostgreSQL ``json_to_recordset``, SQLite ``json_each``),
+serialised in C by ``json``, so the statement text stays tiny and constant: no per-row
+placeholders to build, parse or plan, and no driver adaptation of each value in Python.
 Other databases fall back to Django's ``bulk_create``.
 
 Conflicts on the unique dedup key are skipped (``ON CONFLICT (key) DO NOTHING``) and reported by
@@ -87,12 +88,13 @@ def _sql(
             )
             source = f"VALUES ({values})"
         else:
-            arrays = ", ".join(f"%s::{c.pg_type}[]" for c in columns)
-            select = ", ".join(
-                f"c{i}::jsonb" if c.kind == "json" else f"c{i}" for i, c in enumerate(columns)
+            # Many rows: one JSON document of row objects, typed by json_to_recordset.
+            select = ", ".join(f"c{i}" for i in range(len(columns)))
+            typed = ", ".join(
+                f"c{i} jsonb" if c.kind == "json" else f"c{i} {c.pg_type}"
+                for i, c in enumerate(columns)
             )
-            aliases = ", ".join(f"c{i}" for i in range(len(columns)))
-            source = f"SELECT {select} FROM unnest({arrays}) AS t({aliases})"  # noqa: S608
+            source = f"SELECT {select} FROM json_to_recordset(%s::json) AS t({typed})"  # noqa: S608
         sql = f"INSERT INTO {qn(table)} ({names}) {source}{tail}"
         if notify and returning:
             # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
@@ -120,7 +122,16 @@ def _params(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> list[An
     if connection.vendor == "postgresql":
         if len(rows) == 1:
             return [_pg_value(c, rows[0][i]) for i, c in enumerate(columns)]
-        return [[_pg_value(c, row[i]) for row in rows] for i, c in enumerate(columns)]
+        keys = [f"c{i}" for i in range(len(columns))]
+        convert = [i for i, c in enumerate(columns) if c.kind == "datetime"]
+        objects = []
+        for row in rows:
+            values = list(row)
+            for i in convert:
+                if values[i] is not None:
+                    values[i] = values[i].isoformat()
+            objects.append(dict(zip(keys, values, strict=True)))
+        return [json.dumps(objects, separators=(",", ":"))]
     document = json.dumps(
         [[_sqlite_value(c, row[i]) for i, c in enumerate(columns)] for row in rows],
         separators=(",", ":"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -46,23 +47,36 @@ def claim_batch(
 def _claim_returning(
     token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
 ) -> list[Task]:
-    fields = [f for f in Task._meta.concrete_fields]
+    sql = _claim_sql(connection.vendor, len(domains or ()))
+    params: list[object] = [*(domains or ()), limit]
+    if connection.vendor == "postgresql":
+        params += [token, worker_id]
+    else:
+        params = [token.hex, worker_id.hex, *params]
+    names, converters = _row_layout(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        raw_rows = cursor.fetchall()
+    return [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+
+
+@functools.lru_cache(maxsize=16)
+def _claim_sql(vendor: str, domain_count: int) -> str:
+    """The claim statement for a vendor and a number of served domains (built once)."""
+    fields = list(Task._meta.concrete_fields)
     columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
     table = qn(Task._meta.db_table)
-    params: list[object] = []
     domain_sql = ""
-    if domains:
-        domain_sql = f" AND {qn('domain')} IN ({', '.join(['%s'] * len(domains))})"
-        params.extend(domains)
-    params.append(limit)
-    if connection.vendor == "postgresql":
+    if domain_count:
+        domain_sql = f" AND {qn('domain')} IN ({', '.join(['%s'] * domain_count)})"
+    if vendor == "postgresql":
         # Statement time, like Django's Now(): a retry written earlier in the same
         # transaction with no delay is due at once.
         now = "STATEMENT_TIMESTAMP()"
         pg_expiry = f"{now} + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
         # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
         # lock and claim more rows than LIMIT.
-        sql = (
+        return (
             f"WITH picked AS MATERIALIZED (SELECT {qn('id')} FROM {table} "  # noqa: S608
             f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
             f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
@@ -74,34 +88,32 @@ def _claim_returning(
             f"{qn('expires_at')} = {_first_attempt_expiry('t.', pg_expiry)} "
             f"FROM picked WHERE t.{qn('id')} = picked.{qn('id')} RETURNING {columns}"
         )
-        params += [token, worker_id]
-    else:
-        now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
-        # SQLite's clock has millisecond precision while stored times have microseconds:
-        # compare against the end of the current millisecond, or a row due "now" could wait.
-        due = now + " || '999'"
-        sqlite_expiry = (
-            f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
-        )
-        plain = ", ".join(qn(f.column) for f in fields)
-        sql = (
-            f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
-            f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
-            f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}), "
-            f"{qn('expires_at')} = {_first_attempt_expiry('', sqlite_expiry)} "
-            f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
-            f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-            f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
-            f"OR {qn('expires_at')} > {now}){domain_sql} "
-            f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
-        )
-        params = [token.hex, worker_id.hex, *params]
-    names = [f.attname for f in fields]
-    converters = _converters(fields)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        raw_rows = cursor.fetchall()
-    return [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+    now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
+    # SQLite's clock has millisecond precision while stored times have microseconds:
+    # compare against the end of the current millisecond, or a row due "now" could wait.
+    due = now + " || '999'"
+    sqlite_expiry = (
+        f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
+    )
+    plain = ", ".join(qn(f.column) for f in fields)
+    return (
+        f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
+        f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
+        f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}), "
+        f"{qn('expires_at')} = {_first_attempt_expiry('', sqlite_expiry)} "
+        f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
+        f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
+        f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
+        f"OR {qn('expires_at')} > {now}){domain_sql} "
+        f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _row_layout(vendor: str) -> tuple[list[str], list]:  # type: ignore[type-arg]
+    """Attribute names and converters of the returned columns (built once per vendor)."""
+    fields = list(Task._meta.concrete_fields)
+    return [f.attname for f in fields], _converters(fields)
 
 
 def _first_attempt_expiry(prefix: str, deadline_sql: str) -> str:

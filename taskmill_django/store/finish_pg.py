@@ -22,10 +22,9 @@ from ..enums import HistoryStatus
 
 _SQL = """
 WITH o AS (
-  SELECT * FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::text[], %s::text[],
-                       %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
-                       %s::bigint[])
-    AS o(id, token, status, error, trace, result, duration_ms, rb, wb, rx, tx)
+  SELECT * FROM json_to_recordset(%s::json)
+    AS o(id bigint, token uuid, status text, error text, trace text, result jsonb,
+         duration_ms bigint, rb bigint, wb bigint, rx bigint, tx bigint)
 ),
 done AS (
   DELETE FROM taskmill_task t USING o
@@ -48,7 +47,7 @@ hist AS (
     parent_id, retry_count, max_retries, rescue_count,
     CASE WHEN o_error <> '' THEN o_error
          WHEN final_status = 'completed' THEN '' ELSE last_error END,
-    o_trace, o_result::jsonb, created_at, started_at, NOW(), o_duration,
+    o_trace, o_result, created_at, started_at, NOW(), o_duration,
     GREATEST(rb, read_bytes), GREATEST(wb, write_bytes), GREATEST(rx, net_rx_bytes),
     GREATEST(tx, net_tx_bytes), worker_id
   FROM done
@@ -81,27 +80,31 @@ class Finished:
 
 
 def finish_batch(outcomes: Sequence[Any]) -> list[Finished]:
-    """Move the fenced rows of terminal ``outcomes`` to history; return the rows moved."""
-    columns: list[list[Any]] = [[] for _ in range(11)]
-    for o in outcomes:
-        io = o.io
-        values = (
-            o.task_id,
-            o.lease_token,
-            str(o.kind),
-            o.error,
-            o.traceback,
-            None if o.result is None else json.dumps(o.result),
-            o.duration_ms,
-            io.get("read_bytes", 0),
-            io.get("write_bytes", 0),
-            io.get("net_rx_bytes", 0),
-            io.get("net_tx_bytes", 0),
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    """Move the fenced rows of terminal ``outcomes`` to history; return the rows moved.
+
+    The batch travels as one JSON document (serialised in C by ``json``), not as arrays that
+    the driver would adapt element by element in Python."""
+    document = json.dumps(
+        [
+            {
+                "id": o.task_id,
+                "token": str(o.lease_token),
+                "status": str(o.kind),
+                "error": o.error,
+                "trace": o.traceback,
+                "result": o.result,
+                "duration_ms": o.duration_ms,
+                "rb": o.io.get("read_bytes", 0),
+                "wb": o.io.get("write_bytes", 0),
+                "rx": o.io.get("net_rx_bytes", 0),
+                "tx": o.io.get("net_tx_bytes", 0),
+            }
+            for o in outcomes
+        ],
+        separators=(",", ":"),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(_SQL, columns)
+        cursor.execute(_SQL, [document])
         return [Finished(*row) for row in cursor.fetchall()]
 
 

@@ -24,7 +24,15 @@ from taskmill_django.models import Task, TaskHistory, TaskHistoryTag, TaskTag
 from taskmill_django.store import lifecycle, maintenance
 from taskmill_django.testing import run_pending, submitted
 from tests.db.conftest import claim_one, finish
-from tests.testapp.tasks import async_echo, boom, flaky, other_noop, permanent, record
+from tests.testapp.tasks import (
+    async_echo,
+    boom,
+    flaky,
+    other_noop,
+    permanent,
+    record,
+    unstorable_result,
+)
 
 db = pytest.mark.django_db
 executes = pytest.mark.django_db(transaction=True)
@@ -79,6 +87,15 @@ def test_run_pending__runs_by_priority_then_fifo(task_log):
         record.using(priority=priority).submit(n=n)
     run_pending()
     assert [e["n"] for e in task_log.events("run")] == [4, 1, 3, 2, 0]
+
+
+@db
+@pytest.mark.parametrize("kind", ["nan", "nul", "set"])
+def test_run_pending__result_the_database_cannot_store_completes_without_it(kind):
+    outcome = unstorable_result.submit(kind=kind)
+    assert run_pending() == 1
+    row = TaskHistory.objects.get(id=outcome.id)
+    assert (row.status, row.result) == ("completed", None)
 
 
 @db

@@ -41,6 +41,12 @@ def echo(ctx: TaskContext, value: object = None) -> object:
     return value
 
 
+@tests.task("unstorable_result")
+def unstorable_result(ctx: TaskContext, kind: str) -> object:
+    """Returns a value ``json`` can write but the database's JSON type rejects."""
+    return {"nan": float("nan"), "nul": "a\x00b", "set": {1}}[kind]
+
+
 @tests.task("sleep")
 def sleep(ctx: TaskContext, seconds: float, n: int = 0) -> None:
     _log("start", task_id=ctx.task_id, n=n)
