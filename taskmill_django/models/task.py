@@ -39,7 +39,7 @@ class Task(models.Model):
 
     task_type = models.CharField(max_length=200, help_text="Qualified type, domain::name.")
     domain = models.CharField(max_length=100)
-    key = models.CharField(max_length=64, unique=True, help_text="Dedup key (SHA-256 hex).")
+    key = models.CharField(max_length=64, help_text="Dedup key (SHA-256 hex).")
     released_key = models.CharField(
         max_length=64,
         blank=True,
@@ -53,7 +53,7 @@ class Task(models.Model):
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     payload = models.JSONField(default=dict)
     group_key = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - NULL = ungrouped
-    parent_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    parent_id = models.BigIntegerField(null=True, blank=True)
     fail_fast = models.BooleanField(default=True)
     on_dependency_failure = models.CharField(
         max_length=8,
@@ -108,9 +108,20 @@ class Task(models.Model):
     class Meta:
         db_table = "taskmill_task"
         ordering = ("priority", "id")
+        # Every index costs on each insert, claim (a status change is never a HOT update) and
+        # move to history, so rows enter an index only while a query needs them there
+        # (partial indexes; MySQL/MariaDB build them over all rows).
+        constraints = (
+            # A constraint, not unique=True: PostgreSQL would add a second, LIKE-only index.
+            models.UniqueConstraint(fields=["key"], name="taskmill_task_key_unique"),
+        )
         indexes = (
             # The claim query walks this index: WHERE status='pending' ORDER BY priority, id.
-            models.Index(fields=["status", "priority", "id"], name="taskmill_task_dispatch"),
+            models.Index(
+                fields=["status", "priority", "id"],
+                name="taskmill_task_dispatch",
+                condition=Q(status=TaskStatus.PENDING),
+            ),
             models.Index(
                 fields=["run_after"],
                 name="taskmill_task_run_after",
@@ -121,10 +132,24 @@ class Task(models.Model):
                 name="taskmill_task_expires_at",
                 condition=Q(expires_at__isnull=False),
             ),
-            models.Index(fields=["worker_id", "status"], name="taskmill_task_worker"),
+            # Leases, cancel requests and rescue look up running rows by worker.
+            models.Index(
+                fields=["worker_id", "status"],
+                name="taskmill_task_worker",
+                condition=Q(status=TaskStatus.RUNNING),
+            ),
             models.Index(fields=["task_type", "status"], name="taskmill_task_type"),
             models.Index(fields=["domain", "status"], name="taskmill_task_domain"),
-            models.Index(fields=["group_key", "status"], name="taskmill_task_group"),
+            models.Index(
+                fields=["group_key", "status"],
+                name="taskmill_task_group",
+                condition=Q(group_key__isnull=False),
+            ),
+            models.Index(
+                fields=["parent_id"],
+                name="taskmill_task_parent",
+                condition=Q(parent_id__isnull=False),
+            ),
         )
 
     def __str__(self) -> str:
