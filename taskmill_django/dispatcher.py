@@ -93,6 +93,10 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._next_heartbeat = 0.0
+        self._beat_stop = threading.Event()
+        self._lost_id: uuid.UUID | None = None  # a worker id whose row the heartbeat missed
+        self._beat_thread: threading.Thread | None = None
+        self._alive_at = time.monotonic()  # last pass of the main loop, seen by the heartbeat
         self._next_progress = 0.0
         self._next_timers = 0.0
         self.policy: Policy | None = None
@@ -176,12 +180,17 @@ class Dispatcher:
             self._threads.append(thread)
         if connection.vendor == "postgresql":
             threading.Thread(target=self._listen, name="taskmill-listen", daemon=True).start()
+        self._beat_thread = threading.Thread(
+            target=self._beat_loop, name="taskmill-heartbeat", daemon=True
+        )
+        self._beat_thread.start()
 
     # --- the loop ------------------------------------------------------------------------
 
     def _loop_until_stopped(self) -> None:
         backoff = 0.5
         while not self.stopping.is_set():
+            self._alive_at = time.monotonic()
             try:
                 idle = self._step()
                 backoff = 0.5
@@ -354,10 +363,43 @@ class Dispatcher:
 
     # --- heartbeat, cancellation, progress -------------------------------------------------
 
+    def _beat_loop(self) -> None:
+        """Refresh the heartbeat from its own thread and connection, so a main loop that waits
+        (for SQLite's write lock, a slow claim, a database restart) never looks dead."""
+        interval = float(app_settings.HEARTBEAT_INTERVAL)
+        stalled_after = float(app_settings.LEASE_TIMEOUT)
+        try:
+            while not self._beat_stop.wait(interval):
+                worker_id = self.worker_id
+                if worker_id is None:
+                    continue
+                if time.monotonic() - self._alive_at > stalled_after:
+                    # A main loop stuck this long is not waiting, it is hung: stop vouching
+                    # for it so its tasks are rescued.
+                    logger.error("main loop stalled; heartbeats paused until it moves")
+                    continue
+                status = "stopping" if self.stopping.is_set() else "running"
+                try:
+                    if not workers.heartbeat(worker_id, len(self.running), status, self.io_report):
+                        self._lost_id = worker_id
+                        self.wake.set()
+                except _DB_ERRORS as exc:
+                    logger.warning("heartbeat failed, retrying: %s", exc)
+                    self._reset_connection()
+        finally:
+            connection.close()
+
+    def _stop_heartbeats(self) -> None:
+        self._beat_stop.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join(10)
+
     def _heartbeat(self) -> None:
+        """Main-loop work at the heartbeat interval: react to a lost worker row, save
+        progress, honour cancel requests, release stray claims, rescue orphans."""
         assert self.worker_id is not None  # noqa: S101
-        status = "stopping" if self.stopping.is_set() else "running"
-        if not workers.heartbeat(self.worker_id, len(self.running), status, self.io_report):
+        if self._lost_id is not None and self._lost_id == self.worker_id:
+            self._lost_id = None
             self._declared_dead()
             return
         self._save_progress()
@@ -460,6 +502,7 @@ class Dispatcher:
         self.stopping.set()
         self._deadline = time.monotonic() + self.shutdown_timeout
         while self.running and time.monotonic() < self._deadline:
+            self._alive_at = time.monotonic()
             try:
                 self._write_outcomes()
                 if time.monotonic() >= self._next_heartbeat:
@@ -475,6 +518,7 @@ class Dispatcher:
         self._release_unfinished()
         for _ in self._threads:
             self.work.put(None)
+        self._stop_heartbeats()
         if self.worker_id is not None:
             self._retrying(lambda: workers.deregister_worker(self.worker_id), attempts=3)
         logger.info("worker stopped name=%s completed=%s", self.name, self.stats.completed)

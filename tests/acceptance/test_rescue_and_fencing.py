@@ -4,13 +4,17 @@ cannot write over what happened meanwhile (G1, G2, G3)."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
+from django.db import transaction
 from django.forms.models import model_to_dict
 
+from taskmill_django import scheduler
 from taskmill_django.conf import app_settings
 from taskmill_django.enums import HistoryStatus, TaskStatus
-from taskmill_django.models import Task, TaskHistory
+from taskmill_django.models import SchedulerSetting, Task, TaskHistory, Worker
+from taskmill_django.store.gated_claim import CLAIM_LOCK
 from tests.acceptance.support import freeze, worker_id_of
 from tests.conftest import wait_until
 from tests.testapp.tasks import poison, sleep, stubborn
@@ -94,3 +98,30 @@ def test_rescue__task_that_kills_its_worker_every_time_is_dead_lettered(worker_f
     assert "worker died" in row.last_error
     assert len(task_log.events("start")) == limit
     assert not Task.objects.exists()
+
+
+@pytest.mark.postgres_only
+def test_heartbeat__continues_while_the_main_loop_waits_for_a_lock(worker_factory, task_log):
+    # A cluster-wide cap makes every claim take the claim-lock row; holding it here stalls
+    # the worker's loop longer than LEASE_TIMEOUT. Its heartbeat must keep going meanwhile,
+    # or the task would look orphaned and run twice.
+    scheduler.set_max_concurrency(100)
+    worker = worker_factory("--concurrency", "2")
+    worker_id = worker_id_of(worker)
+    task_id = sleep.submit(seconds=4.0 + float(app_settings.LEASE_TIMEOUT)).id
+    wait_until(lambda: task_log.events("start"), timeout=30)
+    wait_until(lambda: SchedulerSetting.objects.filter(name=CLAIM_LOCK).exists(), timeout=30)
+
+    with transaction.atomic():
+        SchedulerSetting.objects.select_for_update().get(name=CLAIM_LOCK)
+        before = Worker.objects.get(id=worker_id).heartbeat_at
+        time.sleep(float(app_settings.LEASE_TIMEOUT) + 1.5)
+        after = Worker.objects.get(id=worker_id).heartbeat_at
+        assert (after - before).total_seconds() >= float(app_settings.LEASE_TIMEOUT), (
+            worker.output()
+        )
+
+    wait_until(lambda: TaskHistory.objects.filter(id=task_id).exists(), timeout=60)
+    row = TaskHistory.objects.get(id=task_id)
+    assert (row.status, row.rescue_count) == (HistoryStatus.COMPLETED, 0)
+    assert len(task_log.events("start")) == 1
