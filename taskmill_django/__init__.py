@@ -9,6 +9,7 @@ from .cron import RecurringSchedule
 from .domain import Domain, TaskDefinition
 from .enums import DependencyFailurePolicy, DuplicateStrategy, HistoryStatus, Priority, TaskStatus
 from .exceptions import (
+    AlreadyRetried,
     DomainNotRegistered,
     DuplicateTaskError,
     PermanentError,
@@ -24,6 +25,7 @@ from .retry import RetryPolicy
 from .scheduler import scheduler
 
 __all__ = [
+    "AlreadyRetried",
     "DependencyFailurePolicy",
     "Domain",
     "DomainNotRegistered",

@@ -45,6 +45,17 @@ class DuplicateTaskError(TaskmillError):
         )
 
 
+class AlreadyRetried(TaskmillError):
+    """A dead-letter entry was already submitted again; retrying it twice would run it twice."""
+
+    def __init__(self, history_id: int, retried_as_id: int | None) -> None:
+        self.history_id = history_id
+        self.retried_as_id = retried_as_id
+        super().__init__(
+            f"dead-letter entry {history_id} was already retried as task {retried_as_id}"
+        )
+
+
 class TaskNotFound(TaskmillError, LookupError):
     """No active or historical task has the given id."""
 

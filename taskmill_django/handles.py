@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from . import registry
 from .enums import HistoryStatus, TaskStatus
-from .exceptions import TaskNotFound, ValidationError
+from .exceptions import AlreadyRetried, TaskNotFound, ValidationError
 from .models import RateBucket, Schedule, Task, TaskHistory, Worker
 from .policy import config, pressure
 from .policy.config import Policy
@@ -397,6 +397,8 @@ def retry_dead_letter(history_id: int, scope: Q = EVERYTHING) -> SubmitOutcome:
         )
         if entry is None:
             raise TaskNotFound(f"no dead-letter entry with id {history_id}")
+        if entry.retried_at is not None:
+            raise AlreadyRetried(entry.id, entry.retried_as_id)
         definition = registry.get_task(entry.task_type)
         new = definition.build(entry.payload, definition.using().options)
         from dataclasses import replace
@@ -409,4 +411,9 @@ def retry_dead_letter(history_id: int, scope: Q = EVERYTHING) -> SubmitOutcome:
             group_key=entry.group_key,
             tags=queries.history_tags(entry.id),
         )
-        return submit_tasks([new])[0]
+        outcome = submit_tasks([new])[0]
+        if outcome.id is not None:  # submitted, or its key is active already: either way, done
+            TaskHistory.objects.filter(id=entry.id).update(
+                retried_at=Now(), retried_as_id=outcome.id
+            )
+        return outcome

@@ -90,6 +90,21 @@ class HasErrorFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RetriedFilter(admin.SimpleListFilter):
+    """Dead-letter entries already submitted again, or still waiting for a decision."""
+
+    title = "retried"
+    parameter_name = "retried"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("no", "not yet"), ("yes", "retried")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(retried_at__isnull=self.value() == "no")
+        return queryset
+
+
 class ActiveGroupFilter(admin.SimpleListFilter):
     """Groups of active tasks (an index-only read of ``taskmill_task_group``)."""
 

@@ -26,6 +26,7 @@ from .filters import (
     HistoryGroupFilter,
     HistoryTagFilter,
     PriorityTierFilter,
+    RetriedFilter,
     TaskTypeFilter,
 )
 from .forms import PruneForm
@@ -323,9 +324,11 @@ class DeadLetterAdmin(TaskHistoryAdmin):
         "retry_display",
         "finished_display",
         "error_excerpt",
+        "retried_display",
         "requeued_display",
     )
     list_filter = (
+        RetriedFilter,
         DomainFilter,
         TaskTypeFilter,
         PriorityTierFilter,
@@ -343,6 +346,16 @@ class DeadLetterAdmin(TaskHistoryAdmin):
                 active_id=Subquery(active.values("id")[:1]),
                 active_status=Subquery(active.values("status")[:1]),
             )
+        )
+
+    @admin.display(description="retried as", ordering="retried_at")
+    def retried_display(self, obj: Any) -> Any:
+        if obj.retried_as_id is None:
+            return display.EMPTY
+        # The task page sends a finished task on to its history page: no lookup per row.
+        url = display.admin_url(self.admin_site.name, Task, "change", obj.retried_as_id)
+        return format_html(
+            '<a href="{}">#{}</a> {}', url, obj.retried_as_id, display.relative(obj.retried_at)
         )
 
     @admin.display(description="requeued")
@@ -402,7 +415,8 @@ class DeadLetterAdmin(TaskHistoryAdmin):
         except IncorrectLookupParameters:
             messages.error(request, "Those filters are not valid; nothing was retried.")
             return HttpResponseRedirect(changelist)
-        matching = cl.get_queryset(request)
+        # Entries retried before are done with; "all" means all still waiting.
+        matching = cl.get_queryset(request).filter(retried_at__isnull=True)
         if request.method == "POST":
             self.retry(request, list(matching.order_by("id").values_list("id", flat=True)))
             return HttpResponseRedirect(back)

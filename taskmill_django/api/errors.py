@@ -6,6 +6,7 @@ exceptions themselves:
 
 - ``ValidationError`` (and ``UnknownTaskType``) → 400, keyed by the field it names;
 - ``DuplicateTaskError`` → 409, keyed ``key``, with the id of the active twin;
+- ``AlreadyRetried`` → 409, keyed ``status``, with the id the entry was retried as;
 - ``TaskNotFound`` / ``DomainNotRegistered`` → 404, keyed ``detail``.
 
 Nested field errors are flattened to dotted paths (``recurring.cron``, ``depends_on.0``), so a
@@ -20,7 +21,13 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..exceptions import DomainNotRegistered, DuplicateTaskError, TaskNotFound, ValidationError
+from ..exceptions import (
+    AlreadyRetried,
+    DomainNotRegistered,
+    DuplicateTaskError,
+    TaskNotFound,
+    ValidationError,
+)
 
 DETAIL = "detail"
 
@@ -33,6 +40,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """The ``get_exception_handler()`` of every taskmill API view."""
     if isinstance(exc, DuplicateTaskError):
         body = error_body({"key": [str(exc)]}, existing_id=exc.existing_id)
+        return Response(body, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, AlreadyRetried):
+        body = error_body({"status": [str(exc)]}, retried_as_id=exc.retried_as_id)
         return Response(body, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, ValidationError):
         return Response(error_body({exc.field: [exc.message]}), status=status.HTTP_400_BAD_REQUEST)

@@ -185,9 +185,17 @@ class HistoryFilter(django_filters.FilterSet):
 
 
 class DeadLetterFilter(HistoryFilter):
-    """The history filters, without ``status`` (always ``dead_letter``)."""
+    """The history filters, without ``status`` (always ``dead_letter``), plus ``retried``."""
 
     status = None  # type: ignore[assignment]
+    retried = django_filters.ChoiceFilter(
+        choices=(("true", "true"), ("false", "false")),
+        method="filter_retried",
+        label="true: entries submitted again already; false: entries still waiting.",
+    )
+
+    def filter_retried(self, queryset: Any, name: str, value: str) -> Any:
+        return queryset.filter(retried_at__isnull=value != "true")
 
 
 class FilterBackend(DjangoFilterBackend):
@@ -222,6 +230,8 @@ def filter_schema(f: django_filters.Filter) -> dict[str, Any]:
             "type": "array",
             "items": {"type": "string", "enum": [c for c, _ in f.extra["choices"]]},
         }
+    if isinstance(f, django_filters.ChoiceFilter):
+        return {"type": "string", "enum": [c for c, _ in f.extra["choices"]]}
     if isinstance(f, django_filters.IsoDateTimeFilter):
         return {"type": "string", "format": "date-time"}
     if isinstance(f, IntegerFilter):

@@ -262,6 +262,8 @@ class HistorySerializer(serializers.ModelSerializer):
             "net_rx_bytes",
             "net_tx_bytes",
             "worker_id",
+            "retried_at",
+            "retried_as_id",
         )
         read_only_fields = fields
 

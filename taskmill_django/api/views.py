@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from .. import scheduler
 from ..enums import OutcomeKind, TaskStatus
-from ..exceptions import DuplicateTaskError, TaskNotFound, ValidationError
+from ..exceptions import AlreadyRetried, DuplicateTaskError, TaskNotFound, ValidationError
 from ..models import Task, TaskHistory
 from ..records import SubmitOutcome
 from ..store import manual
@@ -274,7 +274,9 @@ class DeadLetterViewSet(TaskmillViewSet):
 
     @documented(
         "retryDeadLetter", response=SubmitOutcomeSerializer, statuses=(200, 201), errors=(409,),
-        description="Submit the entry again: same type, payload, key, priority, tags, group.",
+        description="Submit the entry again: same type, payload, key, priority, tags, group. "
+        "The entry records the task it became (retried_at, retried_as_id); an entry retried "
+        "before answers 409.",
     )  # fmt: skip
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
@@ -283,8 +285,9 @@ class DeadLetterViewSet(TaskmillViewSet):
     @documented(
         "retryDeadLetters", request=BulkRetrySerializer, response=BulkRetryResultSerializer,
         filters=True, body_required=True,
-        description=f"Retry entries by id, or every entry matching the query's filters "
-        f"(all_matching: true; the filters are ignored with ids); at most {MAX_BULK} per "
+        description=f"Retry entries by id, or every entry matching the query's filters that "
+        f"was not retried before (all_matching: true; the filters are ignored with ids); at "
+        f"most {MAX_BULK} per "
         "request. Each retry is its own "
         "transaction: one failing entry does not stop the others.",
     )  # fmt: skip
@@ -294,7 +297,9 @@ class DeadLetterViewSet(TaskmillViewSet):
         body.is_valid(raise_exception=True)
         matching = self.filter_queryset(self.get_queryset())  # bad filters: 400 either way
         if body.validated_data.get("all_matching"):
-            ids = list(matching.values_list("id", flat=True)[: MAX_BULK + 1])
+            # Entries retried before are done with; "all" means all still waiting.
+            waiting = matching.filter(retried_at__isnull=True)
+            ids = list(waiting.values_list("id", flat=True)[: MAX_BULK + 1])
             if len(ids) > MAX_BULK:
                 raise serializers.ValidationError(
                     {"all_matching": [f"more than {MAX_BULK} entries match; narrow the filters"]}
@@ -310,6 +315,6 @@ class DeadLetterViewSet(TaskmillViewSet):
 def _retry_one(history_id: int) -> dict[str, Any]:
     try:
         outcome = scheduler.retry_dead_letter(history_id)
-    except (TaskNotFound, ValidationError, DuplicateTaskError) as exc:
+    except (TaskNotFound, ValidationError, DuplicateTaskError, AlreadyRetried) as exc:
         return {"history_id": history_id, "kind": None, "id": None, "error": str(exc)}
     return {"history_id": history_id, "kind": outcome.kind, "id": outcome.id, "error": None}

@@ -46,6 +46,12 @@ class TaskHistory(models.Model):
     net_rx_bytes = models.BigIntegerField(default=0)
     net_tx_bytes = models.BigIntegerField(default=0)
     worker_id = models.UUIDField(null=True, blank=True)
+    retried_at = models.DateTimeField(
+        null=True, blank=True, help_text="When this dead-letter entry was submitted again."
+    )
+    retried_as_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The task this dead-letter entry was submitted again as."
+    )
 
     objects = TaskHistoryQuerySet.as_manager()
 

@@ -213,11 +213,25 @@ def test_admin_retry__bulk(operator, dead_letters):
     assert Task.objects.count() == 3
 
 
-def test_admin_retry__twice_is_a_duplicate(operator, dead_letters):
+def test_admin_retry__twice_is_refused_and_the_list_shows_what_it_became(operator, dead_letters):
     act(operator, DEAD, "retry_entries", [dead_letters[0].id])
+    new_id = Task.objects.get().id
     response = act(operator, DEAD, "retry_entries", [dead_letters[0].id])
-    assert "1 duplicate" in texts(response)[-1]
+    assert "already retried as task" in texts(response)[-1]
     assert Task.objects.count() == 1
+
+    html = operator.get(reverse(DEAD) + "?retried=yes").content.decode()
+    assert f">#{new_id}</a>" in html
+    assert operator.get(reverse(DEAD) + "?retried=no").context["cl"].result_count == 2
+
+
+def test_admin_retry__all_matching_leaves_out_entries_retried_before(operator, dead_letters):
+    act(operator, DEAD, "retry_entries", [dead_letters[0].id])
+    Task.objects.all().delete()  # that retry ran and finished
+    url = reverse("admin:taskmill_django_deadletter_retry_all") + "?group=mail"
+    assert operator.get(url).context["count"] == 1
+    operator.post(url)
+    assert set(Task.objects.values_list("key", flat=True)) == {"dead-1"}
 
 
 def test_admin_retry__all_matching_the_filter(operator, dead_letters):

@@ -148,13 +148,49 @@ def test_dead_letter_retry__resubmits_with_201(api, dead_letter):
     )
 
 
-def test_dead_letter_retry__twice_is_a_duplicate_with_200(api, dead_letter):
+def test_dead_letter_retry__records_what_the_entry_became(api, dead_letter):
     entry = dead_letter()
-    api.post(f"{DEAD}{entry.id}/retry/")
+    new_id = api.post(f"{DEAD}{entry.id}/retry/").json()["id"]
+
+    body = api.get(f"{DEAD}{entry.id}/").json()
+
+    assert body["retried_as_id"] == new_id
+    assert body["retried_at"] is not None
+
+
+def test_dead_letter_retry__twice_is_409_and_submits_nothing(api, dead_letter):
+    entry = dead_letter()
+    first = api.post(f"{DEAD}{entry.id}/retry/").json()
+    Task.objects.all().delete()  # the retried task finished (here: gone) meanwhile
+
     again = api.post(f"{DEAD}{entry.id}/retry/")
-    assert again.status_code == 200
-    assert again.json()["kind"] == "duplicate"
-    assert Task.objects.count() == 1
+
+    assert again.status_code == 409
+    assert again.json()["retried_as_id"] == first["id"]
+    assert "already retried" in again.json()["errors"]["status"][0]
+    assert not Task.objects.exists()
+
+
+def test_dead_letter__filter_by_retried(api, dead_letter):
+    retried, waiting = dead_letter(1), dead_letter(2)
+    api.post(f"{DEAD}{retried.id}/retry/")
+
+    assert ids(api.get(f"{DEAD}?retried=true")) == [retried.id]
+    assert ids(api.get(f"{DEAD}?retried=false")) == [waiting.id]
+    bad = api.get(f"{DEAD}?retried=maybe")
+    assert bad.status_code == 400
+    assert "retried" in bad.json()["errors"]
+
+
+def test_dead_letter_bulk_retry__all_matching_leaves_out_entries_retried_before(api, dead_letter):
+    retried, waiting = dead_letter(1), dead_letter(2)
+    api.post(f"{DEAD}{retried.id}/retry/")
+    Task.objects.all().delete()  # that retry ran and finished
+
+    body = api.post(f"{DEAD}retry/", {"all_matching": True}, format="json").json()
+
+    assert [r["history_id"] for r in body["results"]] == [waiting.id]
+    assert list(Task.objects.values_list("key", flat=True)) == ["dead-2"]
 
 
 def test_dead_letter_bulk_retry__by_ids_reports_each(api, dead_letter):

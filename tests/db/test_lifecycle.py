@@ -13,6 +13,7 @@ import pytest
 from django.utils import timezone
 
 from taskmill_django import (
+    AlreadyRetried,
     Domain,
     RetryableError,
     RetryPolicy,
@@ -270,6 +271,28 @@ def test_retry_dead_letter__twin_already_active_is_duplicate():
     twin = record.submit(n=1)
     outcome = scheduler.retry_dead_letter(entry.id)
     assert (outcome.kind, outcome.id) == ("duplicate", twin.id)
+
+
+@db
+def test_retry_dead_letter__entry_remembers_its_retry_and_refuses_a_second():
+    entry = _dead_letter(record, n=1)
+    outcome = scheduler.retry_dead_letter(entry.id)
+    entry.refresh_from_db()
+    assert entry.retried_as_id == outcome.id
+    assert entry.retried_at is not None
+
+    with pytest.raises(AlreadyRetried, match=f"already retried as task {outcome.id}"):
+        scheduler.retry_dead_letter(entry.id)
+    assert Task.objects.count() == 1
+
+
+@db
+def test_retry_dead_letter__a_retry_that_dead_letters_again_is_a_new_entry():
+    entry = _dead_letter(record, n=1)
+    again = scheduler.retry_dead_letter(entry.id)
+    finish(claim_one(), lifecycle.DEAD_LETTER, error="RuntimeError: still broken")
+
+    assert scheduler.retry_dead_letter(again.id).kind == "inserted"
 
 
 @db
