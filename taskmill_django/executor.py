@@ -26,8 +26,9 @@ logger = logging.getLogger(__name__)
 SHUTDOWN = "shutdown"
 PREEMPTED = "preempted"
 DOMAIN_PAUSED = "domain_paused"
+MANUAL_PAUSE = "manual"
 # Cancellation reasons that interrupt an attempt without failing or ending the task.
-INTERRUPTIONS = (SHUTDOWN, PREEMPTED, DOMAIN_PAUSED)
+INTERRUPTIONS = (SHUTDOWN, PREEMPTED, DOMAIN_PAUSED, MANUAL_PAUSE)
 
 
 def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:

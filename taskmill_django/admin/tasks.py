@@ -336,12 +336,25 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             messages.SUCCESS,
         )
 
-    @admin.action(description="Pause selected tasks (pending only)", permissions=["change"])
+    @admin.action(description="Pause selected tasks", permissions=["change"])
     def pause_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         ids = _ids(queryset)
         count = operator.pause_tasks(ids)
-        self.log_queryset(request, Task.objects.filter(id__in=ids, status="paused"), "Paused.")
-        self._report(request, "Paused", count, len(ids), "only pending tasks can be paused")
+        selected = Task.objects.filter(id__in=ids[:10_000])
+        paused = selected.filter(status="paused", pause_reason=operator.MANUAL)
+        asked = selected.filter(status="running", cancel_reason=operator.MANUAL)
+        self.log_queryset(request, paused, "Paused.")
+        self.log_queryset(request, asked, "Pause requested (running).")
+        self._report(
+            request, "Paused", count, len(ids), "only pending and running tasks can be paused"
+        )
+        if asked.exists():
+            self.message_user(
+                request,
+                "Running tasks among them stop and wait paused at their worker's next "
+                "heartbeat (no retry spent); one that finishes first simply finishes.",
+                messages.INFO,
+            )
 
     @admin.action(description="Resume selected tasks", permissions=["change"])
     def resume_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:

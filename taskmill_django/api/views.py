@@ -150,18 +150,31 @@ class TaskViewSet(TaskmillViewSet):
 
     @documented(
         "pauseTask", response=TaskActionSerializer, errors=(409,),
-        description="Pause a pending task (pause_reason 'manual'); 409 for other statuses.",
+        description="Pause a pending task (pause_reason 'manual'). A running task is asked to "
+        "pause: its worker stops the attempt at its next heartbeat and the task waits paused, "
+        "no retry spent. 409 for blocked or waiting tasks.",
     )  # fmt: skip
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str | None = None) -> Response:
         task_id = self.object_id()
-        if manual.pause_task(task_id):
+        changed = manual.pause_task(task_id)
+        now = current_status(task_id)
+        if now == TaskStatus.RUNNING:
+            message = "pause requested; its worker pauses it at the next heartbeat"
+            if not changed:
+                message = "nothing to do: it is already being paused, cancelled or preempted"
+            return self._result(task_id, changed, now, message)
+        if changed:
             return self._result(task_id, True, TaskStatus.PAUSED, "paused")
         task = self._active(task_id)
         if task.status == TaskStatus.PAUSED:
             return self._result(task_id, False, task.status, "already paused")
         raise Conflict(
-            {"status": [f"only a pending task can be paused; task {task_id} is {task.status}"]}
+            {
+                "status": [
+                    f"only a pending or running task can be paused; task {task_id} is {task.status}"
+                ]
+            }
         )
 
     @documented(
@@ -172,6 +185,9 @@ class TaskViewSet(TaskmillViewSet):
     def resume(self, request: Request, pk: str | None = None) -> Response:
         task_id = self.object_id()
         if manual.resume_task(task_id):
+            now = current_status(task_id)
+            if now == TaskStatus.RUNNING:
+                return self._result(task_id, True, now, "pause request withdrawn; it runs on")
             return self._result(task_id, True, TaskStatus.PENDING, "resumed")
         task = self._active(task_id)
         if task.status == TaskStatus.PENDING:

@@ -31,7 +31,7 @@ done AS (
   WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
     AND NOT t.has_requeue AND NOT t.has_children
   RETURNING t.*,
-            CASE WHEN t.cancel_reason IN ('', 'preempted', 'domain_paused') THEN o.status
+            CASE WHEN t.cancel_reason IN ('', 'preempted', 'domain_paused', 'manual') THEN o.status
                  ELSE t.cancel_reason END AS final_status,
             o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
             o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx

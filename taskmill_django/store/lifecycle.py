@@ -30,7 +30,8 @@ from .history import Finish, move_to_history
 logger = logging.getLogger(__name__)
 
 # Requests that interrupt an attempt without ending the task (see store.control).
-PAUSE_REASONS = ("preempted", "domain_paused")
+# Stop requests (``cancel_reason``) that park a running task as paused instead of ending it.
+PAUSE_REASONS = ("preempted", "domain_paused", "manual")
 
 # Outcome kinds. Terminal ones map to a history status; the others keep the row active.
 COMPLETED = HistoryStatus.COMPLETED

@@ -27,15 +27,20 @@ MANUAL = "manual"
 
 
 def pause_tasks(task_ids: Iterable[int]) -> int:
-    """Pause pending tasks so no worker claims them; return how many were paused.
+    """Pause tasks by hand; return how many were paused or asked to pause.
 
-    Only ``pending`` rows are paused: a running task would need its worker's cooperation, and a
-    blocked or waiting one is not due anyway.
+    A pending task is paused at once. A running one is asked to stop: its worker cancels its
+    context at the next heartbeat and the row goes ``paused`` (no retry spent) when the attempt
+    ends; an attempt that completes first simply completes. Blocked and waiting tasks are not
+    due anyway and are left alone.
     """
     ids = validate_ids("task_ids", list(task_ids))
     count = 0
     with transaction.atomic():
         for chunk in chunks(ids):
+            count += Task.objects.filter(
+                id__in=chunk, status=TaskStatus.RUNNING, cancel_reason=""
+            ).update(cancel_reason=MANUAL)
             rows = list(
                 Task.objects.select_for_update()
                 .filter(id__in=chunk, status=TaskStatus.PENDING)
@@ -55,13 +60,17 @@ def pause_tasks(task_ids: Iterable[int]) -> int:
 def resume_tasks(task_ids: Iterable[int]) -> int:
     """Make tasks paused by hand pending again; return how many were resumed.
 
-    The time spent paused is added to ``paused_seconds`` (priority aging skips it). Tasks paused
-    by preemption or a domain pause are not touched: the scheduler resumes those itself.
+    The time spent paused is added to ``paused_seconds`` (priority aging skips it). A running
+    task whose pause was requested but not yet carried out keeps running. Tasks paused by
+    preemption or a domain pause are not touched: the scheduler resumes those itself.
     """
     ids = validate_ids("task_ids", list(task_ids))
     count = 0
     with transaction.atomic():
         for chunk in chunks(ids):
+            count += Task.objects.filter(
+                id__in=chunk, status=TaskStatus.RUNNING, cancel_reason=MANUAL
+            ).update(cancel_reason="")
             rows = list(
                 Task.objects.select_for_update()
                 .filter(id__in=chunk, status=TaskStatus.PAUSED, pause_reason=MANUAL)

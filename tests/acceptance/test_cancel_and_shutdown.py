@@ -12,6 +12,7 @@ from taskmill_django import scheduler
 from taskmill_django.conf import app_settings
 from taskmill_django.enums import HistoryStatus, TaskStatus
 from taskmill_django.models import Task, TaskHistory, Worker
+from taskmill_django.store import operator
 from tests.conftest import wait_until
 from tests.testapp.tasks import async_sleep, sleep, stubborn
 
@@ -40,6 +41,30 @@ def test_cancel__running_task_is_cancelled_in_its_worker(worker_factory, task_lo
     assert row.retry_count == 0
     assert not Task.objects.exists()
     assert not task_log.events("done")
+
+
+def test_pause__running_task_stops_waits_paused_and_runs_again_on_resume(worker_factory, task_log):
+    task_id = sleep.submit(seconds=3.0).id
+    worker_factory("--concurrency", "1")
+    wait_until(lambda: task_log.events("start"), timeout=30)
+
+    assert operator.pause_tasks([task_id]) == 1
+
+    noticed = wait_until(lambda: task_log.events("noticed_cancel"), timeout=30)
+    assert noticed[0]["reason"] == "manual"
+    row = wait_until(
+        lambda: Task.objects.filter(id=task_id, status=TaskStatus.PAUSED).first(), timeout=30
+    )
+    assert (row.pause_reason, row.retry_count, row.worker_id) == ("manual", 0, None)
+    assert not task_log.events("on_cancel")  # a pause is not a cancellation
+    time.sleep(1.0)
+    assert len(task_log.events("start")) == 1  # nothing claims it while it is paused
+
+    assert operator.resume_tasks([task_id]) == 1
+
+    done = wait_until(lambda: TaskHistory.objects.filter(id=task_id).first(), timeout=30)
+    assert (done.status, done.retry_count) == (HistoryStatus.COMPLETED, 0)
+    assert len(task_log.events("start")) == 2
 
 
 def test_cancel__running_async_task_is_cancelled_in_its_worker(worker_factory, task_log):

@@ -108,14 +108,25 @@ def test_admin_actions__viewer_sees_no_actions(viewer):
 def test_admin_pause_and_resume(operator):
     pending = record.submit(n=1).id
     running = record.submit(n=2).id
+    blocked = record.submit(n=3).id
     Task.objects.filter(id=running).update(status="running")
-    response = act(operator, TASKS, "pause_tasks", [pending, running])
-    assert "Paused 1 task(s). 1 left as they were" in texts(response)[0]
+    Task.objects.filter(id=blocked).update(status="blocked")
+    response = act(operator, TASKS, "pause_tasks", [pending, running, blocked])
+    assert "Paused 2 task(s). 1 left as they were" in texts(response)[0]
+    assert "next heartbeat" in texts(response)[1]
     row = Task.objects.get(id=pending)
     assert (row.status, row.pause_reason) == ("paused", "manual")
-    response = act(operator, TASKS, "resume_tasks", [pending])
+    row = Task.objects.get(id=running)
+    assert (row.status, row.cancel_reason) == ("running", "manual")  # its worker acts on it
+    response = act(operator, TASKS, "resume_tasks", [pending, running])
     assert Task.objects.get(id=pending).status == "pending"
-    assert [e.change_message for e in logged("task")] == ["Paused.", "Resumed."]
+    assert Task.objects.get(id=running).cancel_reason == ""  # the request is withdrawn
+    assert sorted(e.change_message for e in logged("task")) == [
+        "Pause requested (running).",
+        "Paused.",
+        "Resumed.",
+        "Resumed.",
+    ]
 
 
 def test_admin_resume__leaves_preempted_tasks_alone(operator):

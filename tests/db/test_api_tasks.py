@@ -362,13 +362,31 @@ def test_pause_and_resume__round_trip(api):
     assert api.post(f"{URL}{outcome.id}/resume/").json()["changed"] is False
 
 
-def test_pause__running_task_is_409(api):
+def test_pause__running_task_is_asked_to_pause_and_can_be_let_go(api):
     record.submit(n=1)
     running = claim_one()
+
     response = api.post(f"{URL}{running.id}/pause/")
+    again = api.post(f"{URL}{running.id}/pause/")
+    row = Task.objects.get(id=running.id)
+
+    assert (response.status_code, response.json()["changed"]) == (200, True)
+    assert response.json()["status"] == "running"
+    assert "next heartbeat" in response.json()["message"]
+    assert again.json()["changed"] is False
+    assert (row.status, row.cancel_reason) == ("running", "manual")
+
+    resumed = api.post(f"{URL}{running.id}/resume/").json()
+    assert (resumed["changed"], resumed["status"]) == (True, "running")
+    assert Task.objects.get(id=running.id).cancel_reason == ""
+
+
+def test_pause__blocked_task_is_409(api):
+    task_id = record.submit(n=1).id
+    Task.objects.filter(id=task_id).update(status="blocked")
+    response = api.post(f"{URL}{task_id}/pause/")
     assert response.status_code == 409
-    assert "is running" in response.json()["errors"]["status"][0]
-    assert Task.objects.get(id=running.id).status == "running"
+    assert "is blocked" in response.json()["errors"]["status"][0]
 
 
 def test_resume__task_paused_by_the_scheduler_is_409(api):

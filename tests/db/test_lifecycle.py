@@ -22,7 +22,7 @@ from taskmill_django import (
     scheduler,
 )
 from taskmill_django.models import Task, TaskHistory, TaskHistoryTag, TaskTag
-from taskmill_django.store import lifecycle, maintenance
+from taskmill_django.store import lifecycle, maintenance, operator
 from taskmill_django.testing import run_pending, submitted
 from tests.db.conftest import claim_one, finish
 from tests.testapp.tasks import (
@@ -271,6 +271,25 @@ def test_retry_dead_letter__twin_already_active_is_duplicate():
     twin = record.submit(n=1)
     outcome = scheduler.retry_dead_letter(entry.id)
     assert (outcome.kind, outcome.id) == ("duplicate", twin.id)
+
+
+@db
+@pytest.mark.parametrize(
+    ("kind", "status", "pause_reason"),
+    [(lifecycle.COMPLETED, "completed", None), (lifecycle.RELEASE, "paused", "manual")],
+)
+def test_pause_by_hand__of_a_running_task_ends_as_the_attempt_ends(kind, status, pause_reason):
+    record.submit(n=1)
+    task = claim_one()
+    assert operator.pause_tasks([task.id]) == 1
+
+    finish(task, kind)  # completed before its worker saw the request, or stopped for it
+
+    if pause_reason is None:
+        assert TaskHistory.objects.get(id=task.id).status == status
+    else:
+        row = Task.objects.get(id=task.id)
+        assert (row.status, row.pause_reason, row.retry_count) == (status, pause_reason, 0)
 
 
 @db
