@@ -80,8 +80,14 @@ def reset_group_weights() -> None:
 
 
 def _weight_changed(group: str) -> None:
-    if signals.group_weight_changed.receivers:
-        signals.group_weight_changed.send_robust(sender=group)
+    _after_commit(signals.group_weight_changed, sender=group)
+
+
+def _after_commit(signal: Any, **kwargs: Any) -> None:
+    """Send a control signal once the change is committed (at once outside a transaction),
+    so a receiver never sees a state a rollback takes back."""
+    if signal.receivers:
+        transaction.on_commit(lambda: signal.send_robust(**kwargs))
 
 
 def set_group_minimum_slots(group: str, slots: int | None) -> None:
@@ -151,8 +157,7 @@ def resume_all() -> None:
 
 
 def _signal_all(signal: Any) -> None:
-    if signal.receivers:
-        signal.send_robust(sender=None, task_id=None, task_type=None)
+    _after_commit(signal, sender=None, task_id=None, task_type=None)
 
 
 def pause_domain(domain: str) -> int:
@@ -186,14 +191,13 @@ def pause_group(group: str, until: datetime | None = None) -> None:
     with transaction.atomic():
         if not PausedGroup.objects.filter(group_key=group).update(paused_until=until):
             PausedGroup.objects.create(group_key=group, paused_until=until)
-    if signals.group_paused.receivers:
-        signals.group_paused.send_robust(sender=group, until=until)
+    _after_commit(signals.group_paused, sender=group, until=until)
 
 
 def resume_group(group: str) -> bool:
     deleted = PausedGroup.objects.filter(group_key=_group(group)).delete()[0]
-    if deleted and signals.group_resumed.receivers:
-        signals.group_resumed.send_robust(sender=group)
+    if deleted:
+        _after_commit(signals.group_resumed, sender=group)
     return bool(deleted)
 
 
@@ -205,8 +209,7 @@ def resume_expired_group_pauses() -> list[str]:
     if expired:
         PausedGroup.objects.filter(group_key__in=expired, paused_until__lte=Now()).delete()
         for group in expired:
-            if signals.group_resumed.receivers:
-                signals.group_resumed.send_robust(sender=group)
+            _after_commit(signals.group_resumed, sender=group)
     return expired
 
 

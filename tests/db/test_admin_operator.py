@@ -14,17 +14,24 @@ from tests.testapp.tasks import record
 pytestmark = pytest.mark.django_db
 
 
-def test_pause_tasks__only_pending_ones(django_capture_on_commit_callbacks, received):
+def test_pause_tasks__pending_at_once_running_by_request(
+    django_capture_on_commit_callbacks, received
+):
     events = received(signals.task_paused)
     pending = record.submit(n=1).id
     running = record.submit(n=2).id
+    blocked = record.submit(n=3).id
     Task.objects.filter(id=running).update(status="running")
+    Task.objects.filter(id=blocked).update(status="blocked")
     with django_capture_on_commit_callbacks(execute=True):
-        assert operator.pause_tasks([pending, running, 999_999]) == 1
+        assert operator.pause_tasks([pending, running, blocked, 999_999]) == 2
     row = Task.objects.get(id=pending)
     assert (row.status, row.pause_reason) == ("paused", operator.MANUAL)
     assert row.paused_at is not None
-    assert Task.objects.get(id=running).status == "running"
+    row = Task.objects.get(id=running)
+    assert (row.status, row.cancel_reason) == ("running", operator.MANUAL)
+    assert Task.objects.get(id=blocked).status == "blocked"
+    # task_paused is sent when a task is paused, which a running one is only when it stops
     assert [e["task_id"] for e in events] == [pending]
 
 

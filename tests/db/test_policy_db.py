@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -306,7 +307,9 @@ def test_pause_group__submission_reports_group_paused():
     assert record.submit(n=3).group_paused is False
 
 
-def test_pause_group__timed_pause_is_lifted_when_its_time_has_passed(received):
+def test_pause_group__timed_pause_is_lifted_when_its_time_has_passed(
+    received, django_capture_on_commit_callbacks
+):
     resumed = received(signals.group_resumed)
     ids = submit_records(2, group="g")
     scheduler.pause_group("g", until=timezone.now() + timedelta(hours=1))
@@ -317,7 +320,8 @@ def test_pause_group__timed_pause_is_lifted_when_its_time_has_passed(received):
         paused_until=timezone.now() - timedelta(seconds=1)
     )
 
-    assert control.resume_expired_group_pauses() == ["g"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert control.resume_expired_group_pauses() == ["g"]
     assert not PausedGroup.objects.exists()
     assert [e["sender"] for e in resumed] == ["g"]
     assert claimed_ids(claim_now(10)) == set(ids)
@@ -338,16 +342,29 @@ def test_pause_group__pausing_again_replaces_the_until():
     assert PausedGroup.objects.get(group_key="g").paused_until is None
 
 
-def test_pause_group__signals(received):
+def test_pause_group__signals_after_commit(received, django_capture_on_commit_callbacks):
     paused, resumed = received(signals.group_paused), received(signals.group_resumed)
     until = timezone.now() + timedelta(minutes=5)
 
-    scheduler.pause_group("g", until=until)
-    scheduler.resume_group("g")
-    scheduler.resume_group("g")  # not paused any more: no second signal
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.pause_group("g", until=until)
+        assert paused == []  # not before the pause is committed
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.resume_group("g")
+        scheduler.resume_group("g")  # not paused any more: no second signal
 
     assert [(e["sender"], e["until"]) for e in paused] == [("g", until)]
     assert [e["sender"] for e in resumed] == ["g"]
+
+
+def test_pause_group__rolled_back_pause_sends_nothing(received):
+    paused = received(signals.group_paused)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        scheduler.pause_group("g")
+        raise RuntimeError("the caller's transaction fails")
+
+    assert paused == []
+    assert not PausedGroup.objects.exists()
 
 
 # --- rate limits -----------------------------------------------------------------------------
@@ -725,11 +742,14 @@ def test_fair_shares__paused_domain_does_not_keep_slots_idle():
     assert len(claimed_ids(claim_now(10)) & set(b)) == 4
 
 
-def test_fair_shares__runtime_weights_can_be_removed_and_reset(received):
+def test_fair_shares__runtime_weights_can_be_removed_and_reset(
+    received, django_capture_on_commit_callbacks
+):
     changed = received(signals.group_weight_changed)
-    scheduler.set_group_weight("a", 2)
-    scheduler.set_group_weight("b", 5)
-    scheduler.remove_group_weight("a")
+    with django_capture_on_commit_callbacks(execute=True):
+        scheduler.set_group_weight("a", 2)
+        scheduler.set_group_weight("b", 5)
+        scheduler.remove_group_weight("a")
 
     assert control.load_policy().group_weights == {"b": 5.0}
     scheduler.reset_group_weights()
