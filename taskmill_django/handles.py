@@ -136,7 +136,7 @@ def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
     ]
 
 
-def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
+def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[RunningTask]:
     return [
         RunningTask(
             t.id,
@@ -149,7 +149,7 @@ def running_records(scope: Q = EVERYTHING) -> list[RunningTask]:
             t.progress_message,
             t.effective_priority,
         )
-        for t in queries.running_tasks(scope)
+        for t in queries.running_tasks(scope, limit)
     ]
 
 
@@ -176,7 +176,11 @@ def worker_infos() -> list[WorkerInfo]:
     return infos
 
 
-def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot:
+def build_snapshot(
+    scope: Q = EVERYTHING, domain: str | None = None, running_limit: int | None = None
+) -> Snapshot:
+    """The cluster (or one domain) now. ``running_limit`` caps the running tasks listed (the
+    longest-running ones); ``running_count`` always counts them all."""
 
     counts = queries.counts_by_domain()
     if domain is not None:
@@ -205,7 +209,7 @@ def build_snapshot(scope: Q = EVERYTHING, domain: str | None = None) -> Snapshot
         for name, limit in limits.items()
     }
     return Snapshot(
-        running=running_records(scope),
+        running=running_records(scope, running_limit),
         pending_count=totals.get(TaskStatus.PENDING, 0),
         running_count=totals.get(TaskStatus.RUNNING, 0),
         paused_count=totals.get(TaskStatus.PAUSED, 0),

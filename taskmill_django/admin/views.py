@@ -131,6 +131,8 @@ def panel_context(model_admin: OperatorAdmin, data: board.Dashboard) -> dict[str
             }
             for r in data.running
         ],
+        "running_more": data.snapshot.running_count > len(data.running),
+        "running_url": f"{task_url}?status=running",
         "domain_rows": [
             {"row": d, "url": f"{task_url}?domain={quote(d.name)}"} for d in data.domains
         ],

@@ -13,8 +13,10 @@ from ..records import IoTotals, TypeStats
 EVERYTHING = Q()  # the unscoped filter: every domain
 
 
-def running_tasks(scope: Q = EVERYTHING) -> list[Task]:
-    return list(Task.objects.running().filter(scope).order_by("started_at", "id"))
+def running_tasks(scope: Q = EVERYTHING, limit: int | None = None) -> list[Task]:
+    """Running tasks, longest-running first (``limit`` of them, when given)."""
+    rows = Task.objects.running().filter(scope).order_by("started_at", "id")
+    return list(rows if limit is None else rows[:limit])
 
 
 def count(status: str, scope: Q = EVERYTHING) -> int:

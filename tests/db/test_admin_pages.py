@@ -401,6 +401,24 @@ def test_admin_dashboard_data__json_numbers_and_panels(admin_client_):
     assert "<svg" in body["panels"]["charts"]
 
 
+def test_admin_dashboard__lists_the_longest_running_and_counts_all(admin_client_, monkeypatch):
+    from taskmill_django import dashboard
+
+    monkeypatch.setattr(dashboard, "RUNNING_SHOWN", 2)
+    for n in range(3):
+        record.submit(n=n)
+    first, second, third = claim_one(), claim_one(), claim_one()
+
+    body = admin_client_.get(reverse("admin:taskmill_django_dashboard_data")).json()
+
+    assert [r["id"] for r in body["data"]["running"]] == [first.id, second.id]
+    assert body["data"]["snapshot"]["running_count"] == 3
+    panel = body["panels"]["running"]
+    assert "Running now (3)" in panel
+    assert "?status=running" in panel
+    assert f'data-task="{third.id}"' not in panel
+
+
 def test_admin_dashboard_data__worker_id_is_json(admin_client_):
     worker_id = workers.register_worker("w-json", 1, 1, None)
     record.submit(n=1)
