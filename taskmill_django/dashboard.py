@@ -372,10 +372,12 @@ def duration_percentiles(
         task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__isnull=False
     ).order_by("-finished_at")
     if connection.vendor == "postgresql":
-        agg = TaskHistory.objects.filter(id__in=newest.values("id")[:sample]).aggregate(
+        # Aggregating the sliced query wraps it in a subquery that reads only type, time,
+        # status and duration: an index-only scan of the covering (task_type, finished_at) index.
+        agg = newest.values("duration_ms")[:sample].aggregate(
             p50=_PercentileCont("duration_ms", fraction=0.5),
             p95=_PercentileCont("duration_ms", fraction=0.95),
-            n=Count("id"),
+            n=Count("duration_ms"),
         )
         return _float(agg["p50"]), _float(agg["p95"]), agg["n"]
     values = sorted(newest.values_list("duration_ms", flat=True)[:sample])
