@@ -1,4 +1,4 @@
-"""taskmill_django benchmark: enqueue rate, processing rate and pickup latency, per database.
+"""taskmill_django benchmark: enqueue, processing, pickup latency, operator views, gate cost.
 
     python3 dev.py bench [--db sqlite|postgres|all] [--quick] [--only NAMES] [--rev REV]
     .venv/bin/python bench/run.py ...                 (the same, without the venv check)
@@ -27,11 +27,14 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+# Python put this script's directory first on sys.path: take it out, so bench/operator.py can
+# never stand in for the standard library's operator module. bench.* is imported from ROOT.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DATABASES = ("sqlite", "postgres")
-SCENARIOS = ("enqueue", "process", "latency")
+SCENARIOS = ("enqueue", "process", "latency", "operator", "gates")
 
 # Targets (same for every database unless a dict says otherwise).
 TARGETS: dict[str, Any] = {
@@ -39,6 +42,8 @@ TARGETS: dict[str, Any] = {
     "enqueue_batch": 30_000,
     "process_2w": {"sqlite": 1500, "postgres": 5000},
     "latency_p99_ms": 20,
+    "operator_p95_ms": 300,
+    "gates_ratio": 0.70,
 }
 
 # Measured on the same machine class (2 cores, PostgreSQL 15), no-op jobs.
@@ -74,7 +79,7 @@ def run_child(db: str, quick: bool, only: set[str], analyze: bool = False) -> in
 
     django.setup()
     import taskmill_django
-    from bench import scenarios
+    from bench import gates, operator, scenarios
 
     sizes = scenarios.Sizes.quick() if quick else scenarios.Sizes()
     ctx = scenarios.Context(db=db, workdir=workdir, sizes=sizes, analyze_after_fill=analyze)
@@ -128,6 +133,12 @@ def run_child(db: str, quick: bool, only: set[str], analyze: bool = False) -> in
                     f"  db p50 {r['db_ms']['p50']:.1f} ms, p99 {r['db_ms']['p99']:.1f} ms;"
                     f" end-to-end p50 {r['e2e_ms']['p50']:.1f} ms, p99 {r['e2e_ms']['p99']:.1f} ms"
                 )
+        if "operator" in only:
+            _log("operator views over a filled database ...")
+            results["operator"] = operator.run(ctx)
+        if "gates" in only:
+            _log("processing with cluster-wide gates configured but not binding ...")
+            gates.run(ctx, results)
     except Exception as exc:
         failed = True
         _log(f"ERROR on {db}: {type(exc).__name__}: {exc}")
@@ -202,6 +213,13 @@ def _verdict(value: float | None, target: float | None, higher_is_better: bool =
     return "ok" if ok else "MISS"
 
 
+OPERATOR_VIEWS = {
+    "dashboard_data": "admin dashboard JSON",
+    "api_tasks": "API tasks/",
+    "api_history": "API history/",
+}
+
+
 def _target_for(key: str, db: str) -> float | None:
     target = TARGETS.get(key)
     return target.get(db) if isinstance(target, dict) else target
@@ -268,6 +286,46 @@ def build_rows(all_results: dict[str, dict[str, Any]]) -> list[list[str]]:
                         _verdict(value, target, higher_is_better=False),
                     )
                 row(f"pickup {pct}, submit -> {label}{suffix}", cells)
+    for key, label in OPERATOR_VIEWS.items():
+        for pct in ("p50", "p95", "max"):
+            cells = {}
+            for db, data in all_results.items():
+                r = data["results"].get("operator", {}).get("endpoints", {}).get(key)
+                value = r["ms"][pct] if r else None
+                target = TARGETS["operator_p95_ms"] if pct == "p95" else None
+                cells[db] = (
+                    _fmt_ms(value),
+                    f"<= {target} ms" if target else "",
+                    _verdict(value, target, higher_is_better=False),
+                )
+            row(f"operator view {pct}, {label}", cells)
+    gate_runs = {
+        k: r
+        for data in all_results.values()
+        for k, r in data["results"].items()
+        if k.startswith("gates_")
+    }
+    for key in sorted(gate_runs, key=lambda k: gate_runs[k]["concurrency"]):
+        r = gate_runs[key]
+        for name in r["rate"]:
+            cells = {}
+            for db, data in all_results.items():
+                found = data["results"].get(key)
+                if not found or name not in found["rate"]:
+                    continue
+                ratio = found["ratio"].get(name)
+                value = _fmt_rate(found["rate"][name])
+                value += "" if ratio is None else f" = {ratio:.2f}x"
+                # A gated run cut at its time limit (bench/gates.py RUN_SECONDS).
+                value += " cut" if any(x["timed_out"] for x in found["runs"][name]) else ""
+                target = None if ratio is None else TARGETS["gates_ratio"]
+                cells[db] = (
+                    value,
+                    f">= {target:.2f}x" if target else "",
+                    _verdict(ratio, target),
+                )
+            what = "baseline, mean of first and last run" if name == "baseline" else name
+            row(f"gates, {r['workers']} workers x {r['concurrency']} threads: {what}", cells)
     return rows
 
 
@@ -295,6 +353,12 @@ def print_table(all_results: dict[str, dict[str, Any]]) -> None:
             f"{', QUICK run' if meta['quick'] else ''}"
             f"{', ANALYZE after fill' if meta.get('analyze_after_fill') else ''}"
         )
+        filled = data["results"].get("operator")
+        if filled:
+            print(
+                f"  operator views over {filled['history_rows']:,} history and"
+                f" {filled['active_rows']:,} active rows; slowest statements in the results file"
+            )
     print("\nReference points (no-op jobs, same machine class: 2 cores, PostgreSQL 15):")
     for name, value in REFERENCE_POINTS:
         print(f"  {name:<40} {value}")
@@ -308,7 +372,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
-        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
     )
     parser.add_argument(
         "--analyze-after-fill",

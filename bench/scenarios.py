@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,22 @@ class Sizes:
     latency: int = 200
     concurrencies: tuple[int, ...] = (8, 32)
     worker_counts: tuple[int, ...] = (1, 2)
+    # bench/operator.py (PostgreSQL; SQLite uses a tenth) and its timed requests per view.
+    operator_history: int = 1_000_000
+    operator_active: int = 100_000
+    operator_requests: int = 20
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(single=300, batch=5000, process=3000, latency=40)
+        return cls(
+            single=300,
+            batch=5000,
+            process=3000,
+            latency=40,
+            operator_history=100_000,
+            operator_active=10_000,
+            operator_requests=10,
+        )
 
 
 @dataclass
@@ -114,8 +126,15 @@ class Workers:
         self.ctx = ctx
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int, concurrency: int, extra: Sequence[str] = ()) -> None:
+    def start(
+        self,
+        count: int,
+        concurrency: int,
+        extra: Sequence[str] = (),
+        env_extra: Mapping[str, str] | None = None,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        env.update(env_extra or {})
         for _ in range(count):
             log_path = self.ctx.workdir / f"worker-{len(self.ctx.worker_logs)}.log"
             self.ctx.worker_logs.append(log_path)
@@ -214,32 +233,50 @@ def enqueue_batch(ctx: Context) -> dict[str, Any]:
     return {"n": n, "chunk": BATCH_CHUNK, "seconds": elapsed, "rate": n / elapsed}
 
 
-def processing(ctx: Context, worker_count: int, concurrency: int) -> dict[str, Any]:
+def processing(
+    ctx: Context,
+    worker_count: int,
+    concurrency: int,
+    *,
+    groups: Sequence[str] = (),
+    worker_env: Mapping[str, str] | None = None,
+    setup: Callable[[], None] | None = None,
+    time_limit: float | None = None,
+) -> dict[str, Any]:
     """Drain N no-op tasks with ``worker_count`` processes of ``--concurrency concurrency``.
 
     Workers start on an empty queue and register first; then all N tasks are inserted in one
     transaction (so they become visible at once) and the clock runs from that commit until the
-    active table is empty.
+    active table is empty. bench/gates.py adds ``groups`` (tasks spread over them, interleaved
+    in runs of chunk/len(groups) ids), ``worker_env`` (settings for the workers) and ``setup``
+    (runs on the fresh database before the workers start, e.g. runtime overrides) and
+    ``time_limit`` (stop the clock there; the rate is then over the part that finished).
     """
     fresh_database()
+    if setup is not None:
+        setup()
     n = ctx.sizes.process
     workers = Workers(ctx)
     try:
-        workers.start(worker_count, concurrency)
+        workers.start(worker_count, concurrency, env_extra=worker_env)
         workers.wait_registered(worker_count)
         samplers = workers.sample(f"{worker_count}w-c{concurrency}")
         payloads = [{"n": i} for i in range(n)]
         insert_started = time.perf_counter()
         with transaction.atomic():
             for start in range(0, n, BATCH_CHUNK):
-                noop.submit_batch(payloads[start : start + BATCH_CHUNK])
+                chunk = payloads[start : start + BATCH_CHUNK]
+                if not groups:
+                    noop.submit_batch(chunk)
+                for index, group in enumerate(groups):
+                    noop.using(group=group).submit_batch(chunk[index :: len(groups)])
         if ctx.analyze_after_fill and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE taskmill_task")
         started = time.perf_counter()
         started_wall = time.time()
         insert_seconds = started - insert_started
-        timeout = max(120.0, n / 50)
+        timeout = time_limit or max(120.0, n / 50)
         timed_out = False
         last_left, last_change = n, started
         while Task.objects.exists():
@@ -257,12 +294,14 @@ def processing(ctx: Context, worker_count: int, concurrency: int) -> dict[str, A
                     )
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
+        # Counted before the workers stop: a run cut by its time limit must not be credited
+        # with what they finish while shutting down.
+        completed = TaskHistory.objects.filter(status="completed").count()
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
     finally:
         workers.stop()
-    completed = TaskHistory.objects.filter(status="completed").count()
     per_worker = sorted(
         (c for c in _count_by_worker().values()),
         reverse=True,
