@@ -241,6 +241,8 @@ class Dispatcher:
                     priority=task.priority,
                     effective_priority=task.effective_priority,
                 )
+        if not claimed and claim.claim_deferred(self.worker_id):
+            return False  # the claim gave way to a cluster-wide lock mode change: claim again
         if self.options.burst and not claimed and not self.running and self.outcomes.empty():
             if not fresh_policy or batch:
                 # The policy may be stale (a preemptor just finished, perhaps in the outcomes

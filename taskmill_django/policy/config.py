@@ -50,6 +50,16 @@ class Policy:
     io_saturated: frozenset[str] = frozenset()  # IO directions near capacity on this machine
 
     @property
+    def has_caps(self) -> bool:
+        """Any concurrency cap: claims must count running tasks under the exclusive lock."""
+        return bool(
+            self.max_concurrency is not None
+            or self.domain_caps
+            or self.group_caps
+            or self.default_group_cap is not None
+        )
+
+    @property
     def is_fair(self) -> bool:
         return bool(self.group_weights or self.group_minimum_slots)
 

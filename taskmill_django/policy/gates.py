@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .config import Policy
 
@@ -90,3 +90,44 @@ def saturated(
         g for g, n in by_group.items() if (cap := policy.group_cap(g)) is not None and n >= cap
     }
     return domains, groups
+
+
+def without_unbindable_caps(
+    policy: Policy, running: Iterable[tuple[str, str | None, int]], headroom: int
+) -> Policy:
+    """The policy minus the caps that cannot bind before this claim commits.
+
+    ``headroom`` bounds how many tasks can start anywhere meanwhile: this claim's limit plus
+    the free slots of every other live worker. A cap that the tasks running now plus that
+    headroom cannot reach is a no-op for this claim, so leaving it out changes nothing, and a
+    cluster whose caps are far away keeps the single-statement claim.
+    """
+    by_domain: Counter[str] = Counter()
+    by_group: Counter[str] = Counter()
+    total = 0
+    for domain, group, count in running:
+        by_domain[domain] += count
+        if group is not None:
+            by_group[group] += count
+        total += count
+    max_c = policy.max_concurrency
+    if max_c is not None and total + headroom <= max_c:
+        max_c = None
+    domain_caps = {d: c for d, c in policy.domain_caps.items() if by_domain[d] + headroom > c}
+    default = policy.default_group_cap
+    if default is not None:
+        busiest = max((n for g, n in by_group.items() if g not in policy.group_caps), default=0)
+        if busiest + headroom <= default:
+            default = None
+    group_caps = {
+        g: c
+        for g, c in policy.group_caps.items()
+        if by_group[g] + headroom > c or default is not None
+    }
+    return replace(
+        policy,
+        max_concurrency=max_c,
+        domain_caps=domain_caps,
+        group_caps=group_caps,
+        default_group_cap=default,
+    )

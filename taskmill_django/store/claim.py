@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -36,6 +37,20 @@ def claim_batch(
         from .gated_claim import claim_gated
 
         return claim_gated(token, worker_id, limit, domains, policy)
+    return claim_returning(token, worker_id, limit, domains)
+
+
+def claim_deferred(worker_id: uuid.UUID) -> bool:
+    """Whether this worker's last claim gave way to an exclusive gated claim (retry at once)."""
+    from .gated_claim import take_deferred
+
+    return take_deferred(worker_id)
+
+
+def claim_returning(
+    token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
+) -> list[Task]:
+    """The ungated claim: one statement on PostgreSQL and SQLite."""
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
             rows = _claim_returning(token, worker_id, limit, domains)
@@ -45,10 +60,20 @@ def claim_batch(
 
 
 def _claim_returning(
-    token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    ids: Sequence[int] | None = None,
 ) -> list[Task]:
-    sql = _claim_sql(connection.vendor, len(domains or ()))
-    params: list[object] = [*(domains or ()), limit]
+    """The claim statement: the first ``limit`` due rows, or exactly ``ids`` (chosen by the
+    gated claim) where they are still pending."""
+    sql = _claim_sql(connection.vendor, len(domains or ()), by_ids=ids is not None)
+    params: list[object] = [*(domains or ())]
+    if ids is None:
+        params.append(limit)
+    else:
+        params.append(list(ids) if connection.vendor == "postgresql" else json.dumps(list(ids)))
     if connection.vendor == "postgresql":
         params += [token, worker_id]
     else:
@@ -61,11 +86,12 @@ def _claim_returning(
 
 
 @functools.lru_cache(maxsize=16)
-def _claim_sql(vendor: str, domain_count: int) -> str:
+def _claim_sql(vendor: str, domain_count: int, *, by_ids: bool = False) -> str:
     """The claim statement for a vendor and a number of served domains (built once)."""
     fields = list(Task._meta.concrete_fields)
     columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
     table = qn(Task._meta.db_table)
+    order = f"{qn('priority')}, {qn('id')}"
     domain_sql = ""
     if domain_count:
         domain_sql = f" AND {qn('domain')} IN ({', '.join(['%s'] * domain_count)})"
@@ -74,6 +100,7 @@ def _claim_sql(vendor: str, domain_count: int) -> str:
         # transaction with no delay is due at once.
         now = "STATEMENT_TIMESTAMP()"
         pg_expiry = f"{now} + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
+        pick = f"AND {qn('id')} = ANY(%s)" if by_ids else f"ORDER BY {order} LIMIT %s"
         # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
         # lock and claim more rows than LIMIT.
         return (
@@ -81,7 +108,7 @@ def _claim_sql(vendor: str, domain_count: int) -> str:
             f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
             f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
             f"OR {qn('expires_at')} > {now}){domain_sql} "
-            f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"{pick} FOR UPDATE SKIP LOCKED) "
             f"UPDATE {table} AS t SET {qn('status')} = 'running', {qn('lease_token')} = %s, "
             f"{qn('worker_id')} = %s, {qn('started_at')} = {now}, "
             f"{qn('first_started_at')} = COALESCE(t.{qn('first_started_at')}, {now}), "
@@ -96,6 +123,11 @@ def _claim_sql(vendor: str, domain_count: int) -> str:
         f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
     )
     plain = ", ".join(qn(f.column) for f in fields)
+    pick = (
+        f"AND {qn('id')} IN (SELECT value FROM json_each(%s))"  # noqa: S608
+        if by_ids
+        else f"ORDER BY {order} LIMIT %s"
+    )
     return (
         f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
         f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
@@ -105,7 +137,7 @@ def _claim_sql(vendor: str, domain_count: int) -> str:
         f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
         f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
         f"OR {qn('expires_at')} > {now}){domain_sql} "
-        f"ORDER BY {qn('priority')}, {qn('id')} LIMIT %s) RETURNING {plain}"
+        f"{pick}) RETURNING {plain}"
     )
 
 
@@ -162,8 +194,12 @@ def _claim_orm(
 
 
 def claim_ids(token: uuid.UUID, worker_id: uuid.UUID, ids: list[int]) -> list[Task]:
-    """Claim chosen ids that are still pending (portable ORM path; caller holds the
-    transaction). TTLs counted from the first attempt start at this claim."""
+    """Claim chosen ids that are still pending (caller holds the transaction). TTLs counted
+    from the first attempt start at this claim."""
+    if connection.vendor in ("postgresql", "sqlite"):
+        rows = _claim_returning(token, worker_id, len(ids), None, ids)
+        rows.sort(key=lambda t: (t.priority, t.id))
+        return rows
     Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
         status=TaskStatus.RUNNING,
         lease_token=token,

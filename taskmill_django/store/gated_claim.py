@@ -6,12 +6,14 @@ something to enforce; otherwise ``claim.claim_batch`` takes its single-statement
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import CharField, Count, IntegerField, Q, Sum, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -23,12 +25,19 @@ from ..policy import config
 from ..policy.aging import Aging
 from ..policy.config import Policy
 from ..policy.fair import UNGROUPED, allocate
-from ..policy.gates import Candidate, admit, saturated
+from ..policy.gates import Candidate, admit, saturated, without_unbindable_caps
 from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
-from .claim import claim_ids
+from .claim import claim_ids, claim_returning
+from .db import qn
 
 CLAIM_LOCK = "__claim_lock__"
+_SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
+FIELDS = ("id", "domain", "group_key", "task_type")
+# Per worker: whether its next gated claim takes the lock exclusively (a cap or fair shares
+# could bind at its last claim), and whether its last claim gave way to take it.
+_EXCLUSIVE: dict[uuid.UUID, bool] = {}
+_DEFERRED: set[uuid.UUID] = set()
 # Read this many candidates per slot asked for, so tasks skipped by a partly-full group or a
 # rate limit do not leave slots empty.
 OVERFETCH = 4
@@ -44,90 +53,184 @@ def claim_gated(
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
-        _lock()
-        running = list(
-            Task.objects.filter(status=TaskStatus.RUNNING)
-            .values_list("domain", "group_key")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
-        full_domains, full_groups = saturated(running, policy)
-        qs = Task.objects.claimable().exclude(expires_at__lte=Now())
-        if domains:
-            qs = qs.filter(domain__in=list(domains))
-        skip_domains = full_domains | set(policy.paused_domains)
-        if skip_domains:
-            qs = qs.exclude(domain__in=skip_domains)
-        shares = fair_shares(policy) if policy.is_fair else None
-        skip_groups = full_groups | set(policy.paused_groups)
-        skip_ungrouped = False
-        if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):
-            # Groups whose fair share is in use are left out in SQL, so a long backlog in one
-            # group cannot fill the candidate window and hide the others.
-            used = _running_by_group(running)
-            spent = {g for g, share in shares.items() if used.get(g, 0) >= share}
-            skip_ungrouped = UNGROUPED in spent
-            skip_groups |= spent - {UNGROUPED}
-        if skip_groups:
-            qs = qs.exclude(group_key__in=skip_groups)
-        if skip_ungrouped:
-            qs = qs.exclude(group_key__isnull=True)
-        if policy.preemptor_priority is not None:
-            qs = qs.filter(priority__lte=policy.preemptor_priority)
-        if policy.throttle_from is not None:
-            qs = qs.filter(priority__lt=policy.throttle_from)
-        if policy.io_saturated:
-            qs = qs.exclude(io_bound(policy.io_saturated))
-        if policy.aging is not None:
-            # Constant SQL text; the aging numbers travel as bound parameters.
-            effective = RawSQL(*aging_sql(policy.aging))  # noqa: S611
-            qs = qs.annotate(effective=effective).order_by("effective", "id")
-            fields = ("id", "domain", "group_key", "task_type", "effective")
-        else:
-            qs = qs.in_dispatch_order()
-            fields = ("id", "domain", "group_key", "task_type", "priority")
-        if shares is not None:
-            candidates = _candidates_per_share(qs, fields, shares, running, policy, limit)
-        else:
-            rows = qs.values_list(*fields)[: limit * OVERFETCH + 16]
-            candidates = [Candidate(*row) for row in rows]
-        # Admit everything that fits the caps, then take rate tokens until ``limit`` tasks
-        # are chosen: a task without a token never holds a slot another task could use.
-        # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
-        chosen = admit(candidates, running, policy, len(candidates), shares)
-        chosen = _take_tokens(chosen, policy, limit)
-        if not chosen:
+        exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
+        _lock(exclusive)
+        load = _load(worker_id, limit)
+        configured, policy = policy, without_unbindable_caps(policy, load.running, load.headroom)
+        needs_exclusive = policy.has_caps or policy.is_fair
+        _EXCLUSIVE[worker_id] = needs_exclusive
+        if needs_exclusive and not exclusive:
+            # Counts read under the shared lock can miss tasks other claims have not committed
+            # yet; a cap that may bind needs the exclusive lock. Give way and claim again.
+            _DEFERRED.add(worker_id)
             return []
-        return claim_ids(token, worker_id, [c.id for c in chosen])
+        if policy.is_trivial:
+            return claim_returning(token, worker_id, limit, domains)
+        return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
+
+
+def take_deferred(worker_id: uuid.UUID) -> bool:
+    """True once after a claim of this worker gave way to the exclusive lock (claim again at
+    once instead of idling)."""
+    if worker_id in _DEFERRED:
+        _DEFERRED.discard(worker_id)
+        return True
+    return False
+
+
+def _claim_under_gates(
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    policies: tuple[Policy, Policy],
+    load: Load,
+) -> list[Task]:
+    """``policies``: as configured (fair shares divide its global cap) and without the caps
+    that cannot bind (the gates to apply)."""
+    configured, policy = policies
+    running = load.running
+    full_domains, full_groups = saturated(running, policy)
+    qs = Task.objects.claimable().exclude(expires_at__lte=Now())
+    if domains:
+        qs = qs.filter(domain__in=list(domains))
+    skip_domains = full_domains | set(policy.paused_domains)
+    if skip_domains:
+        qs = qs.exclude(domain__in=skip_domains)
+    shares = fair_shares(configured, load.slots) if policy.is_fair else None
+    skip_groups = full_groups | set(policy.paused_groups)
+    skip_ungrouped = False
+    if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):
+        # Groups whose fair share is in use are left out in SQL, so a long backlog in one
+        # group cannot fill the candidate window and hide the others.
+        used = _running_by_group(running)
+        spent = {g for g, share in shares.items() if used.get(g, 0) >= share}
+        skip_ungrouped = UNGROUPED in spent
+        skip_groups |= spent - {UNGROUPED}
+    if skip_groups:
+        qs = qs.exclude(group_key__in=skip_groups)
+    if skip_ungrouped:
+        qs = qs.exclude(group_key__isnull=True)
+    if policy.preemptor_priority is not None:
+        qs = qs.filter(priority__lte=policy.preemptor_priority)
+    if policy.throttle_from is not None:
+        qs = qs.filter(priority__lt=policy.throttle_from)
+    if policy.io_saturated:
+        qs = qs.exclude(io_bound(policy.io_saturated))
+    if shares is not None:
+        candidates = _candidates_per_share(qs, shares, running, policy, limit)
+    else:
+        candidates = _candidates(qs, policy, limit * OVERFETCH + 16)
+    # Admit everything that fits the caps, then take rate tokens until ``limit`` tasks
+    # are chosen: a task without a token never holds a slot another task could use.
+    # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
+    chosen = admit(candidates, running, policy, len(candidates), shares)
+    chosen = _take_tokens(chosen, policy, limit)
+    if not chosen:
+        return []
+    return claim_ids(token, worker_id, [c.id for c in chosen])
+
+
+@dataclass(frozen=True)
+class Load:
+    """What the cluster runs now, read at the start of a gated claim."""
+
+    running: list[tuple[str, str | None, int]]  # (domain, group, count) of running tasks
+    headroom: int  # this claim's limit plus the free slots of every other live worker
+    slots: int  # the concurrency of every live worker, this one included
+
+
+def _load(worker_id: uuid.UUID, limit: int) -> Load:
+    """Running tasks per worker, domain and group, and every live worker's pool size, in one
+    statement (a UNION of both reads)."""
+    per_worker = (
+        Task.objects.filter(status=TaskStatus.RUNNING)
+        .values_list("worker_id", "domain", "group_key")
+        .annotate(n=Count("id"), slots=Value(None, output_field=IntegerField()))
+        .order_by()
+    )
+    live = (
+        Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
+        .annotate(
+            none=Value(None, output_field=CharField()),
+            zero=Value(0, output_field=IntegerField()),
+        )
+        .values_list("id", "none", "none", "zero", "concurrency")
+        .order_by()
+    )
+    first, first_params = per_worker.query.sql_with_params()
+    second, second_params = live.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"{first} UNION ALL {second}", (*first_params, *second_params))
+        rows = cursor.fetchall()
+    running: Counter[tuple[str, str | None]] = Counter()
+    busy: Counter[str] = Counter()
+    slots: dict[str, int] = {}
+    for worker, domain, group, count, concurrency in rows:
+        key = uuid.UUID(str(worker)).hex if worker is not None else ""
+        if concurrency is None:
+            running[(domain, group)] += count
+            busy[key] += count
+        else:
+            slots[key] = concurrency
+    others = sum(max(0, n - busy[w]) for w, n in slots.items() if w != worker_id.hex)
+    return Load([(d, g, n) for (d, g), n in running.items()], limit + others, sum(slots.values()))
 
 
 def _candidates_per_share(
     qs: Any,
-    fields: tuple[str, ...],
     shares: dict[str, int],
     running: list[Any],
     policy: Policy,
     limit: int,
 ) -> list[Candidate]:
-    """With fair shares, read each group's head separately (up to its unused share), so a long
-    backlog in one group cannot fill the window and hide the others; urgent tasks (aged to
-    the urgent threshold) are read from every group. Merged in dispatch order."""
+    """With fair shares, read each group's head separately (up to its unused share, and never
+    more than the claim can take), so a long backlog in one group cannot fill the window and
+    hide the others; urgent tasks (aged to the urgent threshold) are read from every group.
+    Merged in dispatch order."""
     used = _running_by_group(running)
     found: list[Candidate] = []
     threshold = policy.aging.urgent_threshold if policy.aging else None
     if threshold is not None:
-        urgent = qs.filter(effective__lte=threshold).values_list(*fields)[:limit]
-        found += [Candidate(*row) for row in urgent]
+        found += [c for c in _candidates(qs, policy, limit) if c.priority <= threshold]
     for group, share in shares.items():
-        room = share - used.get(group, 0)
+        room = min(share - used.get(group, 0), limit)
         if room <= 0:
             continue
         part = (
             qs.filter(group_key__isnull=True) if group == UNGROUPED else qs.filter(group_key=group)
         )
-        found += [Candidate(*row) for row in part.values_list(*fields)[:room]]
+        found += _candidates(part, policy, room)
     unique = {c.id: c for c in found}
     return sorted(unique.values(), key=lambda c: (c.priority, c.id))
+
+
+def _candidates(qs: Any, policy: Policy, count: int) -> list[Candidate]:
+    """The first ``count`` rows of ``qs`` in dispatch order (by effective priority with aging;
+    ``Candidate.priority`` holds the effective one then)."""
+    if policy.aging is None:
+        rows = qs.in_dispatch_order().values_list(*FIELDS, "priority")[:count]
+        return [Candidate(*row) for row in rows]
+    # Only rows waiting longer than grace + interval have aged by a step, and every other row's
+    # effective priority is its priority: so the head in plain (priority, id) order, walked on
+    # the dispatch index, plus the aged rows' head, hold the first ``count`` by effective
+    # priority. The aged read finds nothing fast when nothing waits that long, instead of
+    # computing and sorting every pending row on each claim.
+    aging = policy.aging
+    fresh = _annotated(qs, aging).in_dispatch_order()[:count]
+    oldest = Now() - timedelta(seconds=aging.grace_period + aging.interval)
+    aged = _annotated(qs.filter(created_at__lte=oldest), aging).order_by("effective", "id")
+    found = {
+        row[0]: Candidate(*row)
+        for part in (fresh, aged[:count])
+        for row in part.values_list(*FIELDS, "effective")
+    }
+    return sorted(found.values(), key=lambda c: (c.priority, c.id))[:count]
+
+
+def _annotated(qs: Any, aging: Aging) -> Any:
+    # Constant SQL text; the aging numbers travel as bound parameters.
+    return qs.annotate(effective=RawSQL(*aging_sql(aging)))  # noqa: S611
 
 
 def _running_by_group(running: list[tuple[str, str | None, int]]) -> dict[str, int]:
@@ -137,9 +240,11 @@ def _running_by_group(running: list[tuple[str, str | None, int]]) -> dict[str, i
     return used
 
 
-def fair_shares(policy: Policy) -> dict[str, int]:
+def fair_shares(policy: Policy, live_slots: int | None = None) -> dict[str, int]:
     """Slots per group for this moment (ungrouped work is the virtual group ""). Demand is
-    due or running work outside paused groups and domains, capped by each group's limit."""
+    due or running work outside paused groups and domains, capped by each group's limit.
+    Capacity is the live workers' slots (``live_slots`` when the caller has just read them),
+    or the global cap when that is lower or no worker is live."""
     demand = {
         (g or UNGROUPED): min(n, policy.group_cap(g) or n)
         for g, n in (Task.objects.claimable() | Task.objects.running())
@@ -149,10 +254,10 @@ def fair_shares(policy: Policy) -> dict[str, int]:
         .annotate(n=Count("id"))
         .order_by()
     }
+    slots = live_slots if live_slots is not None else _live_slots()
     capacity = policy.max_concurrency
-    if capacity is None:
-        live = Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
-        capacity = live.aggregate(n=Sum("concurrency"))["n"] or 0
+    if capacity is None or 0 < slots < capacity:
+        capacity = slots  # shares of slots no worker has would leave the weights unused
     return allocate(
         capacity,
         demand,
@@ -160,6 +265,11 @@ def fair_shares(policy: Policy) -> dict[str, int]:
         policy.group_minimum_slots,
         policy.default_group_weight,
     )
+
+
+def _live_slots() -> int:
+    live = Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
+    return live.aggregate(n=Sum("concurrency"))["n"] or 0
 
 
 def io_bound(directions: frozenset[str]) -> Q:
@@ -188,15 +298,27 @@ def aging_sql(aging: Aging) -> tuple[str, list[object]]:
     return sql, [aging.ceiling, aging.step, aging.grace_period, aging.interval]
 
 
-def _lock() -> None:
-    """Hold the claim lock row until commit (one gated claimer at a time, cluster-wide)."""
-    if not SchedulerSetting.objects.select_for_update().filter(name=CLAIM_LOCK).exists():
+def _lock(exclusive: bool) -> None:
+    """Hold the claim lock row until commit: exclusively to count running tasks against caps
+    (one such claimer at a time, cluster-wide), shared otherwise (claims side by side, but
+    never while an exclusive claimer counts). SQLite serialises writers anyway."""
+    if connection.vendor == "sqlite":
+        return
+    if not _lock_row(exclusive):
         try:
             with transaction.atomic():
                 SchedulerSetting.objects.create(name=CLAIM_LOCK, value=None)
         except IntegrityError:
             pass
-        SchedulerSetting.objects.select_for_update().filter(name=CLAIM_LOCK).exists()
+        _lock_row(exclusive)
+
+
+def _lock_row(exclusive: bool) -> bool:
+    table = qn(SchedulerSetting._meta.db_table)
+    mode = "FOR UPDATE" if exclusive else _SHARE_MODE.get(connection.vendor, "FOR SHARE")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE {qn('name')} = %s {mode}", [CLAIM_LOCK])  # noqa: S608
+        return cursor.fetchone() is not None
 
 
 def _db_now() -> datetime:

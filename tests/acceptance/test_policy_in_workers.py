@@ -102,6 +102,24 @@ def test_group_cap__two_never_exceeded_by_two_workers_of_four_slots(worker_facto
     }
 
 
+def test_global_cap__holds_when_a_second_worker_joins_a_worker_it_could_not_bind(
+    worker_factory,
+):
+    # One worker of 4 slots cannot reach a cap of 5, so it claims without counting; the cap
+    # must hold from the moment a second one joins.
+    scheduler.set_max_concurrency(5)
+    ids = [sleep.submit(seconds=0.3, n=n).id for n in range(24)]
+    first = worker_factory("--concurrency", "4")
+    wait_until(lambda: running_in() == 4, timeout=30)
+    second = worker_factory("--concurrency", "4")
+
+    samples = sample_until(lambda: running_in(), lambda: finished(ids))
+
+    assert max(samples) == 5, [first.output(), second.output()]
+    assert max_overlap(list(TaskHistory.objects.filter(id__in=ids))) == 5
+    assert len(set(TaskHistory.objects.filter(id__in=ids).values_list("worker_id", flat=True))) == 2
+
+
 def test_domain_cap__one_held_across_two_workers_without_blocking_other_domains(
     worker_factory,
 ):

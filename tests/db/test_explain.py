@@ -256,6 +256,7 @@ def test_explain__queue_position_uses_effective_priority_with_aging():
 
 @override_settings(TASKMILL={**TASKMILL, "GROUP_WEIGHTS": {"a": 1, "b": 1}, "MAX_CONCURRENCY": 4})
 def test_explain__group_used_its_fair_share(worker):
+    workers.register_worker("w2", 1235, 2, None)  # 4 live slots, as many as the global cap
     record.using(group="a").submit(n=1)
     record.using(group="a").submit(n=2)
     claim_one(worker_id=worker)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskmill_django import (
@@ -102,6 +103,50 @@ def test_global_cap__none_removes_it():
     scheduler.set_max_concurrency(None)
 
     assert len(claim_now(10)) == 2
+
+
+def test_global_cap__far_from_binding_claims_like_no_cap_and_holds_when_a_worker_joins():
+    # Worker a alone (2 slots) cannot reach a cap of 3: its claims skip the count. Once b
+    # joins, the cap can bind, and every claim counts again under the exclusive lock.
+    scheduler.set_max_concurrency(3)
+    submit_records(8)
+    a = workers.register_worker("a", 1, 2, None)
+    assert len(claim_now(2, worker_id=a)) == 2
+    assert not claim.claim_deferred(a)
+
+    b = workers.register_worker("b", 2, 2, None)
+    assert len(claim_now(2, worker_id=b)) == 1  # 2 running + 1 = the cap
+    finish(Task.objects.filter(worker_id=a).first())
+
+    if connection.vendor != "sqlite":
+        # a's next claim would count under the shared lock: it gives way, and says so once.
+        # (SQLite runs one writer at a time, so there every claim counts in place.)
+        assert claim_now(1, worker_id=a) == []
+        assert claim.claim_deferred(a)
+        assert not claim.claim_deferred(a)
+    assert len(claim_now(1, worker_id=a)) == 1
+    assert running_count() == 3
+    assert claim_now(1, worker_id=a) == []
+    assert not claim.claim_deferred(a)  # an ordinary "nothing fits" this time
+
+
+def test_caps__a_cap_out_of_reach_of_every_live_slot_is_left_out_of_the_claim():
+    scheduler.set_max_concurrency(100)
+    scheduler.domain("tests").set_max_concurrency(50)
+    scheduler.set_group_limit("a", 40)
+    submit_records(5, group="a")
+    w = workers.register_worker("w", 1, 10, None)
+    policy = control.load_policy()
+
+    with CaptureQueriesContext(connection) as queries:
+        got = claim_now(10, worker_id=w, policy=policy)
+
+    assert len(got) == 5
+    # Lock, load, and the one claim statement: no candidate query, no per-id claim.
+    statements = [q["sql"] for q in queries.captured_queries]
+    task_reads = [sql for sql in statements if 'FROM "taskmill_task"' in sql]
+    assert len(task_reads) == 2, statements  # the load, and the claim statement
+    assert sum(" LIMIT " in sql for sql in task_reads) == 1, statements
 
 
 @taskmill(MAX_CONCURRENCY=1)
