@@ -217,15 +217,27 @@ def _candidates(qs: Any, policy: Policy, count: int) -> list[Candidate]:
     # priority. The aged read finds nothing fast when nothing waits that long, instead of
     # computing and sorting every pending row on each claim.
     aging = policy.aging
-    fresh = _annotated(qs, aging).in_dispatch_order()[:count]
+    parts = [_annotated(qs, aging).in_dispatch_order()[:count]]
     oldest = Now() - timedelta(seconds=aging.grace_period + aging.interval)
-    aged = _annotated(qs.filter(created_at__lte=oldest), aging).order_by("effective", "id")
+    if _may_have_aged(policy, oldest):
+        aged = _annotated(qs.filter(created_at__lte=oldest), aging).order_by("effective", "id")
+        parts.append(aged[:count])
     found = {
-        row[0]: Candidate(*row)
-        for part in (fresh, aged[:count])
-        for row in part.values_list(*FIELDS, "effective")
+        row[0]: Candidate(*row) for part in parts for row in part.values_list(*FIELDS, "effective")
     }
     return sorted(found.values(), key=lambda c: (c.priority, c.id))[:count]
+
+
+def _may_have_aged(policy: Policy, oldest: Any) -> bool:
+    """False when no due row had waited long enough to age as this policy was loaded: aging
+    moves in steps of ``interval``, so a promotion noticed up to a second late changes
+    nothing, while looking on every claim would scan the whole queue each time."""
+    if policy.memo.get("nothing_aged"):
+        return False
+    if Task.objects.claimable().filter(created_at__lte=oldest).exists():
+        return True
+    policy.memo["nothing_aged"] = True
+    return False
 
 
 def _annotated(qs: Any, aging: Aging) -> Any:
@@ -245,15 +257,19 @@ def fair_shares(policy: Policy, live_slots: int | None = None) -> dict[str, int]
     due or running work outside paused groups and domains, capped by each group's limit.
     Capacity is the live workers' slots (``live_slots`` when the caller has just read them),
     or the global cap when that is lower or no worker is live."""
-    demand = {
-        (g or UNGROUPED): min(n, policy.group_cap(g) or n)
-        for g, n in (Task.objects.claimable() | Task.objects.running())
-        .exclude(group_key__in=list(policy.paused_groups))
-        .exclude(domain__in=list(policy.paused_domains))
-        .values_list("group_key")
-        .annotate(n=Count("id"))
-        .order_by()
-    }
+    demand = policy.memo.get("demand")
+    if demand is None:
+        # Counting the whole queue on every claim would cost more than the claim; demand read
+        # once per policy load (at least every second) shifts shares a second late at worst.
+        demand = policy.memo["demand"] = {
+            (g or UNGROUPED): min(n, policy.group_cap(g) or n)
+            for g, n in (Task.objects.claimable() | Task.objects.running())
+            .exclude(group_key__in=list(policy.paused_groups))
+            .exclude(domain__in=list(policy.paused_domains))
+            .values_list("group_key")
+            .annotate(n=Count("id"))
+            .order_by()
+        }
     slots = live_slots if live_slots is not None else _live_slots()
     capacity = policy.max_concurrency
     if capacity is None or 0 < slots < capacity:
@@ -329,6 +345,11 @@ def _db_now() -> datetime:
     return timezone.now()
 
 
+def _clock(db_now: datetime) -> datetime:
+    """The database clock on PostgreSQL (shared by every machine), else this machine's."""
+    return db_now if connection.vendor == "postgresql" else timezone.now()
+
+
 def _buckets_for(c: Candidate, policy: Policy) -> list[tuple[str, RateLimit]]:
     found = []
     if c.task_type in policy.rate_limits:
@@ -345,21 +366,14 @@ def _take_tokens(chosen: list[Candidate], policy: Policy, slots: int) -> list[Ca
     if not (policy.rate_limits or policy.group_rate_limits):
         return chosen[:slots]
     wanted = {c.id: _buckets_for(c, policy) for c in chosen}
-    names = {name for pairs in wanted.values() for name, _ in pairs}
-    if not names:
+    if not any(wanted.values()):
         return chosen[:slots]
-    now = _db_now()
-    stored = {b.name: b for b in RateBucket.objects.filter(name__in=names)}
-    tokens: dict[str, float] = {}
-    for pairs in wanted.values():
-        for name, limit in pairs:
-            if name not in tokens:
-                bucket = stored.get(name)
-                tokens[name] = (
-                    limit.burst
-                    if bucket is None
-                    else refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limit)
-                )
+    limits = {name: limit for pairs in wanted.values() for name, limit in pairs}
+    stored, now = _locked_buckets(limits)
+    tokens = {
+        name: refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limits[name])
+        for name, bucket in stored.items()
+    }
     allowed, delays = [], {}
     for c in chosen:
         if len(allowed) >= slots:
@@ -371,18 +385,27 @@ def _take_tokens(chosen: list[Candidate], policy: Policy, slots: int) -> list[Ca
             allowed.append(c)
         else:
             delays[c.id] = max(wait_for_token(tokens[n], lim) for n, lim in pairs)
-    _save_buckets(tokens, stored, now)
+    _save_buckets(tokens, now)
     for task_id, delay in delays.items():
         Task.objects.filter(id=task_id).update(run_after=now + timedelta(seconds=delay))
     return allowed
 
 
-def _save_buckets(tokens: dict[str, float], stored: dict[str, RateBucket], now: datetime) -> None:
-    new = [
-        RateBucket(name=n, tokens=t, refreshed_at=now) for n, t in tokens.items() if n not in stored
-    ]
+def _locked_buckets(limits: dict[str, RateLimit]) -> tuple[dict[str, RateBucket], datetime]:
+    """The buckets, locked until commit (claims under the shared lock run side by side, and
+    two of them must never spend the same token), with the database clock. A bucket used for
+    the first time is created full."""
+    locked = RateBucket.objects.filter(name__in=list(limits)).select_for_update()
+    rows = list(locked.annotate(db_now=Now()))
+    missing = set(limits) - {b.name for b in rows}
+    if missing:
+        now = _db_now()
+        new = [RateBucket(name=n, tokens=limits[n].burst, refreshed_at=now) for n in missing]
+        RateBucket.objects.bulk_create(new, ignore_conflicts=True)
+        rows = list(locked.annotate(db_now=Now()))
+    return {b.name: b for b in rows}, _clock(rows[0].db_now)
+
+
+def _save_buckets(tokens: dict[str, float], now: datetime) -> None:
     for name, value in tokens.items():
-        if name in stored:
-            RateBucket.objects.filter(name=name).update(tokens=value, refreshed_at=now)
-    if new:
-        RateBucket.objects.bulk_create(new)
+        RateBucket.objects.filter(name=name).update(tokens=value, refreshed_at=now)
