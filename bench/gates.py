@@ -30,7 +30,7 @@ from typing import Any
 from bench.benchapp.tasks import noop
 from bench.scenarios import Context, processing
 from taskmill_django import scheduler
-from taskmill_django.models import SchedulerSetting
+from taskmill_django.models import RateBucket, SchedulerSetting
 from taskmill_django.store.gated_claim import CLAIM_LOCK
 
 WORKERS = 2
@@ -81,10 +81,14 @@ def run(ctx: Context, results: dict[str, Any]) -> None:
                 setup=partial(_setup, gates),
                 time_limit=RUN_SECONDS if gates else None,
             )
-            # The lock row is created by the first gated claim: proof the workers took the
-            # gated path exactly when something was configured.
-            gated = SchedulerSetting.objects.filter(name=CLAIM_LOCK).exists()
-            if gated != bool(gates) or (r["timed_out"] and not gates):
+            # Counting claims create the lock row, rate-limited ones their bucket: proof the
+            # workers took the gated path exactly when something was configured. (Aging leaves
+            # no trace while nothing has aged: its claims are then the plain statement.)
+            gated = (
+                SchedulerSetting.objects.filter(name=CLAIM_LOCK).exists()
+                or RateBucket.objects.exists()
+            )
+            if gated != bool(set(gates) - {"priority_aging"}) or (r["timed_out"] and not gates):
                 raise RuntimeError(f"{name}: gated path {gated}, timed out {r['timed_out']}")
             keep = ("rate", "completed", "seconds", "timed_out", "per_worker")
             runs.setdefault(name, []).append({k: r[k] for k in keep})

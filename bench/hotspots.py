@@ -100,7 +100,7 @@ def profile(label: str, func: Callable[[], Any], per: int, top: int) -> None:
         return
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats(os.environ.get("HOTSPOTS_SORT", "tottime")).print_stats(top)
     print(out.getvalue().split("\n", 6)[-1])
 
 

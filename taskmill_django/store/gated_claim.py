@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,17 +53,22 @@ def claim_gated(
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
-        exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
-        _lock(exclusive)
-        load = _load(worker_id, limit)
-        configured, policy = policy, without_unbindable_caps(policy, load.running, load.headroom)
-        needs_exclusive = policy.has_caps or policy.is_fair
-        _EXCLUSIVE[worker_id] = needs_exclusive
-        if needs_exclusive and not exclusive:
-            # Counts read under the shared lock can miss tasks other claims have not committed
-            # yet; a cap that may bind needs the exclusive lock. Give way and claim again.
-            _DEFERRED.add(worker_id)
-            return []
+        configured, load = policy, Load([], limit, 0)
+        if policy.has_caps or policy.is_fair:
+            exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
+            _lock(exclusive)
+            load = _load(worker_id, limit)
+            policy = without_unbindable_caps(policy, load.running, load.headroom)
+            needs_exclusive = policy.has_caps or policy.is_fair
+            _EXCLUSIVE[worker_id] = needs_exclusive
+            if needs_exclusive and not exclusive:
+                # Counts read under the shared lock can miss tasks other claims have not
+                # committed yet; a cap that may bind needs the exclusive lock. Give way and
+                # claim again.
+                _DEFERRED.add(worker_id)
+                return []
+        if policy.aging is not None and not _may_have_aged(policy):
+            policy = replace(policy, aging=None)  # nothing has aged: plain dispatch order
         if policy.is_trivial:
             return claim_returning(token, worker_id, limit, domains)
         return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
@@ -218,26 +223,32 @@ def _candidates(qs: Any, policy: Policy, count: int) -> list[Candidate]:
     # computing and sorting every pending row on each claim.
     aging = policy.aging
     parts = [_annotated(qs, aging).in_dispatch_order()[:count]]
-    oldest = Now() - timedelta(seconds=aging.grace_period + aging.interval)
-    if _may_have_aged(policy, oldest):
-        aged = _annotated(qs.filter(created_at__lte=oldest), aging).order_by("effective", "id")
-        parts.append(aged[:count])
+    if _may_have_aged(policy):
+        aged = qs.filter(created_at__lte=_aged_before(aging))
+        parts.append(_annotated(aged, aging).order_by("effective", "id")[:count])
     found = {
         row[0]: Candidate(*row) for part in parts for row in part.values_list(*FIELDS, "effective")
     }
     return sorted(found.values(), key=lambda c: (c.priority, c.id))[:count]
 
 
-def _may_have_aged(policy: Policy, oldest: Any) -> bool:
+def _may_have_aged(policy: Policy) -> bool:
     """False when no due row had waited long enough to age as this policy was loaded: aging
     moves in steps of ``interval``, so a promotion noticed up to a second late changes
-    nothing, while looking on every claim would scan the whole queue each time."""
+    nothing, while looking on every claim would scan the whole queue each time. (Then every
+    effective priority is the priority, and the claim keeps its one-statement form.)"""
+    assert policy.aging is not None  # noqa: S101 - only asked with aging on
     if policy.memo.get("nothing_aged"):
         return False
-    if Task.objects.claimable().filter(created_at__lte=oldest).exists():
+    if Task.objects.claimable().filter(created_at__lte=_aged_before(policy.aging)).exists():
         return True
     policy.memo["nothing_aged"] = True
     return False
+
+
+def _aged_before(aging: Aging) -> Any:
+    """Rows created before this have waited grace + one interval: aged by a step at least."""
+    return Now() - timedelta(seconds=aging.grace_period + aging.interval)
 
 
 def _annotated(qs: Any, aging: Aging) -> Any:
