@@ -38,9 +38,12 @@ FIELDS = ("id", "domain", "group_key", "task_type")
 # could bind at its last claim), and whether its last claim gave way to take it.
 _EXCLUSIVE: dict[uuid.UUID, bool] = {}
 _DEFERRED: set[uuid.UUID] = set()
-# Read this many candidates per slot asked for, so tasks skipped by a partly-full group or a
-# rate limit do not leave slots empty.
+# Where caps or rate limits may turn candidates away, read this many per slot asked for, so
+# tasks skipped by a partly-full group or an empty bucket do not leave slots empty.
 OVERFETCH = 4
+# Above this many rate limits, a claim takes tokens per candidate instead of checking every
+# bucket up front.
+MANY_BUCKETS = 16
 
 
 def claim_gated(
@@ -53,15 +56,16 @@ def claim_gated(
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
-        configured, load = policy, Load([], limit, 0)
-        if policy.has_caps or policy.is_fair:
+        configured, load, exclusive = policy, Load([], limit, 0), True
+        if policy.has_caps:
             exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
             _lock(exclusive)
+        if policy.has_caps or policy.is_fair:
             load = _load(worker_id, limit)
+        if policy.has_caps:
             policy = without_unbindable_caps(policy, load.running, load.headroom)
-            needs_exclusive = policy.has_caps or policy.is_fair
-            _EXCLUSIVE[worker_id] = needs_exclusive
-            if needs_exclusive and not exclusive:
+            _EXCLUSIVE[worker_id] = policy.has_caps
+            if policy.has_caps and not exclusive:
                 # Counts read under the shared lock can miss tasks other claims have not
                 # committed yet; a cap that may bind needs the exclusive lock. Give way and
                 # claim again.
@@ -71,7 +75,42 @@ def claim_gated(
             policy = replace(policy, aging=None)  # nothing has aged: plain dispatch order
         if policy.is_trivial:
             return claim_returning(token, worker_id, limit, domains)
+        if replace(policy, rate_limits={}, group_rate_limits={}).is_trivial:
+            claimed = _claim_with_ample_tokens(token, worker_id, limit, domains, policy)
+            if claimed is not None:
+                return claimed
         return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
+
+
+def _claim_with_ample_tokens(
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    policy: Policy,
+) -> list[Task] | None:
+    """Rate limits are the only gate and every bucket holds a token for each slot asked for:
+    whatever the plain claim takes can be paid, so claim in one statement and pay for what was
+    taken. None when some bucket runs low (the gated path then picks task by task)."""
+    limits = {config.RATE + t: lim for t, lim in policy.rate_limits.items()}
+    limits |= {config.GROUP_RATE + g: lim for g, lim in policy.group_rate_limits.items()}
+    if len(limits) > MANY_BUCKETS:
+        return None
+    stored, now = _locked_buckets(limits)
+    tokens = {
+        name: refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limits[name])
+        for name, bucket in stored.items()
+    }
+    if min(tokens.values()) < limit:
+        return None
+    claimed = claim_returning(token, worker_id, limit, domains)
+    spent: Counter[str] = Counter()
+    for task in claimed:
+        spent[config.RATE + task.task_type] += 1
+        if task.group_key is not None:
+            spent[config.GROUP_RATE + task.group_key] += 1
+    _save_buckets({name: tokens[name] - n for name, n in spent.items() if name in tokens}, now)
+    return claimed
 
 
 def take_deferred(worker_id: uuid.UUID) -> bool:
@@ -125,7 +164,9 @@ def _claim_under_gates(
     if shares is not None:
         candidates = _candidates_per_share(qs, shares, running, policy, limit)
     else:
-        candidates = _candidates(qs, policy, limit * OVERFETCH + 16)
+        rejects = policy.has_caps or policy.rate_limits or policy.group_rate_limits
+        fetch = limit * OVERFETCH + 16 if rejects else limit
+        candidates = _candidates(qs, policy, fetch)
     # Admit everything that fits the caps, then take rate tokens until ``limit`` tasks
     # are chosen: a task without a token never holds a slot another task could use.
     # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
@@ -192,12 +233,12 @@ def _candidates_per_share(
     """With fair shares, read each group's head separately (up to its unused share, and never
     more than the claim can take), so a long backlog in one group cannot fill the window and
     hide the others; urgent tasks (aged to the urgent threshold) are read from every group.
-    Merged in dispatch order."""
+    One statement for all groups, merged in dispatch order."""
     used = _running_by_group(running)
-    found: list[Candidate] = []
+    parts = []
     threshold = policy.aging.urgent_threshold if policy.aging else None
     if threshold is not None:
-        found += [c for c in _candidates(qs, policy, limit) if c.priority <= threshold]
+        parts += _candidate_queries(qs, policy, limit)
     for group, share in shares.items():
         room = min(share - used.get(group, 0), limit)
         if room <= 0:
@@ -205,31 +246,51 @@ def _candidates_per_share(
         part = (
             qs.filter(group_key__isnull=True) if group == UNGROUPED else qs.filter(group_key=group)
         )
-        found += _candidates(part, policy, room)
-    unique = {c.id: c for c in found}
-    return sorted(unique.values(), key=lambda c: (c.priority, c.id))
+        parts += _candidate_queries(part, policy, room)
+    # Non-urgent rows of the urgent read are held to their group's share by admit().
+    return _fetch(parts)
 
 
 def _candidates(qs: Any, policy: Policy, count: int) -> list[Candidate]:
     """The first ``count`` rows of ``qs`` in dispatch order (by effective priority with aging;
     ``Candidate.priority`` holds the effective one then)."""
+    return _fetch(_candidate_queries(qs, policy, count))[:count]
+
+
+def _candidate_queries(qs: Any, policy: Policy, count: int) -> list[Any]:
+    """Queries whose rows, merged, hold the first ``count`` of ``qs`` in dispatch order."""
     if policy.aging is None:
-        rows = qs.in_dispatch_order().values_list(*FIELDS, "priority")[:count]
-        return [Candidate(*row) for row in rows]
+        return [qs.in_dispatch_order().values_list(*FIELDS, "priority")[:count]]
     # Only rows waiting longer than grace + interval have aged by a step, and every other row's
     # effective priority is its priority: so the head in plain (priority, id) order, walked on
     # the dispatch index, plus the aged rows' head, hold the first ``count`` by effective
-    # priority. The aged read finds nothing fast when nothing waits that long, instead of
-    # computing and sorting every pending row on each claim.
+    # priority.
     aging = policy.aging
-    parts = [_annotated(qs, aging).in_dispatch_order()[:count]]
+    parts = [_annotated(qs, aging).in_dispatch_order()]
     if _may_have_aged(policy):
         aged = qs.filter(created_at__lte=_aged_before(aging))
-        parts.append(_annotated(aged, aging).order_by("effective", "id")[:count])
-    found = {
-        row[0]: Candidate(*row) for part in parts for row in part.values_list(*FIELDS, "effective")
-    }
-    return sorted(found.values(), key=lambda c: (c.priority, c.id))[:count]
+        parts.append(_annotated(aged, aging).order_by("effective", "id"))
+    return [part.values_list(*FIELDS, "effective")[:count] for part in parts]
+
+
+def _fetch(parts: list[Any]) -> list[Candidate]:
+    """Run the candidate queries as one statement (UNION ALL of derived tables, which every
+    supported database accepts with ORDER BY/LIMIT inside); unique rows in dispatch order."""
+    if not parts:
+        return []
+    if len(parts) == 1:
+        rows = list(parts[0])
+    else:
+        sql, params = [], []
+        for index, part in enumerate(parts):
+            text, values = part.query.sql_with_params()
+            sql.append(f"SELECT * FROM ({text}) AS {qn(f'part{index}')}")  # noqa: S608
+            params.extend(values)
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(sql), params)
+            rows = cursor.fetchall()
+    unique = {row[0]: Candidate(*row) for row in rows}
+    return sorted(unique.values(), key=lambda c: (c.priority, c.id))
 
 
 def _may_have_aged(policy: Policy) -> bool:

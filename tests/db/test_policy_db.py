@@ -444,6 +444,20 @@ def test_rate_limit__bucket_is_shared_by_every_worker():
     assert RateBucket.objects.get(name=config.RATE + "tests::record").tokens < 1.0
 
 
+def test_rate_limit__plenty_of_tokens_pays_type_and_group_buckets_for_what_was_claimed():
+    scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(50))
+    scheduler.set_group_rate_limit("g", RateLimit.per_minute(1).with_burst(50))
+    submit_records(4, group="g")
+    submit_records(3, start=10)
+    echo.submit(value=1)
+
+    assert len(claim_now(10)) == 8
+
+    tokens = dict(RateBucket.objects.values_list("name", "tokens"))
+    assert tokens[config.RATE + "tests::record"] == pytest.approx(43, abs=0.1)
+    assert tokens[config.GROUP_RATE + "g"] == pytest.approx(46, abs=0.1)
+
+
 def test_rate_limit__bucket_refills_with_time():
     scheduler.set_rate_limit("tests::record", RateLimit.per_second(2).with_burst(2))
     submit_records(5)
