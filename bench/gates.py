@@ -37,6 +37,7 @@ WORKERS = 2
 RUN_SECONDS = 60.0
 GROUPS = ("g0", "g1", "g2", "g3")
 HUGE = 10_000
+CAPS = {"max_concurrency", "domain_cap", "group_concurrency"}
 # Settings per gate; "domain_cap" is applied by ``_setup`` instead (no setting exists for it).
 GATES: dict[str, dict[str, Any]] = {
     "max_concurrency": {"MAX_CONCURRENCY": HUGE},
@@ -81,15 +82,16 @@ def run(ctx: Context, results: dict[str, Any]) -> None:
                 setup=partial(_setup, gates),
                 time_limit=RUN_SECONDS if gates else None,
             )
-            # Counting claims create the lock row, rate-limited ones their bucket: proof the
-            # workers took the gated path exactly when something was configured. (Aging leaves
-            # no trace while nothing has aged: its claims are then the plain statement.)
-            gated = (
-                SchedulerSetting.objects.filter(name=CLAIM_LOCK).exists()
-                or RateBucket.objects.exists()
+            # Claims counting against caps create the lock row, rate-limited ones their
+            # bucket: proof the workers took the gated path when those were configured.
+            # (Weights and aging leave no such trace.)
+            traces = (
+                SchedulerSetting.objects.filter(name=CLAIM_LOCK).exists(),
+                RateBucket.objects.exists(),
             )
-            if gated != bool(set(gates) - {"priority_aging"}) or (r["timed_out"] and not gates):
-                raise RuntimeError(f"{name}: gated path {gated}, timed out {r['timed_out']}")
+            expected = (bool(set(gates) & CAPS), "rate_limit" in gates)
+            if traces != expected or (r["timed_out"] and not gates):
+                raise RuntimeError(f"{name}: traces {traces}, timed out {r['timed_out']}")
             keep = ("rate", "completed", "seconds", "timed_out", "per_worker")
             runs.setdefault(name, []).append({k: r[k] for k in keep})
             cut = f" (cut after {RUN_SECONDS:.0f}s)" if r["timed_out"] else ""

@@ -5,6 +5,7 @@ something to enforce; otherwise ``claim.claim_batch`` takes its single-statement
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -177,6 +178,30 @@ def _claim_under_gates(
     return claim_ids(token, worker_id, [c.id for c in chosen])
 
 
+@functools.lru_cache(maxsize=8)
+def _load_sql(vendor: str, lease_timeout: timedelta) -> tuple[str, tuple[Any, ...]]:
+    """The load statement (compiled once: building two querysets per claim cost more than
+    running them)."""
+    per_worker = (
+        Task.objects.filter(status=TaskStatus.RUNNING)
+        .values_list("worker_id", "domain", "group_key")
+        .annotate(n=Count("id"), slots=Value(None, output_field=IntegerField()))
+        .order_by()
+    )
+    live = (
+        Worker.objects.filter(heartbeat_at__gte=Now() - lease_timeout)
+        .annotate(
+            none=Value(None, output_field=CharField()),
+            zero=Value(0, output_field=IntegerField()),
+        )
+        .values_list("id", "none", "none", "zero", "concurrency")
+        .order_by()
+    )
+    first, first_params = per_worker.query.sql_with_params()
+    second, second_params = live.query.sql_with_params()
+    return f"{first} UNION ALL {second}", (*first_params, *second_params)
+
+
 @dataclass(frozen=True)
 class Load:
     """What the cluster runs now, read at the start of a gated claim."""
@@ -189,25 +214,9 @@ class Load:
 def _load(worker_id: uuid.UUID, limit: int) -> Load:
     """Running tasks per worker, domain and group, and every live worker's pool size, in one
     statement (a UNION of both reads)."""
-    per_worker = (
-        Task.objects.filter(status=TaskStatus.RUNNING)
-        .values_list("worker_id", "domain", "group_key")
-        .annotate(n=Count("id"), slots=Value(None, output_field=IntegerField()))
-        .order_by()
-    )
-    live = (
-        Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
-        .annotate(
-            none=Value(None, output_field=CharField()),
-            zero=Value(0, output_field=IntegerField()),
-        )
-        .values_list("id", "none", "none", "zero", "concurrency")
-        .order_by()
-    )
-    first, first_params = per_worker.query.sql_with_params()
-    second, second_params = live.query.sql_with_params()
+    sql, params = _load_sql(connection.vendor, app_settings.lease_timeout)
     with connection.cursor() as cursor:
-        cursor.execute(f"{first} UNION ALL {second}", (*first_params, *second_params))
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     running: Counter[tuple[str, str | None]] = Counter()
     busy: Counter[str] = Counter()
