@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models.functions import Coalesce, Now
@@ -15,6 +16,9 @@ from ..enums import TaskStatus
 from ..models import Task
 from ..policy.config import Policy
 from .db import qn
+
+ORDER = '"priority", "id"'  # dispatch order (identifiers quoted the same way everywhere)
+SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
 
 
 def claim_batch(
@@ -53,9 +57,7 @@ def claim_returning(
     """The ungated claim: one statement on PostgreSQL and SQLite."""
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
-            rows = _claim_returning(token, worker_id, limit, domains)
-        rows.sort(key=lambda t: (t.priority, t.id))
-        return rows
+            return _claim_returning(token, worker_id, limit, domains)
     return _claim_orm(token, worker_id, limit, domains)
 
 
@@ -78,67 +80,106 @@ def _claim_returning(
         params += [token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *params]
+    return _run_claim(sql, params)
+
+
+def _run_claim(sql: str, params: Sequence[object]) -> list[Task]:
     names, converters = _row_layout(connection.vendor)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         raw_rows = cursor.fetchall()
-    return [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+    rows = [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+    rows.sort(key=lambda t: (t.priority, t.id))
+    return rows
 
 
 @functools.lru_cache(maxsize=16)
 def _claim_sql(vendor: str, domain_count: int, *, by_ids: bool = False) -> str:
     """The claim statement for a vendor and a number of served domains (built once)."""
-    fields = list(Task._meta.concrete_fields)
-    columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
     table = qn(Task._meta.db_table)
-    order = f"{qn('priority')}, {qn('id')}"
     domain_sql = ""
     if domain_count:
         domain_sql = f" AND {qn('domain')} IN ({', '.join(['%s'] * domain_count)})"
     if vendor == "postgresql":
         # Statement time, like Django's Now(): a retry written earlier in the same
         # transaction with no delay is due at once.
+        now = due = "STATEMENT_TIMESTAMP()"
+        if by_ids:
+            pick = f"AND {qn('id')} = ANY(%s) FOR UPDATE SKIP LOCKED"
+        else:
+            pick = f"ORDER BY {ORDER} LIMIT %s FOR UPDATE SKIP LOCKED"
+    else:
+        now = SQLITE_NOW
+        # SQLite's clock has millisecond precision while stored times have microseconds:
+        # compare against the end of the current millisecond, or a row due "now" could wait.
+        due = now + " || '999'"
+        if by_ids:
+            pick = f"AND {qn('id')} IN (SELECT value FROM json_each(%s))"  # noqa: S608
+        else:
+            pick = f"ORDER BY {ORDER} LIMIT %s"
+    return _claim_statement(
+        vendor,
+        f"SELECT {qn('id')} FROM {table} "  # noqa: S608
+        f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
+        f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
+        f"OR {qn('expires_at')} > {now}){domain_sql} {pick}",
+    )
+
+
+def _claim_statement(vendor: str, picker: str) -> str:
+    """UPDATE the rows whose ids ``picker`` selects to running, returning every column."""
+    fields = list(Task._meta.concrete_fields)
+    table = qn(Task._meta.db_table)
+    if vendor == "postgresql":
         now = "STATEMENT_TIMESTAMP()"
         pg_expiry = f"{now} + t.{qn('ttl_seconds')} * INTERVAL '1 second'"
-        pick = f"AND {qn('id')} = ANY(%s)" if by_ids else f"ORDER BY {order} LIMIT %s"
+        columns = ", ".join(f"t.{qn(f.column)}" for f in fields)
         # MATERIALIZED: the locking subquery must run exactly once, or a re-scan could
         # lock and claim more rows than LIMIT.
         return (
-            f"WITH picked AS MATERIALIZED (SELECT {qn('id')} FROM {table} "  # noqa: S608
-            f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-            f"OR {qn('run_after')} <= {now}) AND ({qn('expires_at')} IS NULL "
-            f"OR {qn('expires_at')} > {now}){domain_sql} "
-            f"{pick} FOR UPDATE SKIP LOCKED) "
+            f"WITH picked AS MATERIALIZED ({picker}) "  # noqa: S608
             f"UPDATE {table} AS t SET {qn('status')} = 'running', {qn('lease_token')} = %s, "
             f"{qn('worker_id')} = %s, {qn('started_at')} = {now}, "
             f"{qn('first_started_at')} = COALESCE(t.{qn('first_started_at')}, {now}), "
             f"{qn('expires_at')} = {_first_attempt_expiry('t.', pg_expiry)} "
             f"FROM picked WHERE t.{qn('id')} = picked.{qn('id')} RETURNING {columns}"
         )
-    now = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
-    # SQLite's clock has millisecond precision while stored times have microseconds:
-    # compare against the end of the current millisecond, or a row due "now" could wait.
-    due = now + " || '999'"
+    now = SQLITE_NOW
     sqlite_expiry = (
         f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW', '+' || {qn('ttl_seconds')} || ' seconds')"
     )
     plain = ", ".join(qn(f.column) for f in fields)
-    pick = (
-        f"AND {qn('id')} IN (SELECT value FROM json_each(%s))"  # noqa: S608
-        if by_ids
-        else f"ORDER BY {order} LIMIT %s"
-    )
     return (
         f"UPDATE {table} SET {qn('status')} = 'running', "  # noqa: S608
         f"{qn('lease_token')} = %s, {qn('worker_id')} = %s, {qn('started_at')} = {now}, "
         f"{qn('first_started_at')} = COALESCE({qn('first_started_at')}, {now}), "
         f"{qn('expires_at')} = {_first_attempt_expiry('', sqlite_expiry)} "
-        f"WHERE {qn('id')} IN (SELECT {qn('id')} FROM {table} "
-        f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
-        f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
-        f"OR {qn('expires_at')} > {now}){domain_sql} "
-        f"{pick}) RETURNING {plain}"
+        f"WHERE {qn('id')} IN ({picker}) RETURNING {plain}"
     )
+
+
+def claim_from(
+    token: uuid.UUID, worker_id: uuid.UUID, parts: Sequence[Any], limit: int
+) -> list[Task]:
+    """Claim, in one statement, the first ``limit`` rows in dispatch order of the union of
+    ``parts`` (querysets of due rows, each already ordered and sliced: a group's head up to its
+    share, say). PostgreSQL and SQLite only."""
+    if not parts:
+        return []
+    vendor = connection.vendor
+    sources, source_params = [], []
+    for index, part in enumerate(parts):
+        text, values = part.query.sql_with_params()
+        sources.append(f"SELECT * FROM ({text}) AS {qn(f'part{index}')}")  # noqa: S608
+        source_params.extend(values)
+    union = " UNION ALL ".join(sources)
+    picker = f"SELECT {qn('id')} FROM ({union}) AS {qn('heads')} ORDER BY {ORDER} LIMIT %s"  # noqa: S608
+    sql = _claim_statement(vendor, picker)
+    if vendor == "postgresql":
+        params = [*source_params, limit, token, worker_id]
+    else:
+        params = [token.hex, worker_id.hex, *source_params, limit]
+    return _run_claim(sql, params)
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,9 +238,7 @@ def claim_ids(token: uuid.UUID, worker_id: uuid.UUID, ids: list[int]) -> list[Ta
     """Claim chosen ids that are still pending (caller holds the transaction). TTLs counted
     from the first attempt start at this claim."""
     if connection.vendor in ("postgresql", "sqlite"):
-        rows = _claim_returning(token, worker_id, len(ids), None, ids)
-        rows.sort(key=lambda t: (t.priority, t.id))
-        return rows
+        return _claim_returning(token, worker_id, len(ids), None, ids)
     Task.objects.filter(id__in=ids, status=TaskStatus.PENDING).update(
         status=TaskStatus.RUNNING,
         lease_token=token,

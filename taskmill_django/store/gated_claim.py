@@ -16,7 +16,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import CharField, Count, IntegerField, Q, Sum, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Now
+from django.db.models.functions import Cast, Now
 from django.utils import timezone
 
 from ..conf import app_settings
@@ -29,7 +29,7 @@ from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated, without_unbindable_caps
 from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
-from .claim import claim_ids, claim_returning
+from .claim import claim_from, claim_ids, claim_returning
 from .db import qn
 
 CLAIM_LOCK = "__claim_lock__"
@@ -162,6 +162,10 @@ def _claim_under_gates(
         qs = qs.filter(priority__lt=policy.throttle_from)
     if policy.io_saturated:
         qs = qs.exclude(io_bound(policy.io_saturated))
+    if _admits_every_row(policy) and connection.vendor in ("postgresql", "sqlite"):
+        # Nothing left to decide row by row: the filters above and the shares (a LIMIT per
+        # group) are the whole policy, so claim in one statement.
+        return claim_from(token, worker_id, _heads(qs, shares, running, limit), limit)
     if shares is not None:
         candidates = _candidates_per_share(qs, shares, running, policy, limit)
     else:
@@ -181,25 +185,30 @@ def _claim_under_gates(
 @functools.lru_cache(maxsize=8)
 def _load_sql(vendor: str, lease_timeout: timedelta) -> tuple[str, tuple[Any, ...]]:
     """The load statement (compiled once: building two querysets per claim cost more than
-    running them)."""
+    running them). Typed NULLs: each side of the UNION is a derived table (MySQL needs that),
+    whose untyped NULLs PostgreSQL would take for text."""
     per_worker = (
         Task.objects.filter(status=TaskStatus.RUNNING)
         .values_list("worker_id", "domain", "group_key")
-        .annotate(n=Count("id"), slots=Value(None, output_field=IntegerField()))
+        .annotate(n=Count("id"), slots=Cast(Value(None), IntegerField()))
         .order_by()
     )
     live = (
         Worker.objects.filter(heartbeat_at__gte=Now() - lease_timeout)
         .annotate(
-            none=Value(None, output_field=CharField()),
-            zero=Value(0, output_field=IntegerField()),
+            none=Cast(Value(None), CharField()),
+            zero=Cast(Value(0), IntegerField()),
         )
         .values_list("id", "none", "none", "zero", "concurrency")
         .order_by()
     )
     first, first_params = per_worker.query.sql_with_params()
     second, second_params = live.query.sql_with_params()
-    return f"{first} UNION ALL {second}", (*first_params, *second_params)
+    sql = (
+        f"SELECT * FROM ({first}) AS {qn('running')} "  # noqa: S608
+        f"UNION ALL SELECT * FROM ({second}) AS {qn('live')}"
+    )
+    return sql, (*first_params, *second_params)
 
 
 @dataclass(frozen=True)
@@ -223,13 +232,48 @@ def _load(worker_id: uuid.UUID, limit: int) -> Load:
     slots: dict[str, int] = {}
     for worker, domain, group, count, concurrency in rows:
         key = uuid.UUID(str(worker)).hex if worker is not None else ""
-        if concurrency is None:
-            running[(domain, group)] += count
-            busy[key] += count
+        if concurrency is None:  # (MySQL types the UNION's numbers as decimals)
+            running[(domain, group)] += int(count)
+            busy[key] += int(count)
         else:
-            slots[key] = concurrency
+            slots[key] = int(concurrency)
     others = sum(max(0, n - busy[w]) for w, n in slots.items() if w != worker_id.hex)
     return Load([(d, g, n) for (d, g), n in running.items()], limit + others, sum(slots.values()))
+
+
+def _admits_every_row(policy: Policy) -> bool:
+    """No cap, bucket or aged order would turn away a due row that the SQL filters let in."""
+    return not (policy.has_caps or policy.rate_limits or policy.group_rate_limits or policy.aging)
+
+
+def _heads(qs: Any, shares: dict[str, int] | None, running: list[Any], limit: int) -> list[Any]:
+    """Locked heads to claim from: the queue's, or each group's up to its unused share."""
+    parts = [(qs, limit)] if shares is None else _share_parts(qs, shares, running, limit)
+    return [
+        part.select_for_update(skip_locked=True)
+        .in_dispatch_order()
+        .values_list("id", "priority")[:room]
+        for part, room in parts
+    ]
+
+
+def _share_parts(
+    qs: Any, shares: dict[str, int], running: list[Any], limit: int
+) -> list[tuple[Any, int]]:
+    """Each group with an unused share: its rows, and how many more it may start (never more
+    than the claim can take)."""
+    used = _running_by_group(running)
+    parts = []
+    for group, share in shares.items():
+        room = min(share - used.get(group, 0), limit)
+        if room > 0:
+            rows = (
+                qs.filter(group_key__isnull=True)
+                if group == UNGROUPED
+                else qs.filter(group_key=group)
+            )
+            parts.append((rows, room))
+    return parts
 
 
 def _candidates_per_share(
@@ -243,19 +287,12 @@ def _candidates_per_share(
     more than the claim can take), so a long backlog in one group cannot fill the window and
     hide the others; urgent tasks (aged to the urgent threshold) are read from every group.
     One statement for all groups, merged in dispatch order."""
-    used = _running_by_group(running)
     parts = []
     threshold = policy.aging.urgent_threshold if policy.aging else None
     if threshold is not None:
         parts += _candidate_queries(qs, policy, limit)
-    for group, share in shares.items():
-        room = min(share - used.get(group, 0), limit)
-        if room <= 0:
-            continue
-        part = (
-            qs.filter(group_key__isnull=True) if group == UNGROUPED else qs.filter(group_key=group)
-        )
-        parts += _candidate_queries(part, policy, room)
+    for rows, room in _share_parts(qs, shares, running, limit):
+        parts += _candidate_queries(rows, policy, room)
     # Non-urgent rows of the urgent read are held to their group's share by admit().
     return _fetch(parts)
 
