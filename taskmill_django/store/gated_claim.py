@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,22 +77,20 @@ def claim_gated(
         if policy.is_trivial:
             return claim_returning(token, worker_id, limit, domains)
         if replace(policy, rate_limits={}, group_rate_limits={}).is_trivial:
-            claimed = _claim_with_ample_tokens(token, worker_id, limit, domains, policy)
+            claimed = _claim_with_ample_tokens(
+                limit, policy, lambda: claim_returning(token, worker_id, limit, domains)
+            )
             if claimed is not None:
                 return claimed
         return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
 
 
 def _claim_with_ample_tokens(
-    token: uuid.UUID,
-    worker_id: uuid.UUID,
-    limit: int,
-    domains: Sequence[str] | None,
-    policy: Policy,
+    limit: int, policy: Policy, claim: Callable[[], list[Task]]
 ) -> list[Task] | None:
-    """Rate limits are the only gate and every bucket holds a token for each slot asked for:
-    whatever the plain claim takes can be paid, so claim in one statement and pay for what was
-    taken. None when some bucket runs low (the gated path then picks task by task)."""
+    """Every bucket holds a token for each slot asked for, so whatever ``claim`` (which admits
+    every row it takes) takes can be paid: claim in one statement and pay for what was taken.
+    None when some bucket runs low (the gated path then picks task by task)."""
     limits = {config.RATE + t: lim for t, lim in policy.rate_limits.items()}
     limits |= {config.GROUP_RATE + g: lim for g, lim in policy.group_rate_limits.items()}
     if len(limits) > MANY_BUCKETS:
@@ -104,7 +102,7 @@ def _claim_with_ample_tokens(
     }
     if min(tokens.values()) < limit:
         return None
-    claimed = claim_returning(token, worker_id, limit, domains)
+    claimed = claim()
     spent: Counter[str] = Counter()
     for task in claimed:
         spent[config.RATE + task.task_type] += 1
@@ -164,8 +162,16 @@ def _claim_under_gates(
         qs = qs.exclude(io_bound(policy.io_saturated))
     if _admits_every_row(policy) and connection.vendor in ("postgresql", "sqlite"):
         # Nothing left to decide row by row: the filters above and the shares (a LIMIT per
-        # group) are the whole policy, so claim in one statement.
-        return claim_from(token, worker_id, _heads(qs, shares, running, limit), limit)
+        # group) are the whole policy, so claim in one statement (paying tokens afterwards
+        # when every bucket has plenty).
+        heads = _heads(qs, shares, running, limit)
+        if not (policy.rate_limits or policy.group_rate_limits):
+            return claim_from(token, worker_id, heads, limit)
+        claimed = _claim_with_ample_tokens(
+            limit, policy, lambda: claim_from(token, worker_id, heads, limit)
+        )
+        if claimed is not None:
+            return claimed
     if shares is not None:
         candidates = _candidates_per_share(qs, shares, running, policy, limit)
     else:
@@ -242,8 +248,9 @@ def _load(worker_id: uuid.UUID, limit: int) -> Load:
 
 
 def _admits_every_row(policy: Policy) -> bool:
-    """No cap, bucket or aged order would turn away a due row that the SQL filters let in."""
-    return not (policy.has_caps or policy.rate_limits or policy.group_rate_limits or policy.aging)
+    """No cap or aged order would turn away a due row that the SQL filters let in (buckets
+    are checked for plenty separately)."""
+    return not (policy.has_caps or policy.aging)
 
 
 def _heads(qs: Any, shares: dict[str, int] | None, running: list[Any], limit: int) -> list[Any]:
