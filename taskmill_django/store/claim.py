@@ -126,6 +126,7 @@ def _claim_sql(vendor: str, domain_count: int, *, by_ids: bool = False) -> str:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _claim_statement(vendor: str, picker: str) -> str:
     """UPDATE the rows whose ids ``picker`` selects to running, returning every column."""
     fields = list(Task._meta.concrete_fields)
