@@ -238,6 +238,7 @@ class TaskDefinition:
         self.func = func
         self.is_async = inspect.iscoroutinefunction(func)
         self._signature = _signature_or_none(func)
+        self._shape = _PayloadShape.of(self._signature)
         self.priority = priority
         self.group = group
         self.ttl = ttl
@@ -290,7 +291,7 @@ class TaskDefinition:
     def build(self, payload: Mapping[str, Any], options: SubmitOptions) -> NewTask:
         """Validate one payload against this definition and the options; no database access."""
         canonical = validate_payload(payload)
-        if self._signature is not None:
+        if self._signature is not None and not (self._shape and self._shape.fits(payload)):
             try:
                 self._signature.bind(None, **payload)
             except TypeError as exc:
@@ -320,7 +321,11 @@ class TaskDefinition:
             payload=dict(payload),
             max_retries=self.max_retries if options.max_retries is None else options.max_retries,
             group_key=options.group if options.group is not None else self.group,
-            tags=validate_tags({**self.tags, **(options.tags or {})}),
+            tags=(
+                validate_tags({**self.tags, **(options.tags or {})})
+                if self.tags or options.tags
+                else {}
+            ),
             run_after=options.run_after,
             ttl_seconds=_first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
             ttl_from=options.ttl_from,
@@ -402,6 +407,44 @@ def _first_set(*values: float | None) -> float | None:
         if value is not None:
             return float(value)
     return None
+
+
+@dataclass(frozen=True)
+class _PayloadShape:
+    """Which keyword payloads bind to ``func(ctx, ...)``, as name sets: checking them is a
+    fraction of ``Signature.bind`` on the batch submission path. A payload that does not fit
+    goes through ``bind`` for its error message."""
+
+    ctx: str
+    required: frozenset[str]
+    allowed: frozenset[str] | None  # None: **kwargs takes any name
+
+    @classmethod
+    def of(cls, signature: inspect.Signature | None) -> _PayloadShape | None:
+        params = list(signature.parameters.values()) if signature is not None else []
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if not params or params[0].kind not in positional:
+            return None
+        required, allowed, any_name = set(), set(), False
+        for p in params[1:]:
+            if p.kind == inspect.Parameter.VAR_KEYWORD:
+                any_name = True
+            elif p.kind == inspect.Parameter.POSITIONAL_ONLY:
+                if p.default is p.empty:
+                    return None  # cannot be given by keyword: bind() explains
+            elif p.kind != inspect.Parameter.VAR_POSITIONAL:
+                allowed.add(p.name)
+                if p.default is p.empty:
+                    required.add(p.name)
+        return cls(params[0].name, frozenset(required), None if any_name else frozenset(allowed))
+
+    def fits(self, payload: Mapping[str, Any]) -> bool:
+        names = payload.keys()
+        return (
+            self.required <= names
+            and self.ctx not in names
+            and (self.allowed is None or names <= self.allowed)
+        )
 
 
 def _signature_or_none(func: TaskFunc) -> inspect.Signature | None:

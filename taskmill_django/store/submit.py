@@ -78,6 +78,8 @@ def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
                 for o, t in zip(outcomes, new_tasks, strict=True)
             ]
         for outcome, task in zip(outcomes, new_tasks, strict=True):
+            if not signals.task_submitted.receivers:
+                break  # nobody listens at all: skip the per-task sender lookups
             send_on_commit(
                 signals.task_submitted, task.task_type, task_id=outcome.id, outcome=outcome
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from django.test import override_settings
 
@@ -14,6 +16,7 @@ from taskmill_django import (
     registry,
     scheduler,
 )
+from taskmill_django.domain import SubmitOptions
 from tests.testapp.tasks import echo, keyed, record
 
 pytestmark = pytest.mark.usefixtures("isolated_registry")
@@ -236,3 +239,47 @@ def test_scheduler_try_domain__unknown_domain_is_none():
 def test_scheduler_domain__known_domain_gives_scoped_handle():
     assert scheduler.domain("tests").name == "tests"
     assert scheduler.try_domain("other").name == "other"
+
+
+def _plain(ctx, a, b=1): ...
+def _keyword_only(ctx, *, a, b=1): ...
+def _any_name(ctx, a, **rest): ...
+def _star_args(ctx, *args, a): ...
+def _positional_only(ctx, a, /, b=1): ...
+def _positional_only_default(ctx, a=0, /, *, b): ...
+def _no_ctx(): ...
+def _keyword_ctx(*, ctx, a): ...
+
+
+@pytest.mark.parametrize(
+    "func",
+    [
+        _plain,
+        _keyword_only,
+        _any_name,
+        _star_args,
+        _positional_only,
+        _positional_only_default,
+        _no_ctx,
+        _keyword_ctx,
+    ],
+)
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"a": 1}, {"a": 1, "b": 2}, {"b": 2}, {"a": 1, "c": 3}, {"ctx": 1, "a": 1}, {"rest": 1}],
+)
+def test_submit__payload_check_agrees_with_python_binding(isolated_registry, func, payload):
+    # Submission checks payload names against the function without calling
+    # Signature.bind when they fit; that shortcut must accept exactly what binding accepts.
+    definition = Domain("shapes").task(name=func.__name__.strip("_"))(func)
+    try:
+        inspect.signature(func).bind(None, **payload)
+        binds = True
+    except TypeError:
+        binds = False
+
+    if binds:
+        definition.build(payload, SubmitOptions())
+    else:
+        with pytest.raises(ValidationError, match="does not fit"):
+            definition.build(payload, SubmitOptions())
