@@ -42,15 +42,19 @@ def insert_rows(
     conflict_key: str | None = None,
     returning: Sequence[str] = (),
     notify: bool = False,
+    insert_order: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` (tuples in ``columns`` order); return the ``returning`` columns of the
     rows actually inserted. Only call when ``supports_set_insert()``.
 
     ``notify`` folds the PostgreSQL wake-up of idle workers into the same statement (it is
-    delivered at commit), saving a round trip on every submission.
+    delivered at commit), saving a round trip on every submission. ``insert_order`` (a column
+    name) makes PostgreSQL draw ids in the order of ``rows`` but insert the rows sorted by that
+    column: concurrent batches then take unique-index locks in one global order (no deadlock)
+    while ids keep submission order.
     """
     out: list[tuple[Any, ...]] = []
-    shape = (tuple(columns), conflict_key, tuple(returning), notify)
+    shape = (tuple(columns), conflict_key, tuple(returning), notify, insert_order)
     with connection.cursor() as cursor:
         for chunk in chunks(list(rows), CHUNK * 4):
             sql = _sql(connection.vendor, table, *shape, single=len(chunk) == 1)
@@ -68,6 +72,7 @@ def _sql(
     conflict_key: str | None,
     returning: tuple[str, ...],
     notify: bool,
+    insert_order: str | None,
     *,
     single: bool,
 ) -> str:
@@ -95,6 +100,16 @@ def _sql(
                 for i, c in enumerate(columns)
             )
             source = f"SELECT {select} FROM json_to_recordset(%s::json) AS t({typed})"  # noqa: S608
+            if insert_order is not None:
+                # nextval() runs as the function scan yields rows, in document order; the
+                # sort by insert_order comes after.
+                by = f"c{[c.name for c in columns].index(insert_order)}"
+                names = f"{qn('id')}, {names}"
+                source = (
+                    f"SELECT id, {select} FROM (SELECT nextval(pg_get_serial_sequence("  # noqa: S608
+                    f"'{table}', 'id')) AS id, t.* FROM json_to_recordset(%s::json) AS t"
+                    f"({typed}) OFFSET 0) AS numbered ORDER BY {by}"
+                )
         sql = f"INSERT INTO {qn(table)} ({names}) {source}{tail}"
         if notify and returning:
             # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
@@ -157,13 +172,3 @@ def _sqlite_value(column: Column, value: Any) -> Any:
     if isinstance(value, datetime):  # pragma: no cover - every datetime column is declared
         return value.isoformat()
     return value
-
-
-def next_ids(table: str, count: int) -> list[int]:
-    """Reserve ``count`` ids from a PostgreSQL table's id sequence, in increasing order."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, count],
-        )
-        return sorted(row[0] for row in cursor.fetchall())

@@ -262,25 +262,17 @@ def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
     if not new_tasks:
         return {}
     if bulk.supports_set_insert():
-        columns, rows = _COLUMNS, [_values(task, now) for task in new_tasks]
-        if connection.vendor == "postgresql" and len(rows) > 1:
-            # Concurrent batches that share keys must insert them in one global order, or two
-            # of them can deadlock on the unique index. Ids are drawn first, in submission
-            # order, so FIFO order within the batch survives the sort by key.
-            ids_in_order = bulk.next_ids("taskmill_task", len(rows))
-            rows = sorted(
-                ((i, *row) for i, row in zip(ids_in_order, rows, strict=True)),
-                key=lambda row: row[3],  # the key column, after id, task_type and domain
-            )
-            columns = (bulk.Column("id", "bigint"), *_COLUMNS)
         ids = dict(
             bulk.insert_rows(
                 "taskmill_task",
-                columns,
-                rows,
+                _COLUMNS,
+                [_values(task, now) for task in new_tasks],
                 conflict_key="key",
                 returning=("key", "id"),
                 notify=True,  # wake idle PostgreSQL workers at commit, in the same statement
+                # Concurrent batches that share keys must insert them in one global order, or
+                # two of them can deadlock on the unique index; ids keep submission order.
+                insert_order="key",
             )
         )
     else:
