@@ -95,6 +95,10 @@ def _claim_with_ample_tokens(
     limits |= {config.GROUP_RATE + g: lim for g, lim in policy.group_rate_limits.items()}
     if len(limits) > MANY_BUCKETS:
         return None
+    if connection.vendor == "postgresql":
+        claimed = _claim_then_pay(limit, limits, claim)
+        if claimed is not None:
+            return claimed
     stored, now = _locked_buckets(limits)
     tokens = {
         name: refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limits[name])
@@ -103,13 +107,59 @@ def _claim_with_ample_tokens(
     if min(tokens.values()) < limit:
         return None
     claimed = claim()
+    spent = _spent(claimed)
+    _save_buckets({name: tokens[name] - n for name, n in spent.items() if name in tokens}, now)
+    return claimed
+
+
+def _claim_then_pay(
+    limit: int, limits: dict[str, RateLimit], claim: Callable[[], list[Task]]
+) -> list[Task] | None:
+    """PostgreSQL, buckets far from empty: claim first and pay just before commit, so a bucket
+    row is locked only for its own UPDATE and the commit, not for the claim. Sound when every
+    bucket holds twice the slots of every live worker: all claims that can run at once could
+    not empty it. None (nothing done) otherwise."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BUCKETS_AND_SLOTS, [app_settings.lease_timeout, sorted(limits)])
+        rows = cursor.fetchall()
+    if len(rows) < len(limits):
+        return None  # a bucket to create first: the locked path does it
+    now, slots = rows[0][3], rows[0][4]
+    tokens = min(refill(t, (now - at).total_seconds(), limits[name]) for name, t, at, *_ in rows)
+    if tokens < max(limit, 2 * slots):
+        return None
+    claimed = claim()
+    with connection.cursor() as cursor:
+        for name, n in sorted(_spent(claimed).items()):  # one lock order for every claimer
+            if name in limits:
+                lim = limits[name]
+                cursor.execute(_PAY, [lim.burst, lim.rate, n, name])
+    return claimed
+
+
+# Tokens of each bucket, the database clock and the live workers' slots, read without locks.
+_BUCKETS_AND_SLOTS = (
+    "SELECT name, tokens, refreshed_at, STATEMENT_TIMESTAMP(), "
+    "(SELECT COALESCE(SUM(concurrency), 0) FROM taskmill_worker "
+    "WHERE heartbeat_at >= STATEMENT_TIMESTAMP() - %s) "
+    "FROM taskmill_rate_bucket WHERE name = ANY(%s)"
+)
+# Refill to now (capped at the burst) and spend, in one locked row update.
+_PAY = (
+    "UPDATE taskmill_rate_bucket SET tokens = LEAST(%s, tokens + GREATEST(0, EXTRACT(EPOCH "
+    "FROM STATEMENT_TIMESTAMP() - refreshed_at)) * %s) - %s, "
+    "refreshed_at = STATEMENT_TIMESTAMP() WHERE name = %s"
+)
+
+
+def _spent(claimed: list[Task]) -> Counter[str]:
+    """Tokens the claimed tasks cost, per bucket name (configured or not)."""
     spent: Counter[str] = Counter()
     for task in claimed:
         spent[config.RATE + task.task_type] += 1
         if task.group_key is not None:
             spent[config.GROUP_RATE + task.group_key] += 1
-    _save_buckets({name: tokens[name] - n for name, n in spent.items() if name in tokens}, now)
-    return claimed
+    return spent
 
 
 def take_deferred(worker_id: uuid.UUID) -> bool:

@@ -461,6 +461,26 @@ def test_rate_limit__plenty_of_tokens_pays_type_and_group_buckets_for_what_was_c
     assert tokens[config.RATE + "tests::record"] == pytest.approx(43, abs=0.1)
     assert tokens[config.GROUP_RATE + "g"] == pytest.approx(46, abs=0.1)
 
+    # With the buckets in place (PostgreSQL: claimed first, paid just before commit).
+    submit_records(5, start=100, group="g")
+    assert len(claim_now(10)) == 5
+    tokens = dict(RateBucket.objects.values_list("name", "tokens"))
+    assert tokens[config.RATE + "tests::record"] == pytest.approx(38, abs=0.1)
+    assert tokens[config.GROUP_RATE + "g"] == pytest.approx(41, abs=0.1)
+
+
+def test_rate_limit__bucket_short_of_twice_the_live_slots_is_spent_under_its_lock():
+    # 30 live slots, 50 tokens: claims running at once could empty it, so tokens are checked
+    # under the bucket lock; the accounting is the same.
+    workers.register_worker("w", 1, 30, None)
+    scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(50))
+    submit_records(4)
+    assert len(claim_now(2)) == 2
+    assert len(claim_now(10)) == 2
+
+    tokens = RateBucket.objects.get(name=config.RATE + "tests::record").tokens
+    assert tokens == pytest.approx(46, abs=0.1)
+
 
 def test_rate_limit__bucket_refills_with_time():
     scheduler.set_rate_limit("tests::record", RateLimit.per_second(2).with_burst(2))
