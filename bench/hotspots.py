@@ -146,7 +146,13 @@ def main(argv: list[str]) -> int:
         if "worker" in what:
             n = args.n or 10_000
             scenarios.fresh_database()
-            noop.submit_batch([{"n": i} for i in range(n)])
+            groups = [g for g in os.environ.get("HOTSPOTS_GROUPS", "").split(",") if g]
+            if groups:  # interleaved, as bench/gates.py spreads its tasks
+                for index, group in enumerate(groups):
+                    payloads = [{"n": i} for i in range(index, n, len(groups))]
+                    noop.using(group=group).submit_batch(payloads)
+            else:
+                noop.submit_batch([{"n": i} for i in range(n)])
             options = DispatcherOptions(
                 concurrency=args.concurrency, burst=True, install_signal_handlers=False
             )

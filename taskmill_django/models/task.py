@@ -140,9 +140,11 @@ class Task(models.Model):
             ),
             models.Index(fields=["task_type", "status"], name="taskmill_task_type"),
             models.Index(fields=["domain", "status"], name="taskmill_task_domain"),
+            # Group lookups by status, and fair-share claims, which read each group's pending
+            # head in dispatch order straight from this index.
             models.Index(
-                fields=["group_key", "status"],
-                name="taskmill_task_group",
+                fields=["group_key", "status", "priority", "id"],
+                name="taskmill_task_group_order",
                 condition=Q(group_key__isnull=False),
             ),
             models.Index(
