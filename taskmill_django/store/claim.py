@@ -160,17 +160,19 @@ def _claim_statement(vendor: str, picker: str) -> str:
 
 
 def claim_from(
-    token: uuid.UUID, worker_id: uuid.UUID, parts: Sequence[Any], limit: int
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    parts: Sequence[tuple[str, Sequence[Any]]],
+    limit: int,
 ) -> list[Task]:
     """Claim, in one statement, the first ``limit`` rows in dispatch order of the union of
-    ``parts`` (querysets of due rows, each already ordered and sliced: a group's head up to its
-    share, say). PostgreSQL and SQLite only."""
+    ``parts`` (SELECTs of the id and priority of due rows, each ordered, limited and locked:
+    a group's head up to its share, say), given as (sql, params). PostgreSQL and SQLite."""
     if not parts:
         return []
     vendor = connection.vendor
     sources, source_params = [], []
-    for index, part in enumerate(parts):
-        text, values = part.query.sql_with_params()
+    for index, (text, values) in enumerate(parts):
         sources.append(f"SELECT * FROM ({text}) AS {qn(f'part{index}')}")  # noqa: S608
         source_params.extend(values)
     union = " UNION ALL ".join(sources)
