@@ -34,14 +34,7 @@ def admit(
     ``running`` holds (domain, group, count) for tasks running anywhere in the cluster;
     ``shares`` the fair-share slots per group (ungrouped = ""), which urgent tasks bypass.
     """
-    by_domain: Counter[str] = Counter()
-    by_group: Counter[str] = Counter()
-    total = 0
-    for domain, group, count in running:
-        by_domain[domain] += count
-        if group is not None:
-            by_group[group] += count
-        total += count
+    by_domain, by_group, total = _tally(running)
     by_share: Counter[str] = Counter()
     for _domain, group, count in running:
         by_share[group or ""] += count
@@ -70,6 +63,21 @@ def admit(
     return chosen
 
 
+def _tally(
+    running: Iterable[tuple[str, str | None, int]],
+) -> tuple[Counter[str], Counter[str], int]:
+    """Running tasks per domain, per group (grouped tasks only) and in all."""
+    by_domain: Counter[str] = Counter()
+    by_group: Counter[str] = Counter()
+    total = 0
+    for domain, group, count in running:
+        by_domain[domain] += count
+        if group is not None:
+            by_group[group] += count
+        total += count
+    return by_domain, by_group, total
+
+
 def _urgent(c: Candidate, policy: Policy) -> bool:
     threshold = policy.aging.urgent_threshold if policy.aging else None
     return threshold is not None and c.priority <= threshold
@@ -79,12 +87,7 @@ def saturated(
     running: Iterable[tuple[str, str | None, int]], policy: Policy
 ) -> tuple[set[str], set[str]]:
     """Domains and groups already at their cap: excluded in SQL before candidates are read."""
-    by_domain: Counter[str] = Counter()
-    by_group: Counter[str] = Counter()
-    for domain, group, count in running:
-        by_domain[domain] += count
-        if group is not None:
-            by_group[group] += count
+    by_domain, by_group, _total = _tally(running)
     domains = {d for d, cap in policy.domain_caps.items() if by_domain[d] >= cap}
     groups = {
         g for g, n in by_group.items() if (cap := policy.group_cap(g)) is not None and n >= cap
@@ -102,14 +105,7 @@ def without_unbindable_caps(
     headroom cannot reach is a no-op for this claim, so leaving it out changes nothing, and a
     cluster whose caps are far away keeps the single-statement claim.
     """
-    by_domain: Counter[str] = Counter()
-    by_group: Counter[str] = Counter()
-    total = 0
-    for domain, group, count in running:
-        by_domain[domain] += count
-        if group is not None:
-            by_group[group] += count
-        total += count
+    by_domain, by_group, total = _tally(running)
     max_c = policy.max_concurrency
     if max_c is not None and total + headroom <= max_c:
         max_c = None
