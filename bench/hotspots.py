@@ -13,6 +13,10 @@ For a sampling profile without cProfile's overhead (which inflates ORM-heavy cod
 does every claim and outcome write, so its profile and statements are the worker's DB cost).
 Statements are counted and timed with a connection execute wrapper (time includes the round
 trip); the remainder is Python. Uses a fresh database, like bench/run.py.
+
+Environment: ``TASKMILL_BENCH_SETTINGS`` (JSON merged into TASKMILL, as bench/gates.py uses it)
+configures gates; ``HOTSPOTS_GROUPS=g0,g1`` spreads the worker's tasks over those groups;
+``HOTSPOTS_SORT=cumulative`` orders the cProfile listing (default ``tottime``).
 """
 
 from __future__ import annotations
