@@ -35,8 +35,8 @@ from .db import qn
 CLAIM_LOCK = "__claim_lock__"
 _SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
 FIELDS = ("id", "domain", "group_key", "task_type")
-# Per worker: whether its next gated claim takes the lock exclusively (a cap or fair shares
-# could bind at its last claim), and whether its last claim gave way to take it.
+# Per worker: whether its next gated claim takes the lock exclusively (a cap was within reach
+# at its last claim), and whether its last claim gave way to take it.
 _EXCLUSIVE: dict[uuid.UUID, bool] = {}
 _DEFERRED: set[uuid.UUID] = set()
 # Where caps or rate limits may turn candidates away, read this many per slot asked for, so
@@ -54,6 +54,9 @@ def claim_gated(
     domains: Sequence[str] | None,
     policy: Policy,
 ) -> list[Task]:
+    """Claim under ``policy``, paying only for the gates that can act on this claim: caps no
+    live slot can reach are dropped, aging that has nothing to promote is ignored, and what is
+    left decides between one claim statement and choosing candidates row by row."""
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
