@@ -146,7 +146,8 @@ class TaskContext:
             own = call.options.ttl if call.options.ttl is not None else call.definition.ttl
             extra["ttl"] = remaining if own is None else min(own, remaining)
         bound = call.using(**extra)
-        new = [bound.definition.build(p, bound.options) for p in payloads]
+        builder = bound.definition.builder(bound.options)
+        new = [builder.build(p) for p in payloads]
         return spawn(self.record.id, self.record.lease_token, parent_id, new)
 
     def state(self, name: str) -> Any:

@@ -290,51 +290,81 @@ class TaskDefinition:
 
     def build(self, payload: Mapping[str, Any], options: SubmitOptions) -> NewTask:
         """Validate one payload against this definition and the options; no database access."""
-        canonical = validate_payload(payload)
-        if self._signature is not None and not (self._shape and self._shape.fits(payload)):
-            try:
-                self._signature.bind(None, **payload)
-            except TypeError as exc:
-                raise ValidationError(
-                    "payload", f"does not fit {self.task_type}(ctx, ...): {exc}"
-                ) from None
-        explicit = options.key
-        if explicit is None and self.key_func is not None:
-            try:
-                explicit = validate_key(self.key_func(**payload))
-            except TypeError as exc:
-                raise ValidationError("payload", f"does not fit the key function: {exc}") from exc
+        return self.builder(options).build(payload)
+
+    def builder(self, options: SubmitOptions) -> _Builder:
+        """What every task of one ``using()`` call shares, resolved once: a batch then pays
+        per payload only for its validation, its key and its record."""
         io = options.expected_io or self.expected_io
-        return NewTask(
-            task_type=self.task_type,
-            domain=self.domain.name,
+        explicit = options.key
+        return _Builder(
+            definition=self,
+            explicit_key=explicit,
             # Children of different parents are different work even with equal payloads.
-            key=dedup_key(
+            key_material=(
                 self.task_type
                 if options.parent is None
-                else f"{self.task_type}\x00parent:{options.parent}",
-                canonical,
-                explicit,
+                else f"{self.task_type}\x00parent:{options.parent}"
             ),
-            label=options.label if options.label is not None else (explicit or self.name)[:255],
-            priority=self.priority if options.priority is None else options.priority,
+            label=options.label,
+            shared={
+                "task_type": self.task_type,
+                "domain": self.domain.name,
+                "priority": self.priority if options.priority is None else options.priority,
+                "max_retries": (
+                    self.max_retries if options.max_retries is None else options.max_retries
+                ),
+                "group_key": options.group if options.group is not None else self.group,
+                "tags": (
+                    validate_tags({**self.tags, **(options.tags or {})})
+                    if self.tags or options.tags
+                    else {}
+                ),
+                "run_after": options.run_after,
+                "ttl_seconds": _first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
+                "ttl_from": options.ttl_from,
+                "expected_io": io,
+                "duplicate": options.duplicate or self.duplicate,
+                "parent_id": options.parent,
+                "depends_on": options.depends_on,
+                "on_dependency_failure": options.on_dependency_failure,
+                "fail_fast": options.fail_fast,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class _Builder:
+    """Builds ``NewTask`` records of one definition with one set of options."""
+
+    definition: TaskDefinition
+    explicit_key: str | None
+    key_material: str
+    label: str | None
+    shared: dict[str, Any]
+
+    def build(self, payload: Mapping[str, Any]) -> NewTask:
+        definition = self.definition
+        canonical = validate_payload(payload)
+        shape = definition._shape
+        if definition._signature is not None and not (shape and shape.fits(payload)):
+            try:
+                definition._signature.bind(None, **payload)
+            except TypeError as exc:
+                raise ValidationError(
+                    "payload", f"does not fit {definition.task_type}(ctx, ...): {exc}"
+                ) from None
+        explicit = self.explicit_key
+        if explicit is None and definition.key_func is not None:
+            try:
+                explicit = validate_key(definition.key_func(**payload))
+            except TypeError as exc:
+                raise ValidationError("payload", f"does not fit the key function: {exc}") from exc
+        return NewTask(
+            key=dedup_key(self.key_material, canonical, explicit),
+            label=self.label if self.label is not None else (explicit or definition.name)[:255],
             payload=dict(payload),
-            max_retries=self.max_retries if options.max_retries is None else options.max_retries,
-            group_key=options.group if options.group is not None else self.group,
-            tags=(
-                validate_tags({**self.tags, **(options.tags or {})})
-                if self.tags or options.tags
-                else {}
-            ),
-            run_after=options.run_after,
-            ttl_seconds=_first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
-            ttl_from=options.ttl_from,
-            expected_io=io,
-            duplicate=options.duplicate or self.duplicate,
-            parent_id=options.parent,
-            depends_on=options.depends_on,
-            on_dependency_failure=options.on_dependency_failure,
-            fail_fast=options.fail_fast,
+            **self.shared,
         )
 
 
@@ -386,9 +416,10 @@ class TaskCall:
         if isinstance(payloads, Mapping) or isinstance(payloads, str | bytes):
             raise ValidationError("payloads", "must be a list of payload dicts")
         new = []
+        builder = self.definition.builder(self.options)
         for index, payload in enumerate(payloads):
             try:
-                new.append(self.definition.build(payload, self.options))
+                new.append(builder.build(payload))
             except ValidationError as exc:
                 raise ValidationError(f"payloads[{index}].{exc.field}", exc.message) from exc
         return submit_tasks(new) if new else []

@@ -5,6 +5,10 @@ serialised in C by ``json``, so the statement text stays tiny and constant: no p
 placeholders to build, parse or plan, and no driver adaptation of each value in Python.
 Other databases fall back to Django's ``bulk_create``.
 
+Columns that hold the same value in every row of a chunk (a batch from one ``using()`` call
+shares its type, priority, TTL, ...) travel once, as plain parameters, instead of once per row:
+the document then carries only what varies, usually the key and the payload.
+
 Conflicts on the unique dedup key are skipped (``ON CONFLICT (key) DO NOTHING``) and reported by
 their absence from the returned rows, so callers resolve duplicates without savepoints.
 """
@@ -57,14 +61,40 @@ def insert_rows(
     shape = (tuple(columns), conflict_key, tuple(returning), notify, insert_order)
     with connection.cursor() as cursor:
         for chunk in chunks(list(rows), CHUNK * 4):
-            sql = _sql(connection.vendor, table, *shape, single=len(chunk) == 1)
-            cursor.execute(sql, _params(columns, chunk))
+            if len(chunk) == 1:
+                sql = _sql(connection.vendor, table, *shape, fixed=None)
+                params = _single_params(columns, chunk[0])
+            else:
+                by_column = list(zip(*chunk, strict=True))
+                fixed = _fixed_columns(columns, by_column)
+                sql = _sql(connection.vendor, table, *shape, fixed=fixed)
+                params = _params(columns, by_column, fixed)
+            cursor.execute(sql, params)
             if returning:
                 out.extend(cursor.fetchall())
     return out
 
 
-@functools.lru_cache(maxsize=64)
+def _fixed_columns(
+    columns: Sequence[Column], by_column: Sequence[tuple[Any, ...]]
+) -> frozenset[int]:
+    """Indexes of the columns whose value is the same in every row.
+
+    Values must be equal *and* of one type (``1 == True == 1.0`` in Python). JSON columns
+    always vary: ``{"a": 1} == {"a": True}`` would merge payloads that differ."""
+    fixed = set()
+    for index, (column, values) in enumerate(zip(columns, by_column, strict=True)):
+        if column.kind == "json":
+            continue
+        first = values[0]
+        if values.count(first) == len(values) and len(set(map(type, values))) == 1:
+            fixed.add(index)
+    if len(fixed) == len(columns):
+        fixed.discard(len(columns) - 1)  # the document needs one element per row
+    return frozenset(fixed)
+
+
+@functools.lru_cache(maxsize=256)
 def _sql(
     vendor: str,
     table: str,
@@ -74,10 +104,11 @@ def _sql(
     notify: bool,
     insert_order: str | None,
     *,
-    single: bool,
+    fixed: frozenset[int] | None,
 ) -> str:
     """The statement text, which depends only on the shape of the insert (cached: building it
-    cost more than a one-row submission's round trip on a loaded machine)."""
+    cost more than a one-row submission's round trip on a loaded machine). ``fixed`` names
+    the columns sent once as parameters; None means a single row of plain parameters."""
     names = ", ".join(qn(c.name) for c in columns)
     tail = ""
     if conflict_key:
@@ -85,7 +116,7 @@ def _sql(
     if returning:
         tail += " RETURNING " + ", ".join(qn(r) for r in returning)
     if vendor == "postgresql":
-        if single:
+        if fixed is None:
             # One row: plain parameters, no array to build on the client or unnest on the server.
             values = ", ".join(
                 f"%s::{c.pg_type}::jsonb" if c.kind == "json" else f"%s::{c.pg_type}"
@@ -93,22 +124,27 @@ def _sql(
             )
             source = f"VALUES ({values})"
         else:
-            # Many rows: one JSON document of row objects, typed by json_to_recordset.
-            select = ", ".join(f"c{i}" for i in range(len(columns)))
+            # Many rows: one JSON document of row objects, typed by json_to_recordset; the
+            # fixed columns are parameters in the select list (before the document).
+            select = ", ".join(
+                f"%s::{c.pg_type}" if i in fixed else f"c{i}" for i, c in enumerate(columns)
+            )
             typed = ", ".join(
                 f"c{i} jsonb" if c.kind == "json" else f"c{i} {c.pg_type}"
                 for i, c in enumerate(columns)
+                if i not in fixed
             )
             source = f"SELECT {select} FROM json_to_recordset(%s::json) AS t({typed})"  # noqa: S608
             if insert_order is not None:
                 # nextval() runs as the function scan yields rows, in document order; the
-                # sort by insert_order comes after.
-                by = f"c{[c.name for c in columns].index(insert_order)}"
+                # sort by insert_order comes after (none needed when it is the same everywhere).
+                order = [c.name for c in columns].index(insert_order)
+                by = "" if order in fixed else f" ORDER BY c{order}"
                 names = f"{qn('id')}, {names}"
                 source = (
                     f"SELECT id, {select} FROM (SELECT nextval(pg_get_serial_sequence("  # noqa: S608
                     f"'{table}', 'id')) AS id, t.* FROM json_to_recordset(%s::json) AS t"
-                    f"({typed}) OFFSET 0) AS numbered ORDER BY {by}"
+                    f"({typed}) OFFSET 0) AS numbered{by}"
                 )
         sql = f"INSERT INTO {qn(table)} ({names}) {source}{tail}"
         if notify and returning:
@@ -120,11 +156,16 @@ def _sql(
                 f"ins AS ({sql}) SELECT {picked} FROM wake, ins"
             )
         return sql
-    # SQLite: one JSON array of row arrays; WHERE true disambiguates ON CONFLICT after SELECT.
+    # SQLite: one JSON array of row arrays (the varying columns, in order); the fixed ones are
+    # parameters. WHERE true disambiguates ON CONFLICT after SELECT.
+    fixed = fixed or frozenset()
+    varying = [i for i in range(len(columns)) if i not in fixed]
     select = ", ".join(
-        f"json(json_extract(value, '$[{i}]'))"
+        "%s"
+        if i in fixed
+        else f"json(json_extract(value, '$[{varying.index(i)}]'))"
         if c.kind == "json"
-        else f"json_extract(value, '$[{i}]')"
+        else f"json_extract(value, '$[{varying.index(i)}]')"
         for i, c in enumerate(columns)
     )
     return (
@@ -133,25 +174,37 @@ def _sql(
     )
 
 
-def _params(columns: Sequence[Column], rows: Sequence[Sequence[Any]]) -> list[Any]:
+def _single_params(columns: Sequence[Column], row: Sequence[Any]) -> list[Any]:
     if connection.vendor == "postgresql":
-        if len(rows) == 1:
-            return [_pg_value(c, rows[0][i]) for i, c in enumerate(columns)]
-        keys = [f"c{i}" for i in range(len(columns))]
-        convert = [i for i, c in enumerate(columns) if c.kind == "datetime"]
-        objects = []
-        for row in rows:
-            values = list(row)
-            for i in convert:
-                if values[i] is not None:
-                    values[i] = values[i].isoformat()
-            objects.append(dict(zip(keys, values, strict=True)))
-        return [json.dumps(objects, separators=(",", ":"))]
-    document = json.dumps(
-        [[_sqlite_value(c, row[i]) for i, c in enumerate(columns)] for row in rows],
-        separators=(",", ":"),
-    )
-    return [document]
+        return [_pg_value(c, row[i]) for i, c in enumerate(columns)]
+    return [json.dumps([[_sqlite_value(c, row[i]) for i, c in enumerate(columns)]])]
+
+
+def _params(
+    columns: Sequence[Column], by_column: Sequence[tuple[Any, ...]], fixed: frozenset[int]
+) -> list[Any]:
+    """The fixed columns' values, then the document of the varying ones."""
+    postgres = connection.vendor == "postgresql"
+    params: list[Any] = []
+    varying: list[Sequence[Any]] = []
+    keys: list[str] = []
+    for i, (column, values) in enumerate(zip(columns, by_column, strict=True)):
+        if i in fixed:
+            params.append(values[0] if postgres else _sqlite_value(column, values[0]))
+            continue
+        if postgres:
+            if column.kind == "datetime":
+                values = tuple(v if v is None else v.isoformat() for v in values)
+        else:
+            values = tuple(_sqlite_value(column, v) for v in values)
+        keys.append(f"c{i}")
+        varying.append(values)
+    if postgres:
+        rows: list[Any] = [dict(zip(keys, row, strict=True)) for row in zip(*varying, strict=True)]
+    else:
+        rows = list(zip(*varying, strict=True))
+    params.append(json.dumps(rows, separators=(",", ":")))
+    return params
 
 
 def _pg_value(column: Column, value: Any) -> Any:

@@ -423,6 +423,69 @@ def test_submit_batch__reject_twin_inside_batch_raises():
         record.using(duplicate="reject").submit_batch([{"n": 1}, {"n": 1}])
 
 
+@db
+def test_submit_batch__payloads_equal_in_python_keep_their_json_types():
+    # {"value": 1} == {"value": True} == {"value": 1.0} in Python, not in JSON.
+    outcomes = echo.submit_batch([{"value": 1}, {"value": True}, {"value": 1.5}, {"value": 1}])
+    assert [o.kind for o in outcomes] == ["inserted", "inserted", "inserted", "duplicate"]
+    stored = [Task.objects.get(id=o.id).payload["value"] for o in outcomes[:3]]
+    assert [(v, type(v)) for v in stored] == [(1, int), (True, bool), (1.5, float)]
+
+
+@db
+def test_submit_tasks__rows_that_differ_in_every_option_are_stored_as_given():
+    """One chunk mixing types, priorities, delays, TTLs, groups and IO: each row keeps its own
+    values (columns equal across the chunk travel once, the others per row)."""
+    from taskmill_django.domain import build_options
+    from taskmill_django.store.submit import submit_tasks
+
+    later = timezone.now() + timedelta(hours=1)
+    plain = record.builder(build_options()).build({"n": 1})
+    varied = echo.builder(
+        build_options(
+            priority=7,
+            run_after=later,
+            ttl=30,
+            group="g",
+            expected_io=IoBudget.disk(5, 6),
+            max_retries=0,
+            tags={"k": "v"},
+        )
+    ).build({"value": "x"})
+    delayed = record.builder(build_options(run_after=timedelta(minutes=5), ttl=2.5)).build({"n": 2})
+    outcomes = submit_tasks([plain, varied, delayed])
+    a, b, c = (Task.objects.get(id=o.id) for o in outcomes)
+    assert (a.task_type, a.priority, a.run_after, a.group_key) == (
+        plain.task_type,
+        plain.priority,
+        None,
+        None,
+    )
+    assert (b.task_type, b.priority, b.run_after, b.group_key) == (echo.task_type, 7, later, "g")
+    assert (b.expected_read_bytes, b.expected_write_bytes, b.max_retries) == (5, 6, 0)
+    assert b.ttl_seconds == 30 and b.expires_at is not None and a.expires_at is None
+    assert c.run_after > timezone.now() + timedelta(minutes=4) and c.ttl_seconds == 2.5
+    assert a.max_retries == record.max_retries and c.max_retries == record.max_retries
+    assert (_tags(a.id), _tags(b.id), _tags(c.id)) == ({}, {"k": "v"}, {})
+    assert [a.payload, b.payload, c.payload] == [{"n": 1}, {"value": "x"}, {"n": 2}]
+
+
+def test_insert_rows__values_equal_in_python_but_of_other_types_are_not_merged():
+    from taskmill_django.store.bulk import Column, _fixed_columns
+
+    columns = (Column("a", "int"), Column("b", "float8"), Column("c", "bool", "bool"))
+    by_column = [(1, 1), (1, 1.0), (True, 1)]
+    assert _fixed_columns(columns, by_column) == frozenset({0})
+
+
+@db
+def test_submit_batch__shared_tags_are_stored_for_every_task():
+    outcomes = record.using(tags={"batch": "b1", "team": "t"}).submit_batch(
+        [{"n": n} for n in range(3)]
+    )
+    assert [_tags(o.id) for o in outcomes] == [{"batch": "b1", "team": "t"}] * 3
+
+
 # --- tags ------------------------------------------------------------------------------------
 
 
