@@ -351,7 +351,8 @@ class Dispatcher:
             self._next_expiry = now + float(app_settings.EXPIRY_SWEEP_INTERVAL)
             maintenance.expire_due()
         if now >= self._next_stats:
-            self._next_stats = now + 5.0
+            # Every second: a bulk submission must not leave claims on a bad plan for long.
+            self._next_stats = now + 1.0
             maintenance.refresh_planner_stats()
 
     def _measure_io(self) -> frozenset[str]:

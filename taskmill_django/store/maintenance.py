@@ -231,5 +231,6 @@ def refresh_planner_stats() -> bool:
         row = cursor.fetchone()
         if row is None or row[0] < max(1000, row[1] // 5):
             return False
-        cursor.execute("ANALYZE taskmill_task")
+        # SKIP_LOCKED: when another worker is analyzing the table right now, do not wait.
+        cursor.execute("ANALYZE (SKIP_LOCKED) taskmill_task")
     return True

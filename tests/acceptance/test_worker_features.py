@@ -89,3 +89,27 @@ def test_burst__drains_retries_that_are_due_at_once(worker_factory):
     row = TaskHistory.objects.filter(id=task_id).first()
     assert row is not None, f"left behind: {list(Task.objects.values('status', 'retry_count'))}"
     assert (row.status, row.retry_count) == (HistoryStatus.COMPLETED, 40)
+
+
+@pytest.mark.postgres_only
+def test_planner_stats__worker_analyzes_the_task_table_after_a_bulk_submission(worker_factory):
+    """Statistics that still describe an empty table make every claim sort all pending rows;
+    a worker refreshes them soon after a large batch lands (autovacuum would take minutes)."""
+    from django.db import connection
+
+    def analyzed_since(moment):  # type: ignore[no-untyped-def]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT last_analyze >= %s FROM pg_stat_user_tables "
+                "WHERE relname = 'taskmill_task'",
+                [moment],
+            )
+            return cursor.fetchone()[0]
+
+    worker_factory("--domains", "other")  # leaves the batch pending
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+        submitted_at = cursor.fetchone()[0]
+    record.submit_batch([{"n": n} for n in range(3000)])
+
+    wait_until(lambda: analyzed_since(submitted_at), timeout=20)
