@@ -6,6 +6,7 @@ something to enforce; otherwise ``claim.claim_batch`` takes its single-statement
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -231,12 +232,6 @@ def _claim_under_gates(
     configured, policy = policies
     running = load.running
     full_domains, full_groups = saturated(running, policy)
-    qs = Task.objects.claimable().exclude(expires_at__lte=Now())
-    if domains:
-        qs = qs.filter(domain__in=list(domains))
-    skip_domains = full_domains | set(policy.paused_domains)
-    if skip_domains:
-        qs = qs.exclude(domain__in=skip_domains)
     shares = fair_shares(configured, load.slots) if policy.is_fair else None
     skip_groups = full_groups | set(policy.paused_groups)
     skip_ungrouped = False
@@ -247,28 +242,30 @@ def _claim_under_gates(
         spent = {g for g, share in shares.items() if used.get(g, 0) >= share}
         skip_ungrouped = UNGROUPED in spent
         skip_groups |= spent - {UNGROUPED}
-    if skip_groups:
-        qs = qs.exclude(group_key__in=skip_groups)
-    if skip_ungrouped:
-        qs = qs.exclude(group_key__isnull=True)
-    if policy.preemptor_priority is not None:
-        qs = qs.filter(priority__lte=policy.preemptor_priority)
-    if policy.throttle_from is not None:
-        qs = qs.filter(priority__lt=policy.throttle_from)
-    if policy.io_saturated:
-        qs = qs.exclude(io_bound(policy.io_saturated))
+    filters = _Filters(
+        domains=tuple(domains or ()),
+        skip_domains=frozenset(full_domains | set(policy.paused_domains)),
+        skip_groups=frozenset(skip_groups),
+        skip_ungrouped=skip_ungrouped,
+        preemptor_priority=policy.preemptor_priority,
+        throttle_from=policy.throttle_from,
+        io_saturated=policy.io_saturated,
+    )
     if _admits_every_row(policy) and connection.vendor in ("postgresql", "sqlite"):
-        # Nothing left to decide row by row: the filters above and the shares (a LIMIT per
-        # group) are the whole policy, so claim in one statement (paying tokens afterwards
-        # when every bucket has plenty).
-        heads = _heads(qs, shares, running, limit)
+        # Nothing left to decide row by row: the filters and the shares (a LIMIT per group)
+        # are the whole policy, so claim in one statement (paying tokens afterwards when
+        # every bucket has plenty).
+        rooms = _rooms(shares, running, limit) if shares is not None else None
+        heads = _heads(_compiled(connection.vendor, filters), rooms, limit)
         if not (policy.rate_limits or policy.group_rate_limits):
-            return claim_from(token, worker_id, heads, limit)
-        claimed = _claim_with_ample_tokens(
-            limit, policy, lambda: claim_from(token, worker_id, heads, limit)
-        )
+            claimed = claim_from(token, worker_id, heads, limit)
+        else:
+            claimed = _claim_with_ample_tokens(
+                limit, policy, lambda: claim_from(token, worker_id, heads, limit)
+            )
         if claimed is not None:
-            return claimed
+            return _noting_dry_groups(configured, shares, running, limit, claimed)
+    qs = filters.queryset()
     if shares is not None:
         candidates = _candidates_per_share(qs, shares, running, policy, limit)
     else:
@@ -280,9 +277,8 @@ def _claim_under_gates(
     # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
     chosen = admit(candidates, running, policy, len(candidates), shares)
     chosen = _take_tokens(chosen, policy, limit)
-    if not chosen:
-        return []
-    return claim_ids(token, worker_id, [c.id for c in chosen])
+    claimed = claim_ids(token, worker_id, [c.id for c in chosen]) if chosen else []
+    return _noting_dry_groups(configured, shares, running, limit, claimed)
 
 
 @functools.lru_cache(maxsize=8)
@@ -350,19 +346,59 @@ def _admits_every_row(policy: Policy) -> bool:
     return not (policy.has_caps or policy.aging)
 
 
+@dataclass(frozen=True)
+class _Filters:
+    """Which pending rows a gated claim may take, before caps and shares decide among them.
+    Hashable, so the SQL compiled for one set of filters is reused by later claims."""
+
+    domains: tuple[str, ...]
+    skip_domains: frozenset[str]
+    skip_groups: frozenset[str]
+    skip_ungrouped: bool
+    preemptor_priority: int | None
+    throttle_from: int | None
+    io_saturated: frozenset[str]
+
+    def queryset(self) -> Any:
+        qs = Task.objects.claimable().exclude(expires_at__lte=Now())
+        if self.domains:
+            qs = qs.filter(domain__in=list(self.domains))
+        if self.skip_domains:
+            qs = qs.exclude(domain__in=sorted(self.skip_domains))
+        if self.skip_groups:
+            qs = qs.exclude(group_key__in=sorted(self.skip_groups))
+        if self.skip_ungrouped:
+            qs = qs.exclude(group_key__isnull=True)
+        if self.preemptor_priority is not None:
+            qs = qs.filter(priority__lte=self.preemptor_priority)
+        if self.throttle_from is not None:
+            qs = qs.filter(priority__lt=self.throttle_from)
+        if self.io_saturated:
+            qs = qs.exclude(io_bound(self.io_saturated))
+        return qs
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(vendor: str, filters: _Filters) -> tuple[str, tuple[Any, ...]]:
+    """``SELECT id, priority`` of the claimable rows, compiled once per set of filters
+    (building and compiling the queryset cost more than the claim statement it feeds)."""
+    return filters.queryset().values_list("id", "priority").order_by().query.sql_with_params()
+
+
 def _heads(
-    qs: Any, shares: dict[str, int] | None, running: list[Any], limit: int
+    compiled: tuple[str, tuple[Any, ...]],
+    rooms: list[tuple[str, int]] | None,
+    limit: int,
 ) -> list[tuple[str, list[Any]]]:
-    """Locked heads to claim from, as SQL: the queue's, or each group's up to its unused
-    share. The filters are compiled once and each group adds one condition (compiling a
-    queryset per group cost more than running the claim when claims are small)."""
-    base, params = qs.values_list("id", "priority").order_by().query.sql_with_params()
+    """Locked heads to claim from, as SQL: the queue's, or (with fair shares) each group's up
+    to its room. Each group adds one condition to the compiled filters."""
+    base, params = compiled
     lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
     head = f" ORDER BY {ORDER} LIMIT %s{lock}"
-    if shares is None:
+    if rooms is None:
         return [(base + head, [*params, limit])]
     parts = []
-    for group, room in _rooms(shares, running, limit):
+    for group, room in rooms:
         if group == UNGROUPED:
             parts.append((f"{base} AND {qn('group_key')} IS NULL{head}", [*params, room]))
         else:
@@ -376,6 +412,34 @@ def _rooms(shares: dict[str, int], running: list[Any], limit: int) -> list[tuple
     used = _running_by_group(running)
     rooms = [(g, min(share - used.get(g, 0), limit)) for g, share in shares.items()]
     return [(g, room) for g, room in rooms if room > 0]
+
+
+# Demand is recounted at most this often (seconds) when groups run dry between policy loads.
+RECOUNT_INTERVAL = 0.2
+
+
+def _noting_dry_groups(
+    policy: Policy,
+    shares: dict[str, int] | None,
+    running: list[Any],
+    limit: int,
+    claimed: list[Task],
+) -> list[Task]:
+    """Return ``claimed``, after checking it for groups that ran dry.
+
+    A group that had room but yielded less than it while the claim took less than it asked
+    has run out of due work (or its rows are being claimed by another worker): its share,
+    computed from demand counted up to a second ago, is then held for work that is gone. The
+    counted demand is dropped so the next claim hands that share to the groups that still
+    have work.
+    """
+    if shares is None or len(claimed) >= limit:
+        return claimed
+    got = Counter(t.group_key or UNGROUPED for t in claimed)
+    if any(got[group] < room for group, room in _rooms(shares, running, limit)):
+        if time.monotonic() - policy.memo.get("demand_at", 0.0) >= RECOUNT_INTERVAL:
+            policy.memo.pop("demand", None)
+    return claimed
 
 
 def _of_group(qs: Any, group: str) -> Any:
@@ -485,6 +549,7 @@ def fair_shares(policy: Policy, live_slots: int | None = None) -> dict[str, int]
     if demand is None:
         # Counting the whole queue on every claim would cost more than the claim; demand read
         # once per policy load (at least every second) shifts shares a second late at worst.
+        policy.memo["demand_at"] = time.monotonic()
         demand = policy.memo["demand"] = {
             (g or UNGROUPED): min(n, policy.group_cap(g) or n)
             for g, n in (Task.objects.claimable() | Task.objects.running())

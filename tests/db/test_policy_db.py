@@ -766,6 +766,31 @@ def test_fair_shares__work_conserving_when_a_group_runs_dry():
     assert (len(got & set(a)), len(got & set(b))) == (1, 3)
 
 
+def test_fair_shares__share_of_a_group_that_ran_dry_passes_on_before_the_next_policy_load(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Demand is counted once per policy load; a group whose work is gone in between must not
+    keep its share until the next load."""
+    from taskmill_django.store import gated_claim
+
+    monkeypatch.setattr(gated_claim, "RECOUNT_INTERVAL", 0.0)
+    worker = workers.register_worker("w", 1, 8, None)  # capacity: 8 live slots
+    scheduler.set_group_weight("a", 1)
+    scheduler.set_group_weight("b", 1)
+    a = submit_records(4, group="a")
+    submit_records(10, start=10, group="b")
+    policy = control.load_policy()  # kept, as a worker keeps it between loads
+
+    assert claimed_ids(claim_now(2, worker, policy)) == set(a[:2])  # shares 4 / 4
+    scheduler.cancel(a[2])
+    scheduler.cancel(a[3])  # group a has nothing left to run
+    assert len(claim_now(8, worker, policy)) == 4  # b's share; a's room yields nothing
+
+    # b may now have a's share too: 6 of the 8 slots (a still runs 2).
+    assert len(claim_now(8, worker, policy)) == 2
+    assert running_count(group_key="b") == 6
+
+
 def test_fair_shares__long_backlog_of_one_group_does_not_hide_another():
     scheduler.set_max_concurrency(4)
     scheduler.set_group_weight("a", 3)
