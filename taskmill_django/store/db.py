@@ -33,6 +33,42 @@ def placeholders(values: Iterable[object]) -> str:
     return ", ".join(["%s"] * len(list(values)))
 
 
+def run_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list[list[tuple]]:  # type: ignore[type-arg]
+    """Run ``statements`` in order and return the rows of each.
+
+    With psycopg 3 and client-side binding (Django's default) they travel as one simple query:
+    one round trip instead of one each. Each statement still takes its own snapshot (READ
+    COMMITTED), so a read placed after a lock sees what was committed before the lock was
+    granted. Other drivers and settings run them one by one.
+    """
+    if not statements:
+        return []
+    if not _sends_many_at_once():
+        results = []
+        with connection.cursor() as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(list(cursor.fetchall()))
+        return results
+    text = "; ".join(sql for sql, _ in statements)
+    values = [value for _, params in statements for value in params]
+    with connection.cursor() as cursor:
+        cursor.execute(text, values)
+        results = [list(cursor.fetchall())]
+        while cursor.nextset():
+            results.append(list(cursor.fetchall()))
+    return results
+
+
+def _sends_many_at_once() -> bool:
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    options = connection.settings_dict.get("OPTIONS") or {}
+    return is_psycopg3 and not options.get("server_side_binding")
+
+
 def notify_workers() -> None:
     """Wake idle PostgreSQL workers; delivered when the surrounding transaction commits."""
     if is_postgres():

@@ -31,7 +31,7 @@ from ..policy.gates import Candidate, admit, saturated, without_unbindable_caps
 from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
 from .claim import ORDER, claim_from, claim_ids, claim_returning
-from .db import qn
+from .db import qn, run_together
 
 CLAIM_LOCK = "__claim_lock__"
 _SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
@@ -61,12 +61,16 @@ def claim_gated(
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
-        configured, load, exclusive = policy, Load([], limit, 0), True
+        configured, exclusive = policy, True
         if policy.has_caps:
             exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
-            _lock(exclusive)
-        if policy.has_caps or policy.is_fair:
-            load = _load(worker_id, limit)
+        load = _read_state(
+            worker_id,
+            limit,
+            lock=exclusive if policy.has_caps else None,
+            count=policy.has_caps or policy.is_fair,
+            buckets=_bucket_names(policy) if connection.vendor == "postgresql" else [],
+        )
         if policy.has_caps:
             policy = without_unbindable_caps(policy, load.running, load.headroom)
             _EXCLUSIVE[worker_id] = policy.has_caps
@@ -82,25 +86,36 @@ def claim_gated(
             return claim_returning(token, worker_id, limit, domains)
         if replace(policy, rate_limits={}, group_rate_limits={}).is_trivial:
             claimed = _claim_with_ample_tokens(
-                limit, policy, lambda: claim_returning(token, worker_id, limit, domains)
+                limit, policy, lambda: claim_returning(token, worker_id, limit, domains), load
             )
             if claimed is not None:
                 return claimed
         return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
 
 
+def _bucket_limits(policy: Policy) -> dict[str, RateLimit]:
+    limits = {config.RATE + t: lim for t, lim in policy.rate_limits.items()}
+    limits |= {config.GROUP_RATE + g: lim for g, lim in policy.group_rate_limits.items()}
+    return limits
+
+
+def _bucket_names(policy: Policy) -> list[str]:
+    """Buckets a claim may pay from without locking them first (few enough to check)."""
+    names = sorted(_bucket_limits(policy))
+    return names if len(names) <= MANY_BUCKETS else []
+
+
 def _claim_with_ample_tokens(
-    limit: int, policy: Policy, claim: Callable[[], list[Task]]
+    limit: int, policy: Policy, claim: Callable[[], list[Task]], load: Load
 ) -> list[Task] | None:
     """Every bucket holds a token for each slot asked for, so whatever ``claim`` (which admits
     every row it takes) takes can be paid: claim in one statement and pay for what was taken.
     None when some bucket runs low (the gated path then picks task by task)."""
-    limits = {config.RATE + t: lim for t, lim in policy.rate_limits.items()}
-    limits |= {config.GROUP_RATE + g: lim for g, lim in policy.group_rate_limits.items()}
+    limits = _bucket_limits(policy)
     if len(limits) > MANY_BUCKETS:
         return None
     if connection.vendor == "postgresql":
-        claimed = _claim_then_pay(limit, limits, claim)
+        claimed = _claim_then_pay(limit, limits, claim, load.buckets)
         if claimed is not None:
             return claimed
     elif connection.vendor == "sqlite":
@@ -119,15 +134,18 @@ def _claim_with_ample_tokens(
 
 
 def _claim_then_pay(
-    limit: int, limits: dict[str, RateLimit], claim: Callable[[], list[Task]]
+    limit: int,
+    limits: dict[str, RateLimit],
+    claim: Callable[[], list[Task]],
+    rows: list[tuple[Any, ...]] | None,
 ) -> list[Task] | None:
     """PostgreSQL, buckets far from empty: claim first and pay just before commit, so a bucket
     row is locked only for its own UPDATE and the commit, not for the claim. Sound when every
     bucket holds twice the slots of every live worker: all claims that can run at once could
-    not empty it. None (nothing done) otherwise."""
-    with connection.cursor() as cursor:
-        cursor.execute(_BUCKETS_AND_SLOTS, [app_settings.lease_timeout, sorted(limits)])
-        rows = cursor.fetchall()
+    not empty it. None (nothing done) otherwise. ``rows``: the buckets as read with the load
+    at the start of this claim (read here when None)."""
+    if rows is None:
+        rows = run_together([_buckets_statement(sorted(limits))])[0]
     if len(rows) < len(limits):
         return None  # a bucket to create first: the locked path does it
     now, slots = rows[0][3], rows[0][4]
@@ -192,6 +210,12 @@ _BUCKETS_AND_SLOTS = (
     "WHERE heartbeat_at >= STATEMENT_TIMESTAMP() - %s) "
     "FROM taskmill_rate_bucket WHERE name = ANY(%s)"
 )
+
+
+def _buckets_statement(names: list[str]) -> tuple[str, list[Any]]:
+    return _BUCKETS_AND_SLOTS, [app_settings.lease_timeout, names]
+
+
 # Refill to now (capped at the burst) and spend, in one locked row update.
 _PAY = (
     "UPDATE taskmill_rate_bucket SET tokens = LEAST(%s, tokens + GREATEST(0, EXTRACT(EPOCH "
@@ -261,7 +285,7 @@ def _claim_under_gates(
             claimed = claim_from(token, worker_id, heads, limit)
         else:
             claimed = _claim_with_ample_tokens(
-                limit, policy, lambda: claim_from(token, worker_id, heads, limit)
+                limit, policy, lambda: claim_from(token, worker_id, heads, limit), load
             )
         if claimed is not None:
             return _noting_dry_groups(configured, shares, running, limit, claimed)
@@ -317,15 +341,37 @@ class Load:
     running: list[tuple[str, str | None, int]]  # (domain, group, count) of running tasks
     headroom: int  # this claim's limit plus the free slots of every other live worker
     slots: int  # the concurrency of every live worker, this one included
+    buckets: list[tuple[Any, ...]] | None = None  # PostgreSQL: rows of _BUCKETS_AND_SLOTS
 
 
-def _load(worker_id: uuid.UUID, limit: int) -> Load:
-    """Running tasks per worker, domain and group, and every live worker's pool size, in one
-    statement (a UNION of both reads)."""
-    sql, params = _load_sql(connection.vendor, app_settings.lease_timeout)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+def _read_state(
+    worker_id: uuid.UUID, limit: int, *, lock: bool | None, count: bool, buckets: list[str]
+) -> Load:
+    """Take the claim lock (``lock``: exclusive or shared; None: none), then read the load
+    (when ``count``) and the rate buckets (when named), in one round trip where the driver
+    allows: each read comes after the lock, so it sees every claim committed before it."""
+    statements = []
+    locking = lock is not None and connection.vendor != "sqlite"
+    if locking:
+        statements.append(_lock_statement(bool(lock)))
+    if count:
+        statements.append(_load_sql(connection.vendor, app_settings.lease_timeout))
+    if buckets:
+        statements.append(_buckets_statement(buckets))
+    results = run_together(statements)
+    if locking and not results[0]:
+        # The lock row does not exist yet: create it, lock it, and read again.
+        _lock(bool(lock))
+        results = [[(1,)], *run_together(statements[1:])]
+    if locking:
+        results = results[1:]
+    load = _load_from(results[0], worker_id, limit) if count else Load([], limit, 0)
+    return replace(load, buckets=results[-1]) if buckets else load
+
+
+def _load_from(rows: list[tuple[Any, ...]], worker_id: uuid.UUID, limit: int) -> Load:
+    """Running tasks per worker, domain and group, and every live worker's pool size, from
+    the rows of the load statement (a UNION of both reads)."""
     running: Counter[tuple[str, str | None]] = Counter()
     busy: Counter[str] = Counter()
     slots: dict[str, int] = {}
@@ -619,11 +665,16 @@ def _lock(exclusive: bool) -> None:
 
 
 def _lock_row(exclusive: bool) -> bool:
+    sql, params = _lock_statement(exclusive)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+def _lock_statement(exclusive: bool) -> tuple[str, list[Any]]:
     table = qn(SchedulerSetting._meta.db_table)
     mode = "FOR UPDATE" if exclusive else _SHARE_MODE.get(connection.vendor, "FOR SHARE")
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {table} WHERE {qn('name')} = %s {mode}", [CLAIM_LOCK])  # noqa: S608
-        return cursor.fetchone() is not None
+    return f"SELECT 1 FROM {table} WHERE {qn('name')} = %s {mode}", [CLAIM_LOCK]  # noqa: S608
 
 
 def _db_now() -> datetime:

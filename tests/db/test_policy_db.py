@@ -131,14 +131,15 @@ def test_global_cap__far_from_binding_claims_like_no_cap_and_holds_when_a_worker
 
 
 def test_caps__a_cap_out_of_reach_of_every_live_slot_is_left_out_of_the_claim():
-    submit_records(10, group="a")
-    w = workers.register_worker("w", 1, 10, None)
+    submit_records(15, group="a")
+    w = workers.register_worker("w", 1, 20, None)
     with CaptureQueriesContext(connection) as plain:
         assert len(claim.claim_batch(w, 5)) == 5
     scheduler.set_max_concurrency(100)
     scheduler.domain("tests").set_max_concurrency(50)
     scheduler.set_group_limit("a", 40)
     policy = control.load_policy()
+    assert len(claim_now(5, worker_id=w, policy=policy)) == 5  # the first also makes the lock row
 
     with CaptureQueriesContext(connection) as gated:
         assert len(claim_now(5, worker_id=w, policy=policy)) == 5
@@ -151,6 +152,18 @@ def test_caps__a_cap_out_of_reach_of_every_live_slot_is_left_out_of_the_claim():
     plain_sql = [q["sql"] for q in plain.captured_queries if reads_tasks(q["sql"])]
     gated_sql = [q["sql"] for q in gated.captured_queries if reads_tasks(q["sql"])]
     assert len(gated_sql) == len(plain_sql) + 1, gated_sql
+
+
+def test_run_together__returns_the_rows_of_each_statement_in_order():
+    """The gated claim reads the lock, the load and the buckets this way: in one round trip
+    on PostgreSQL with psycopg 3, one by one elsewhere."""
+    from taskmill_django.store.db import run_together
+
+    record.submit(n=1)
+    rows = run_together(
+        [("SELECT COUNT(*) FROM taskmill_task WHERE priority >= %s", [0]), ("SELECT %s", ["x"])]
+    )
+    assert rows == [[(1,)], [("x",)]]
 
 
 @taskmill(MAX_CONCURRENCY=1)
