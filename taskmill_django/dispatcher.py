@@ -43,6 +43,9 @@ from .store.db import send_task_signal
 logger = logging.getLogger(__name__)
 
 _DB_ERRORS = (DatabaseError, InterfaceError)
+# A submission statement of at least this many rows (its NOTIFY payload) makes every
+# listening worker check the planner statistics at once.
+BULK_ROWS = 500
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Dispatcher:
         self.io_report: dict[str, Any] | None = None
         self._next_expiry = 0.0
         self._next_stats = 0.0
+        self._bulk_arrived = False  # set by the listener: a large batch was just submitted
         self._next_status = 0.0
 
     # --- settings ------------------------------------------------------------------------
@@ -212,6 +216,8 @@ class Dispatcher:
         if now >= self._next_heartbeat:
             self._heartbeat()
             self._next_heartbeat = now + float(app_settings.HEARTBEAT_INTERVAL)
+        if now >= self._next_stats or self._bulk_arrived:
+            self._refresh_planner_stats(now)
         fresh_policy = now >= self._next_timers
         if fresh_policy:
             self._timers(now)
@@ -350,10 +356,15 @@ class Dispatcher:
         if now >= self._next_expiry:
             self._next_expiry = now + float(app_settings.EXPIRY_SWEEP_INTERVAL)
             maintenance.expire_due()
-        if now >= self._next_stats:
-            # Every second: a bulk submission must not leave claims on a bad plan for long.
-            self._next_stats = now + 1.0
-            maintenance.refresh_planner_stats()
+
+    def _refresh_planner_stats(self, now: float) -> None:
+        """Every second, and at once when a large batch arrives: claims planned with statistics
+        of a nearly empty table sort every pending row instead of walking the dispatch index.
+        The submitter's counters can reach ``pg_stat_user_tables`` a moment after its NOTIFY,
+        so a batch that changed nothing yet is looked at again shortly."""
+        hinted, self._bulk_arrived = self._bulk_arrived, False
+        analyzed = maintenance.refresh_planner_stats()
+        self._next_stats = now + (0.25 if hinted and not analyzed else 1.0)
 
     def _measure_io(self) -> frozenset[str]:
         """Fold a new IO reading into the averages; the saturated directions (none without
@@ -491,7 +502,9 @@ class Dispatcher:
                 with psycopg.connect(**params, autocommit=True) as conn:
                     conn.execute("LISTEN taskmill")
                     while not self.stopping.is_set():
-                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                        for notice in conn.notifies(timeout=1.0, stop_after=1):
+                            if notice.payload.isdigit() and int(notice.payload) >= BULK_ROWS:
+                                self._bulk_arrived = True
                             self.wake.set()
             except Exception as exc:
                 logger.debug("listen connection lost: %s", exc)

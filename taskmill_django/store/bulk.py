@@ -69,6 +69,8 @@ def insert_rows(
                 fixed = _fixed_columns(columns, by_column)
                 sql = _sql(connection.vendor, table, *shape, fixed=fixed)
                 params = _params(columns, by_column, fixed)
+            if notify and connection.vendor == "postgresql" and returning:
+                params = [str(len(chunk)), *params]
             cursor.execute(sql, params)
             if returning:
                 out.extend(cursor.fetchall())
@@ -151,8 +153,10 @@ def _sql(
             # The wake-up CTE is joined (so it is evaluated, once) and pg_notify is volatile,
             # so the planner can neither drop nor repeat it.
             picked = ", ".join(f"ins.{qn(r)}" for r in returning)
+            # The payload is the statement's row count: workers refresh planner statistics at
+            # once after a bulk submission (see dispatcher).
             sql = (
-                "WITH wake AS (SELECT pg_notify('taskmill', '')::text AS n), "  # noqa: S608
+                "WITH wake AS (SELECT pg_notify('taskmill', %s)::text AS n), "  # noqa: S608
                 f"ins AS ({sql}) SELECT {picked} FROM wake, ins"
             )
         return sql
