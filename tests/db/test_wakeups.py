@@ -40,6 +40,14 @@ def test_submit__notifies_listening_workers(listener, how):
     assert _notified(listener)
 
 
+def test_submit__notification_carries_the_row_count_of_a_batch(listener):
+    """Workers hearing of a large batch refresh planner statistics at once. Each insert
+    statement (a chunk of at most 500 rows) announces its own row count."""
+    record.submit_batch([{"n": n} for n in range(600)])
+    payloads = [n.payload for n in listener.notifies(timeout=2.0, stop_after=2)]
+    assert payloads == ["500", "100"]
+
+
 def test_submit__rolled_back_submission_notifies_nobody(listener):
     with pytest.raises(RuntimeError), transaction.atomic():
         record.submit(n=1)
