@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from taskmill_django.enums import HistoryStatus
-from taskmill_django.models import Task, TaskHistory
+from taskmill_django.models import Task, TaskHistory, Worker
 from tests.acceptance.support import counts
+from tests.conftest import wait_until
 from tests.testapp.tasks import record
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -15,10 +16,17 @@ TASKS = 2000
 
 
 def test_claim__four_workers_run_each_of_2000_tasks_exactly_once(worker_factory, task_log):
+    workers = [worker_factory("--concurrency", "4") for _ in range(4)]
+    # All four are polling before the work arrives; otherwise the first to start could drain
+    # the queue while the others are still importing Django.
+    pids = [w.pid for w in workers]
+    wait_until(lambda: Worker.objects.filter(pid__in=pids).count() == len(pids), timeout=60)
     record.submit_batch([{"n": n} for n in range(TASKS)])
-    workers = [worker_factory("--burst", "--concurrency", "4") for _ in range(4)]
+    wait_until(lambda: TaskHistory.objects.count() == TASKS, timeout=120)
     for worker in workers:
-        assert worker.wait(120) == 0, worker.output()
+        worker.terminate()
+    for worker in workers:
+        assert worker.wait(60) == 0, worker.output()
 
     runs = counts([e["n"] for e in task_log.events("run")])
     twice = {n for n, k in runs.items() if k != 1}
