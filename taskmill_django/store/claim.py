@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, Now
 from ..enums import TaskStatus
 from ..models import Task
 from ..policy.config import Policy
-from .db import qn
+from .db import qn, run_together
 
 ORDER = '"priority", "id"'  # dispatch order (identifiers quoted the same way everywhere)
 SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
@@ -51,13 +51,22 @@ def claim_deferred(worker_id: uuid.UUID) -> bool:
     return take_deferred(worker_id)
 
 
+# Statements to run right after a claim statement, in the same round trip where the driver
+# allows (see db.run_together): the rate-limit payment of store.gated_claim.
+Then = Sequence[tuple[str, Sequence[object]]]
+
+
 def claim_returning(
-    token: uuid.UUID, worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    then: Then = (),
 ) -> list[Task]:
-    """The ungated claim: one statement on PostgreSQL and SQLite."""
+    """The ungated claim: one statement on PostgreSQL and SQLite (``then`` only there)."""
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
-            return _claim_returning(token, worker_id, limit, domains)
+            return _claim_returning(token, worker_id, limit, domains, then=then)
     return _claim_orm(token, worker_id, limit, domains)
 
 
@@ -67,6 +76,7 @@ def _claim_returning(
     limit: int,
     domains: Sequence[str] | None,
     ids: Sequence[int] | None = None,
+    then: Then = (),
 ) -> list[Task]:
     """The claim statement: the first ``limit`` due rows, or exactly ``ids`` (chosen by the
     gated claim) where they are still pending."""
@@ -80,14 +90,12 @@ def _claim_returning(
         params += [token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *params]
-    return _run_claim(sql, params)
+    return _run_claim(sql, params, then)
 
 
-def _run_claim(sql: str, params: Sequence[object]) -> list[Task]:
+def _run_claim(sql: str, params: Sequence[object], then: Then = ()) -> list[Task]:
     names, converters = _row_layout(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        raw_rows = cursor.fetchall()
+    raw_rows = run_together([(sql, params), *then])[0]
     rows = [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
     rows.sort(key=lambda t: (t.priority, t.id))
     return rows
@@ -164,6 +172,7 @@ def claim_from(
     worker_id: uuid.UUID,
     parts: Sequence[tuple[str, Sequence[Any]]],
     limit: int,
+    then: Then = (),
 ) -> list[Task]:
     """Claim, in one statement, the first ``limit`` rows in dispatch order of the union of
     ``parts`` (SELECTs of the id and priority of due rows, each ordered, limited and locked:
@@ -182,7 +191,7 @@ def claim_from(
         params = [*source_params, limit, token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *source_params, limit]
-    return _run_claim(sql, params)
+    return _run_claim(sql, params, then)
 
 
 @functools.lru_cache(maxsize=4)

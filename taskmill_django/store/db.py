@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
 
@@ -34,7 +34,8 @@ def placeholders(values: Iterable[object]) -> str:
 
 
 def run_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list[list[tuple]]:  # type: ignore[type-arg]
-    """Run ``statements`` in order and return the rows of each.
+    """Run ``statements`` in order and return the rows of each (none for a statement that
+    returns no rows, such as a plain UPDATE).
 
     With psycopg 3 and client-side binding (Django's default) they travel as one simple query:
     one round trip instead of one each. Each statement still takes its own snapshot (READ
@@ -43,21 +44,25 @@ def run_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list[lis
     """
     if not statements:
         return []
-    if not _sends_many_at_once():
-        results = []
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if not _sends_many_at_once():
+            results = []
             for sql, params in statements:
                 cursor.execute(sql, params)
-                results.append(list(cursor.fetchall()))
-        return results
-    text = "; ".join(sql for sql, _ in statements)
-    values = [value for _, params in statements for value in params]
-    with connection.cursor() as cursor:
-        cursor.execute(text, values)
-        results = [list(cursor.fetchall())]
+                results.append(_rows(cursor))
+            return results
+        cursor.execute(
+            "; ".join(sql for sql, _ in statements),
+            [value for _, params in statements for value in params],
+        )
+        results = [_rows(cursor)]
         while cursor.nextset():
-            results.append(list(cursor.fetchall()))
+            results.append(_rows(cursor))
     return results
+
+
+def _rows(cursor: Any) -> list[tuple]:  # type: ignore[type-arg]
+    return list(cursor.fetchall()) if cursor.description is not None else []
 
 
 def _sends_many_at_once() -> bool:

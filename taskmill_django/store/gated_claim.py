@@ -30,11 +30,13 @@ from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated, without_unbindable_caps
 from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
-from .claim import ORDER, claim_from, claim_ids, claim_returning
+from .claim import ORDER, Then, claim_from, claim_ids, claim_returning
 from .db import qn, run_together
 
 CLAIM_LOCK = "__claim_lock__"
 _SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
+# A claim that runs ``Then`` statements in its round trip (the payment for what it takes).
+Claim = Callable[[Then], list[Task]]
 FIELDS = ("id", "domain", "group_key", "task_type")
 # Per worker: whether its next gated claim takes the lock exclusively (a cap was within reach
 # at its last claim), and whether its last claim gave way to take it.
@@ -86,7 +88,10 @@ def claim_gated(
             return claim_returning(token, worker_id, limit, domains)
         if replace(policy, rate_limits={}, group_rate_limits={}).is_trivial:
             claimed = _claim_with_ample_tokens(
-                limit, policy, lambda: claim_returning(token, worker_id, limit, domains), load
+                limit,
+                policy,
+                lambda then: claim_returning(token, worker_id, limit, domains, then),
+                (load, token, worker_id),
             )
             if claimed is not None:
                 return claimed
@@ -106,16 +111,22 @@ def _bucket_names(policy: Policy) -> list[str]:
 
 
 def _claim_with_ample_tokens(
-    limit: int, policy: Policy, claim: Callable[[], list[Task]], load: Load
+    limit: int,
+    policy: Policy,
+    claim: Claim,
+    claimer: tuple[Load, uuid.UUID, uuid.UUID],
 ) -> list[Task] | None:
     """Every bucket holds a token for each slot asked for, so whatever ``claim`` (which admits
     every row it takes) takes can be paid: claim in one statement and pay for what was taken.
-    None when some bucket runs low (the gated path then picks task by task)."""
+    None when some bucket runs low (the gated path then picks task by task). ``claimer``: the
+    load read at the start of the claim, the claim's lease token and the worker."""
     limits = _bucket_limits(policy)
     if len(limits) > MANY_BUCKETS:
         return None
     if connection.vendor == "postgresql":
-        claimed = _claim_then_pay(limit, limits, claim, load.buckets)
+        load, token, worker_id = claimer
+        payments = _payments(policy, token, worker_id)
+        claimed = _claim_then_pay(limit, limits, lambda: claim(payments), load.buckets)
         if claimed is not None:
             return claimed
     elif connection.vendor == "sqlite":
@@ -127,7 +138,7 @@ def _claim_with_ample_tokens(
     }
     if min(tokens.values()) < limit:
         return None
-    claimed = claim()
+    claimed = claim(())
     spent = _spent(claimed)
     _save_buckets({name: tokens[name] - n for name, n in spent.items() if name in tokens}, now)
     return claimed
@@ -139,11 +150,12 @@ def _claim_then_pay(
     claim: Callable[[], list[Task]],
     rows: list[tuple[Any, ...]] | None,
 ) -> list[Task] | None:
-    """PostgreSQL, buckets far from empty: claim first and pay just before commit, so a bucket
-    row is locked only for its own UPDATE and the commit, not for the claim. Sound when every
-    bucket holds twice the slots of every live worker: all claims that can run at once could
-    not empty it. None (nothing done) otherwise. ``rows``: the buckets as read with the load
-    at the start of this claim (read here when None)."""
+    """PostgreSQL, buckets far from empty: claim first and pay right after (``claim`` runs the
+    payments in its round trip), so a bucket row is locked only from its own UPDATE to the
+    commit, not for the claim. Sound when every bucket holds twice the slots of every live
+    worker: all claims that can run at once could not empty it. None (nothing done)
+    otherwise. ``rows``: the buckets as read with the load at the start of this claim (read
+    here when None)."""
     if rows is None:
         rows = run_together([_buckets_statement(sorted(limits))])[0]
     if len(rows) < len(limits):
@@ -152,17 +164,28 @@ def _claim_then_pay(
     tokens = min(refill(t, (now - at).total_seconds(), limits[name]) for name, t, at, *_ in rows)
     if tokens < max(limit, 2 * slots):
         return None
-    claimed = claim()
-    with connection.cursor() as cursor:
-        for name, n in sorted(_spent(claimed).items()):  # one lock order for every claimer
-            if name in limits:
-                lim = limits[name]
-                cursor.execute(_PAY, [lim.burst, lim.rate, n, name])
-    return claimed
+    return claim()
+
+
+def _payments(policy: Policy, token: uuid.UUID, worker_id: uuid.UUID) -> Then:
+    """One statement per bucket that pays for the rows the claim (``token``) just took, run
+    in the claim's round trip; in bucket-name order, one lock order for every claimer."""
+    buckets = [
+        (config.RATE + task_type, "task_type", task_type, limit)
+        for task_type, limit in policy.rate_limits.items()
+    ]
+    buckets += [
+        (config.GROUP_RATE + group, "group_key", group, limit)
+        for group, limit in policy.group_rate_limits.items()
+    ]
+    return [
+        (_PAY_CLAIMED[column], [lim.burst, lim.rate, worker_id, token, value, name])
+        for name, column, value, lim in sorted(buckets)
+    ]
 
 
 def _claim_and_pay_one_writer(
-    limit: int, limits: dict[str, RateLimit], claim: Callable[[], list[Task]]
+    limit: int, limits: dict[str, RateLimit], claim: Claim
 ) -> list[Task] | None:
     """SQLite has one writer at a time, and a claim's transaction is one from its first
     statement: what it reads is what it pays against. Plain statements (no ORM) keep small
@@ -185,7 +208,7 @@ def _claim_and_pay_one_writer(
     }
     if min(tokens.values()) < limit:
         return None
-    claimed = claim()
+    claimed = claim(())
     stamp = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
         for name, n in sorted(_spent(claimed).items()):
@@ -216,12 +239,19 @@ def _buckets_statement(names: list[str]) -> tuple[str, list[Any]]:
     return _BUCKETS_AND_SLOTS, [app_settings.lease_timeout, names]
 
 
-# Refill to now (capped at the burst) and spend, in one locked row update.
-_PAY = (
-    "UPDATE taskmill_rate_bucket SET tokens = LEAST(%s, tokens + GREATEST(0, EXTRACT(EPOCH "
-    "FROM STATEMENT_TIMESTAMP() - refreshed_at)) * %s) - %s, "
-    "refreshed_at = STATEMENT_TIMESTAMP() WHERE name = %s"
-)
+# Refill to now (capped at the burst) and spend what the claim with this lease token took of
+# the bucket's type or group, in one locked row update (none when it took nothing). The
+# worker's running rows are found through their partial index.
+_PAY_CLAIMED = {
+    column: (
+        "UPDATE taskmill_rate_bucket SET tokens = LEAST(%s, tokens + GREATEST(0, EXTRACT(EPOCH "  # noqa: S608
+        "FROM STATEMENT_TIMESTAMP() - refreshed_at)) * %s) - spent.n, "
+        "refreshed_at = STATEMENT_TIMESTAMP() FROM (SELECT COUNT(*) AS n FROM taskmill_task "
+        "WHERE worker_id = %s AND status = 'running' AND lease_token = %s "
+        f"AND {column} = %s) AS spent WHERE name = %s AND spent.n > 0"
+    )
+    for column in ("task_type", "group_key")
+}
 
 
 def _spent(claimed: list[Task]) -> Counter[str]:
@@ -285,7 +315,10 @@ def _claim_under_gates(
             claimed = claim_from(token, worker_id, heads, limit)
         else:
             claimed = _claim_with_ample_tokens(
-                limit, policy, lambda: claim_from(token, worker_id, heads, limit), load
+                limit,
+                policy,
+                lambda then: claim_from(token, worker_id, heads, limit, then),
+                (load, token, worker_id),
             )
         if claimed is not None:
             return _noting_dry_groups(configured, shares, running, limit, claimed)
