@@ -94,8 +94,12 @@ def _claim_returning(
 
 
 def _run_claim(sql: str, params: Sequence[object], then: Then = ()) -> list[Task]:
+    return claimed_tasks(run_together([(sql, params), *then])[0])
+
+
+def claimed_tasks(raw_rows: Sequence[tuple[Any, ...]]) -> list[Task]:
+    """Tasks from the rows a claim statement returned, in dispatch order."""
     names, converters = _row_layout(connection.vendor)
-    raw_rows = run_together([(sql, params), *then])[0]
     rows = [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
     rows.sort(key=lambda t: (t.priority, t.id))
     return rows
@@ -179,6 +183,16 @@ def claim_from(
     a group's head up to its share, say), given as (sql, params). PostgreSQL and SQLite."""
     if not parts:
         return []
+    return _run_claim(*claim_from_statement(token, worker_id, parts, limit), then)
+
+
+def claim_from_statement(
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    parts: Sequence[tuple[str, Sequence[Any]]],
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The statement of ``claim_from`` (``parts`` not empty), to run with others."""
     vendor = connection.vendor
     sources, source_params = [], []
     for index, (text, values) in enumerate(parts):
@@ -191,7 +205,7 @@ def claim_from(
         params = [*source_params, limit, token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *source_params, limit]
-    return _run_claim(sql, params, then)
+    return sql, params
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,7 +30,15 @@ from ..policy.fair import UNGROUPED, allocate
 from ..policy.gates import Candidate, admit, saturated, without_unbindable_caps
 from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
-from .claim import ORDER, Then, claim_from, claim_ids, claim_returning
+from .claim import (
+    ORDER,
+    Then,
+    claim_from,
+    claim_from_statement,
+    claim_ids,
+    claim_returning,
+    claimed_tasks,
+)
 from .db import qn, run_together
 
 CLAIM_LOCK = "__claim_lock__"
@@ -63,6 +71,9 @@ def claim_gated(
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
+        claimed = _claim_in_one_round_trip(token, worker_id, limit, domains, policy)
+        if claimed is not None:
+            return claimed
         configured, exclusive = policy, True
         if policy.has_caps:
             exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
@@ -73,6 +84,8 @@ def claim_gated(
             count=policy.has_caps or policy.is_fair,
             buckets=_bucket_names(policy) if connection.vendor == "postgresql" else [],
         )
+        if policy.is_fair:
+            policy.memo["slots"] = load.slots  # for the next claims' one-round-trip form
         if policy.has_caps:
             policy = without_unbindable_caps(policy, load.running, load.headroom)
             _EXCLUSIVE[worker_id] = policy.has_caps
@@ -96,6 +109,104 @@ def claim_gated(
             if claimed is not None:
                 return claimed
         return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
+
+
+def _claim_in_one_round_trip(
+    token: uuid.UUID,
+    worker_id: uuid.UUID,
+    limit: int,
+    domains: Sequence[str] | None,
+    policy: Policy,
+) -> list[Task] | None:
+    """PostgreSQL, when this worker's last claim found every cap out of reach and nothing has
+    aged: claim as if no cap could bind, in the same round trip as the lock, the load and the
+    bucket read that prove it could not, then check that proof. None when this form does not
+    apply, or when a bucket ran low and the claim was undone (the usual path follows); no
+    tasks, to be claimed again at once under the exclusive lock, when a cap came within reach.
+
+    The round trip it saves is a fifth of a gated claim's time; the check is the one the usual
+    path makes before claiming, on the same reads, so the same claims pass it.
+    """
+    if connection.vendor != "postgresql" or (policy.has_caps and _EXCLUSIVE.get(worker_id, True)):
+        return None
+    if policy.aging is not None and not policy.memo.get("nothing_aged"):
+        return None
+    limits = _bucket_limits(policy)
+    if len(limits) > MANY_BUCKETS or (policy.is_fair and "slots" not in policy.memo):
+        return None
+    shares = fair_shares(policy, policy.memo["slots"]) if policy.is_fair else None
+    heads = _heads_with_rooms(
+        _compiled(connection.vendor, _plain_filters(policy, domains)), shares, limit
+    )
+    if not heads:
+        return None
+    checks = policy.has_caps or bool(limits)
+    statements = [(f"SAVEPOINT {_SAVEPOINT}", [])] if checks else []
+    if policy.has_caps:
+        statements.append(_lock_statement(False))
+    if policy.has_caps or shares is not None:
+        statements.append(_load_sql(connection.vendor, app_settings.lease_timeout))
+    if limits:
+        statements.append(_buckets_statement(sorted(limits)))
+    statements.append(claim_from_statement(token, worker_id, heads, limit))
+    statements += _payments(policy, token, worker_id)
+    results = iter(run_together(statements)[1 if checks else 0 :])
+    locked = bool(next(results)) if policy.has_caps else True
+    load = None
+    if policy.has_caps or shares is not None:
+        load = _load_from(next(results), worker_id, limit)
+    buckets = next(results) if limits else None
+    claimed = claimed_tasks(next(results))
+    unbindable = _still_unbindable(policy, load)
+    if not (locked and unbindable and _ample(buckets, limits, limit)):
+        with connection.cursor() as cursor:
+            cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        if locked and not unbindable:
+            # A cap came within reach: give way and claim again under the exclusive lock,
+            # as the usual path does when its shared-lock count shows the same.
+            _EXCLUSIVE[worker_id] = True
+            _DEFERRED.add(worker_id)
+            return []
+        return None  # the lock row or a bucket is missing, or a bucket runs low
+    if load is None:
+        return claimed
+    policy.memo["slots"] = load.slots
+    return _noting_dry_groups(policy, shares, load.running, limit, claimed)
+
+
+_SAVEPOINT = "taskmill_claim"
+
+
+def _plain_filters(policy: Policy, domains: Sequence[str] | None) -> _Filters:
+    """The claimable rows when no cap binds: what pauses, preemption and pressure leave."""
+    return _Filters(
+        domains=tuple(domains or ()),
+        skip_domains=frozenset(policy.paused_domains),
+        skip_groups=frozenset(policy.paused_groups),
+        skip_ungrouped=False,
+        preemptor_priority=policy.preemptor_priority,
+        throttle_from=policy.throttle_from,
+        io_saturated=policy.io_saturated,
+    )
+
+
+def _still_unbindable(policy: Policy, load: Load | None) -> bool:
+    if not policy.has_caps:
+        return True
+    assert load is not None  # noqa: S101 - read whenever there are caps
+    return not without_unbindable_caps(policy, load.running, load.headroom).has_caps
+
+
+def _ample(rows: list[tuple[Any, ...]] | None, limits: dict[str, RateLimit], limit: int) -> bool:
+    """Every bucket exists and holds enough tokens to pay after claiming (as _claim_then_pay
+    requires)."""
+    if not limits:
+        return True
+    if rows is None or len(rows) < len(limits):
+        return False
+    now, slots = rows[0][3], rows[0][4]
+    tokens = min(refill(t, (now - at).total_seconds(), limits[name]) for name, t, at, *_ in rows)
+    return tokens >= max(limit, 2 * slots)
 
 
 def _bucket_limits(policy: Policy) -> dict[str, RateLimit]:
@@ -482,6 +593,40 @@ def _heads(
             parts.append((f"{base} AND {qn('group_key')} IS NULL{head}", [*params, room]))
         else:
             parts.append((f"{base} AND {qn('group_key')} = %s{head}", [*params, group, room]))
+    return parts
+
+
+def _heads_with_rooms(
+    compiled: tuple[str, tuple[Any, ...]], shares: dict[str, int] | None, limit: int
+) -> list[tuple[str, list[Any]]]:
+    """Like ``_heads``, but each group's room (its share less its running tasks, at most
+    ``limit``) is counted by the statement itself, so no load needs reading first. PostgreSQL:
+    one LATERAL head over a VALUES list of the groups plans in a third of the time of one
+    head per group."""
+    if shares is None:
+        return _heads(compiled, None, limit)
+    base, params = compiled
+    table, group = qn(Task._meta.db_table), qn("group_key")
+    running = f"(SELECT COUNT(*) FROM {table} AS x WHERE x.{qn('status')} = 'running' AND x.{group}"  # noqa: S608
+    tail = f"ORDER BY {ORDER} LIMIT GREATEST(0, LEAST(%s, {{share}} - {running} {{same}}))) "
+    tail += "FOR UPDATE SKIP LOCKED"
+    named = [(g, share) for g, share in sorted(shares.items()) if share > 0 and g != UNGROUPED]
+    parts = []
+    if named:
+        values = ", ".join(["(%s::text, %s::int)"] * len(named))
+        lateral = tail.format(share="r.share", same="= r.g")
+        parts.append(
+            (
+                f"SELECT h.* FROM (VALUES {values}) AS r(g, share) CROSS JOIN LATERAL "  # noqa: S608
+                f"({base} AND {group} = r.g {lateral}) AS h",
+                [*(v for pair in named for v in pair), *params, limit],
+            )
+        )
+    if shares.get(UNGROUPED, 0) > 0:
+        ungrouped = tail.format(share="%s", same="IS NULL")
+        parts.append(
+            (f"{base} AND {group} IS NULL {ungrouped}", [*params, limit, shares[UNGROUPED]])
+        )
     return parts
 
 
