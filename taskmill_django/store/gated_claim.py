@@ -119,20 +119,25 @@ def _claim_in_one_round_trip(
     policy: Policy,
 ) -> list[Task] | None:
     """PostgreSQL, when this worker's last claim found every cap out of reach and nothing has
-    aged: claim as if no cap could bind, in the same round trip as the lock, the load and the
-    bucket read that prove it could not, then check that proof. None when this form does not
-    apply, or when a bucket ran low and the claim was undone (the usual path follows); no
-    tasks, to be claimed again at once under the exclusive lock, when a cap came within reach.
+    aged: claim as if no cap could bind and pay the buckets for what was taken, in the same
+    round trip as the lock and the load that prove no cap could, then check. None when this
+    form does not apply, or when a bucket was missing or went below zero and the claim was
+    undone (the usual path follows); no tasks, to be claimed again at once under the exclusive
+    lock, when a cap came within reach.
 
-    The round trip it saves is a fifth of a gated claim's time; the check is the one the usual
-    path makes before claiming, on the same reads, so the same claims pass it.
+    The round trip it saves is a fifth of a gated claim's time. The cap check is the one the
+    usual path makes before claiming, on the same reads. The payment needs no check first: its
+    UPDATE returns the balance after every payment committed before it (the row lock orders
+    them), so a balance of zero or more means every task claimed had its token.
     """
     if connection.vendor != "postgresql" or (policy.has_caps and _EXCLUSIVE.get(worker_id, True)):
         return None
     if policy.aging is not None and not policy.memo.get("nothing_aged"):
         return None
     limits = _bucket_limits(policy)
-    if len(limits) > MANY_BUCKETS or (policy.is_fair and "slots" not in policy.memo):
+    if len(limits) > MANY_BUCKETS or policy.memo.get("buckets_low"):
+        return None
+    if policy.is_fair and "slots" not in policy.memo:
         return None
     shares = fair_shares(policy, policy.memo["slots"]) if policy.is_fair else None
     heads = _heads_with_rooms(
@@ -146,8 +151,6 @@ def _claim_in_one_round_trip(
         statements.append(_lock_statement(False))
     if policy.has_caps or shares is not None:
         statements.append(_load_sql(connection.vendor, app_settings.lease_timeout))
-    if limits:
-        statements.append(_buckets_statement(sorted(limits)))
     statements.append(claim_from_statement(token, worker_id, heads, limit))
     statements += _payments(policy, token, worker_id)
     results = iter(run_together(statements)[1 if checks else 0 :])
@@ -155,10 +158,11 @@ def _claim_in_one_round_trip(
     load = None
     if policy.has_caps or shares is not None:
         load = _load_from(next(results), worker_id, limit)
-    buckets = next(results) if limits else None
     claimed = claimed_tasks(next(results))
+    balances = {name: tokens for rows in results for name, tokens in rows}
     unbindable = _still_unbindable(policy, load)
-    if not (locked and unbindable and _ample(buckets, limits, limit)):
+    paid = _paid_in_full(claimed, limits, balances)
+    if not (locked and unbindable and paid):
         with connection.cursor() as cursor:
             cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         if locked and not unbindable:
@@ -167,7 +171,11 @@ def _claim_in_one_round_trip(
             _EXCLUSIVE[worker_id] = True
             _DEFERRED.add(worker_id)
             return []
-        return None  # the lock row or a bucket is missing, or a bucket runs low
+        if any(tokens < 0 for tokens in balances.values()):
+            # Short of tokens: tasks wait for them one by one on the usual path until the
+            # policy is reloaded, instead of every claim being made twice.
+            policy.memo["buckets_low"] = True
+        return None  # the lock row or a bucket is missing, or a bucket ran short
     if load is None:
         return claimed
     policy.memo["slots"] = load.slots
@@ -197,16 +205,12 @@ def _still_unbindable(policy: Policy, load: Load | None) -> bool:
     return not without_unbindable_caps(policy, load.running, load.headroom).has_caps
 
 
-def _ample(rows: list[tuple[Any, ...]] | None, limits: dict[str, RateLimit], limit: int) -> bool:
-    """Every bucket exists and holds enough tokens to pay after claiming (as _claim_then_pay
-    requires)."""
-    if not limits:
-        return True
-    if rows is None or len(rows) < len(limits):
-        return False
-    now, slots = rows[0][3], rows[0][4]
-    tokens = min(refill(t, (now - at).total_seconds(), limits[name]) for name, t, at, *_ in rows)
-    return tokens >= max(limit, 2 * slots)
+def _paid_in_full(
+    claimed: list[Task], limits: dict[str, RateLimit], balances: dict[str, float]
+) -> bool:
+    """Every bucket the claimed tasks cost a token exists and was not overdrawn."""
+    spent = _spent(claimed)
+    return all(balances.get(name, -1.0) >= 0 for name in limits if spent[name])
 
 
 def _bucket_limits(policy: Policy) -> dict[str, RateLimit]:
@@ -359,7 +363,7 @@ _PAY_CLAIMED = {
         "FROM STATEMENT_TIMESTAMP() - refreshed_at)) * %s) - spent.n, "
         "refreshed_at = STATEMENT_TIMESTAMP() FROM (SELECT COUNT(*) AS n FROM taskmill_task "
         "WHERE worker_id = %s AND status = 'running' AND lease_token = %s "
-        f"AND {column} = %s) AS spent WHERE name = %s AND spent.n > 0"
+        f"AND {column} = %s) AS spent WHERE name = %s AND spent.n > 0 RETURNING name, tokens"
     )
     for column in ("task_type", "group_key")
 }
@@ -904,16 +908,35 @@ def _take_tokens(chosen: list[Candidate], policy: Policy, slots: int) -> list[Ca
         else:
             delays[c.id] = max(wait_for_token(tokens[n], lim) for n, lim in pairs)
     _save_buckets(tokens, now)
-    for task_id, delay in delays.items():
-        Task.objects.filter(id=task_id).update(run_after=now + timedelta(seconds=delay))
+    _delay(delays, now)
     return allowed
+
+
+def _delay(delays: dict[int, float], now: datetime) -> None:
+    """Push the run_after of tasks that found a bucket empty by their wait for a token.
+
+    Rows another claim has locked are left alone: it is claiming them. Waiting for them here,
+    with the buckets locked, could deadlock with a claim that pays after claiming (it holds
+    its rows and waits for a bucket)."""
+    if not delays:
+        return
+    free = Task.objects.filter(id__in=list(delays), status=TaskStatus.PENDING)
+    ids = list(free.select_for_update(skip_locked=True).values_list("id", flat=True))
+    by_delay: dict[float, list[int]] = {}
+    for task_id in ids:
+        by_delay.setdefault(delays[task_id], []).append(task_id)
+    for delay, same in by_delay.items():
+        Task.objects.filter(id__in=same).update(run_after=now + timedelta(seconds=delay))
 
 
 def _locked_buckets(limits: dict[str, RateLimit]) -> tuple[dict[str, RateBucket], datetime]:
     """The buckets, locked until commit (claims under the shared lock run side by side, and
     two of them must never spend the same token), with the database clock. A bucket used for
     the first time is created full."""
-    locked = RateBucket.objects.filter(name__in=list(limits)).select_for_update()
+    if connection.vendor == "mysql":
+        _create_missing_buckets(limits)
+    # In name order, as every claim pays (one lock order for every claimer).
+    locked = RateBucket.objects.filter(name__in=list(limits)).order_by("name").select_for_update()
     rows = list(locked.annotate(db_now=Now()))
     missing = set(limits) - {b.name for b in rows}
     if missing:
@@ -922,6 +945,27 @@ def _locked_buckets(limits: dict[str, RateLimit]) -> tuple[dict[str, RateBucket]
         RateBucket.objects.bulk_create(new, ignore_conflicts=True)
         rows = list(locked.annotate(db_now=Now()))
     return {b.name: b for b in rows}, _clock(rows[0].db_now)
+
+
+def _create_missing_buckets(limits: dict[str, RateLimit]) -> None:
+    """MySQL: a locking read of a missing row takes a gap lock, and claimers inserting into
+    gaps they all locked deadlock. Create missing buckets before locking, with an upsert whose
+    duplicate path takes the row's exclusive lock at once (INSERT IGNORE takes a shared one,
+    and two claimers upgrading shared locks deadlock too)."""
+    names = list(limits)
+    present = set(RateBucket.objects.filter(name__in=names).values_list("name", flat=True))
+    missing = sorted(set(names) - present)
+    if not missing:
+        return
+    stamp = connection.ops.adapt_datetimefield_value(timezone.now())
+    values = ", ".join(["(%s, %s, %s)"] * len(missing))
+    params = [value for name in missing for value in (name, limits[name].burst, stamp)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO taskmill_rate_bucket (name, tokens, refreshed_at) "  # noqa: S608
+            f"VALUES {values} ON DUPLICATE KEY UPDATE name = name",
+            params,
+        )
 
 
 def _save_buckets(tokens: dict[str, float], now: datetime) -> None:

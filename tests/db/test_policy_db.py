@@ -8,6 +8,7 @@ processes, since every count is read from the database.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -518,6 +519,40 @@ def test_rate_limit__claims_reusing_a_policy_spend_each_token_once_down_to_an_em
     assert 0 <= tokens < 0.5
     if connection.vendor == "postgresql":
         assert any("ROLLBACK TO SAVEPOINT" in q["sql"] for q in last.captured_queries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rate_limit__workers_claiming_at_once_never_deadlock_nor_overspend_the_bucket():
+    # 32 live slots and 12 tokens: every kind of claim (paid in its round trip, undone when
+    # the balance went below zero, token by token under the bucket lock) meets the others,
+    # none deadlocks, and together they never start more tasks than the bucket held. (A
+    # claim that chose tasks another claim took meanwhile has spent their tokens: fewer may
+    # start, never more.)
+    scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(12))
+    submit_records(40)
+    ids = [workers.register_worker(f"w{i}", i, 8, None) for i in range(4)]
+    barrier = threading.Barrier(len(ids))
+    got: list[int] = []
+
+    def work(worker_id: uuid.UUID) -> None:
+        try:
+            policy = control.load_policy()
+            barrier.wait()
+            for _ in range(4):
+                with transaction.atomic():
+                    got.append(len(claim.claim_batch(worker_id, 5, policy=policy)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert len(got) == 16  # every claim finished
+    assert 0 < sum(got) == running_count() <= 12
+    assert RateBucket.objects.get(name=config.RATE + "tests::record").tokens >= 0
 
 
 def test_rate_limit__bucket_refills_with_time():
