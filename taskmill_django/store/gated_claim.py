@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import CharField, Count, IntegerField, Q, Sum, Value
+from django.db.models import CharField, Count, F, IntegerField, Q, Sum, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Now
 from django.utils import timezone
@@ -450,7 +450,20 @@ def _claim_under_gates(
     chosen = admit(candidates, running, policy, len(candidates), shares)
     chosen = _take_tokens(chosen, policy, limit)
     claimed = claim_ids(token, worker_id, [c.id for c in chosen]) if chosen else []
+    if len(claimed) < len(chosen):
+        taken = {t.id for t in claimed}
+        _refund([c for c in chosen if c.id not in taken], policy)
     return _noting_dry_groups(configured, shares, running, limit, claimed)
+
+
+def _refund(missed: list[Candidate], policy: Policy) -> None:
+    """Give back the tokens of chosen tasks another claim took first (candidates are read
+    without locks). The buckets are still locked by this claim, so nobody spent them since."""
+    owed: Counter[str] = Counter()
+    for c in missed:
+        owed.update(name for name, _ in _buckets_for(c, policy))
+    for name, n in sorted(owed.items()):
+        RateBucket.objects.filter(name=name).update(tokens=F("tokens") + n)
 
 
 @functools.lru_cache(maxsize=8)

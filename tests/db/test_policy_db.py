@@ -525,9 +525,8 @@ def test_rate_limit__claims_reusing_a_policy_spend_each_token_once_down_to_an_em
 def test_rate_limit__workers_claiming_at_once_never_deadlock_nor_overspend_the_bucket():
     # 32 live slots and 12 tokens: every kind of claim (paid in its round trip, undone when
     # the balance went below zero, token by token under the bucket lock) meets the others,
-    # none deadlocks, and together they never start more tasks than the bucket held. (A
-    # claim that chose tasks another claim took meanwhile has spent their tokens: fewer may
-    # start, never more.)
+    # none deadlocks, and every token spent started a task (a claim whose chosen tasks
+    # another claim took first gives their tokens back), never more than the bucket held.
     scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(12))
     submit_records(40)
     ids = [workers.register_worker(f"w{i}", i, 8, None) for i in range(4)]
@@ -552,7 +551,9 @@ def test_rate_limit__workers_claiming_at_once_never_deadlock_nor_overspend_the_b
 
     assert len(got) == 16  # every claim finished
     assert 0 < sum(got) == running_count() <= 12
-    assert RateBucket.objects.get(name=config.RATE + "tests::record").tokens >= 0
+    tokens = RateBucket.objects.get(name=config.RATE + "tests::record").tokens
+    assert tokens >= 0
+    assert sum(got) + tokens == pytest.approx(12, abs=0.1)  # (refill: one token a minute)
 
 
 def test_rate_limit__bucket_refills_with_time():
