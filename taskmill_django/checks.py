@@ -62,6 +62,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             _error("DEFAULT_TTL", ttl, "None or a number of seconds > 0", "taskmill.E007")
         )
     errors.extend(_check_retention(s.RETENTION))
+    errors.extend(_check_api())
     errors.extend(_check_policy_settings(s))
     if _is_number(s.HEARTBEAT_INTERVAL) and _is_number(s.LEASE_TIMEOUT):
         if s.LEASE_TIMEOUT < 2 * s.HEARTBEAT_INTERVAL:
@@ -73,6 +74,25 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="taskmill.E009",
                 )
             )
+    return errors
+
+
+def _check_api() -> list[CheckMessage]:
+    """The REST API's settings, found wrong at startup rather than as a 500 on a request."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .api.permissions import permission_classes
+    from .api.throttling import parse_submit_rate
+
+    errors: list[CheckMessage] = []
+    for check, check_id in (
+        (permission_classes, "taskmill.E019"),
+        (lambda: parse_submit_rate(app_settings.API_SUBMIT_THROTTLE_RATE), "taskmill.E020"),
+    ):
+        try:
+            check()
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), id=check_id))
     return errors
 
 

@@ -26,9 +26,14 @@ def permission_classes() -> list[type[BasePermission]]:
 def _load(entry: Any) -> type[BasePermission]:
     if isinstance(entry, str):
         try:
-            return import_string(entry)  # type: ignore[no-any-return]
+            entry = import_string(entry)
         except ImportError as exc:
             raise ImproperlyConfigured(
                 f"TASKMILL['API_PERMISSION_CLASSES']: cannot import {entry!r}: {exc}"
             ) from exc
+    if not callable(entry):
+        # DRF instantiates each entry per request: classes, or composed ones (A & B).
+        raise ImproperlyConfigured(
+            f"TASKMILL['API_PERMISSION_CLASSES']: {entry!r} is not a permission class"
+        )
     return entry  # type: ignore[no-any-return]

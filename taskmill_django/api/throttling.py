@@ -28,11 +28,26 @@ class SubmitRateThrottle(UserRateThrottle):
     def allow_request(self, request: Any, view: Any) -> bool:
         # The rate is read per request, so changing the setting needs no restart.
         self.rate = self.get_rate()
-        try:
-            self.num_requests, self.duration = self.parse_rate(self.rate)
-        except (ValueError, KeyError, AttributeError, IndexError):
-            raise ImproperlyConfigured(
-                "TASKMILL['API_SUBMIT_THROTTLE_RATE'] must be None or a rate like '100/min' "
-                f"(per second, min, hour or day), got {self.rate!r}"
-            ) from None
+        self.num_requests, self.duration = parse_submit_rate(self.rate)
         return super().allow_request(request, view)  # type: ignore[no-any-return]
+
+
+def parse_submit_rate(rate: Any) -> tuple[int | None, int | None]:
+    """(requests, seconds) of an ``API_SUBMIT_THROTTLE_RATE`` value, (None, None) when off;
+    ImproperlyConfigured for anything else (also raised by the system check at startup)."""
+    if rate is not None and not isinstance(rate, str):
+        raise _bad_rate(rate)
+    try:
+        num, duration = UserRateThrottle.parse_rate(SubmitRateThrottle(), rate)
+    except (ValueError, KeyError, AttributeError, IndexError):
+        raise _bad_rate(rate) from None
+    if num is not None and num < 0:
+        raise _bad_rate(rate)
+    return num, duration
+
+
+def _bad_rate(rate: Any) -> ImproperlyConfigured:
+    return ImproperlyConfigured(
+        "TASKMILL['API_SUBMIT_THROTTLE_RATE'] must be None or a rate like '100/min' "
+        f"(per second, min, hour or day), got {rate!r}"
+    )

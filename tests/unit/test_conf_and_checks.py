@@ -126,6 +126,32 @@ def test_checks__non_positive_interval_is_e001(name, value):
     assert "taskmill.E001" in _ids({name: value})
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "rest_framework.permissions.IsAdminUser",  # a string, not a list of them
+        ["rest_framework.permissions.NoSuchPermission"],
+        ["no_such_module.Permission"],
+        ["rest_framework.permissions.SAFE_METHODS"],  # imports, but is no class
+    ],
+)
+def test_checks__bad_api_permission_classes_is_e019(value):
+    assert _ids({"API_PERMISSION_CLASSES": value}) == ["taskmill.E019"]
+
+
+@pytest.mark.parametrize("value", ["100/fortnight", "many/min", 100, "-5/min", ["10/s"]])
+def test_checks__bad_api_submit_throttle_rate_is_e020(value):
+    assert _ids({"API_SUBMIT_THROTTLE_RATE": value}) == ["taskmill.E020"]
+
+
+def test_checks__good_api_settings_are_clean():
+    good = {
+        "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+        "API_SUBMIT_THROTTLE_RATE": "20/s",
+    }
+    assert _ids(good) == []
+
+
 @pytest.mark.parametrize("value", [-1, "30", None])
 def test_checks__bad_shutdown_timeout_is_e002(value):
     assert _ids({"SHUTDOWN_TIMEOUT": value}) == ["taskmill.E002"]
