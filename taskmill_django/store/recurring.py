@@ -144,7 +144,25 @@ def _submit_occurrence(schedule: Schedule, tick: datetime) -> int | None:
     schedule.occurrence_count += 1
     schedule.last_task_id = outcome.id
     schedule.last_run_at = tick
+    if schedule.occurrence_count % TICKS_KEPT == 0:
+        _prune_ticks(schedule)
     return outcome.id
+
+
+# Occurrences a schedule keeps a tick row for (between TICKS_KEPT and twice that many).
+TICKS_KEPT = 100
+
+
+def _prune_ticks(schedule: Schedule) -> None:
+    """Drop all but the newest ``TICKS_KEPT`` ticks of ``schedule``, so a schedule firing every
+    second does not grow its table without end. Safe: occurrences fire in order under the
+    schedule's row lock and ``next_run_at`` only moves forward, so an old tick can never be
+    raced for again; the admin shows the most recent twenty."""
+    ticks = ScheduleTick.objects.filter(schedule=schedule)
+    oldest_kept = ticks.order_by("-tick_at").values_list("tick_at", flat=True)[TICKS_KEPT - 1 :]
+    cutoff = oldest_kept.first()
+    if cutoff is not None:
+        ticks.filter(tick_at__lt=cutoff).delete()
 
 
 def _advance(schedule: Schedule, tick: datetime, now: datetime) -> None:

@@ -23,6 +23,7 @@ from taskmill_django import (
     signals,
 )
 from taskmill_django.models import Schedule, ScheduleTick, Task, TaskTag
+from taskmill_django.store import recurring
 from taskmill_django.store.recurring import fire_due_schedules, sync_declared_schedules
 from taskmill_django.testing import run_pending
 from tests.conftest import wait_until
@@ -446,6 +447,29 @@ def test_missed_occurrences__catch_up_fires_each_missed_slot():
     )
     assert ticks == [first + timedelta(seconds=60 * i) for i in range(4)]
     assert _schedule(schedule_id).next_run_at == first + timedelta(seconds=240)
+
+
+@db
+def test_ticks__a_schedule_keeps_only_its_recent_ticks(monkeypatch):
+    monkeypatch.setattr(recurring, "TICKS_KEPT", 5)
+    schedule_id = _later(interval=60, catch_up=True)
+    first = _make_due(schedule_id, ago=timedelta(seconds=60 * 11 + 30))  # twelve missed slots
+    fired = 0
+    for _ in range(20):
+        n = fire_due_schedules()
+        if not n:
+            break
+        fired += n
+        run_pending()
+    assert fired == 12
+    ticks = list(
+        ScheduleTick.objects.filter(schedule_id=schedule_id)
+        .order_by("tick_at")
+        .values_list("tick_at", flat=True)
+    )
+    # Pruned to the newest five at the tenth occurrence; two more since.
+    assert ticks == [first + timedelta(seconds=60 * i) for i in range(5, 12)]
+    assert _schedule(schedule_id).occurrence_count == 12
 
 
 # --- exactly once ----------------------------------------------------------------------------
