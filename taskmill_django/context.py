@@ -6,6 +6,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
+
 from . import registry
 
 if TYPE_CHECKING:
@@ -116,6 +118,19 @@ class TaskContext:
     def spawn_siblings(self, task: Any, payloads: list[dict[str, Any]]) -> list[Any]:
         """Submit many siblings in one transaction."""
         return self._spawn(self._parent_id(), task, payloads)
+
+    async def aspawn_child(self, task: Any, **payload: Any) -> Any:
+        """``spawn_child`` for ``async def`` tasks (the database work runs in a thread, as
+        Django requires outside synchronous code)."""
+        return await sync_to_async(self.spawn_child)(task, **payload)
+
+    async def aspawn_sibling(self, task: Any, **payload: Any) -> Any:
+        """``spawn_sibling`` for ``async def`` tasks."""
+        return await sync_to_async(self.spawn_sibling)(task, **payload)
+
+    async def aspawn_siblings(self, task: Any, payloads: list[dict[str, Any]]) -> list[Any]:
+        """``spawn_siblings`` for ``async def`` tasks."""
+        return await sync_to_async(self.spawn_siblings)(task, payloads)
 
     def _parent_id(self) -> int:
         if self.record.parent_id is None:

@@ -9,8 +9,9 @@ test's uncommitted rows.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+
+from asgiref.sync import async_to_sync
 
 from . import executor
 from .models import TaskHistory
@@ -32,7 +33,9 @@ def run_pending(*, limit: int | None = None, domains: list[str] | None = None) -
         task = batch[0]
         ctx, definition = executor.build_context(task)
         if definition is not None and definition.is_async:
-            outcome = asyncio.run(executor.run_async(task, ctx, definition))
+            # async_to_sync: the task's sync_to_async calls (ctx.aspawn_child...) come back to
+            # this thread, so they share the test's connection and transaction.
+            outcome = async_to_sync(executor.run_async)(task, ctx, definition)
         else:
             outcome = executor.run_sync(task, ctx, definition, manage_connections=False)
         lifecycle.apply_outcomes([outcome])

@@ -17,7 +17,7 @@ from taskmill_django import RecurringSchedule
 from taskmill_django.models import Schedule, ScheduleTick, Task, TaskHistory, Worker
 from tests.acceptance.support import subprocess_env
 from tests.conftest import ROOT, wait_until
-from tests.testapp.tasks import fan_out, other_wf_step, record, sleep, wf_step
+from tests.testapp.tasks import async_fan_out, fan_out, other_wf_step, record, sleep, wf_step
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,6 +31,16 @@ def _finished(*task_ids: int) -> bool:
 def _wait_registered(*workers) -> None:
     pids = [w.pid for w in workers]
     wait_until(lambda: Worker.objects.filter(pid__in=pids).count() == len(pids), timeout=TIMEOUT)
+
+
+def test_async_spawn__async_tasks_spawn_children_and_siblings_in_a_worker(worker_factory, task_log):
+    parent = async_fan_out.submit()
+    worker_factory("--concurrency", "4")
+    wait_until(lambda: _finished(parent.id), timeout=TIMEOUT)
+    assert sorted(e["part"] for e in task_log.events("part")) == [0, 1, 2, 3]
+    children = TaskHistory.objects.filter(parent_id=parent.id)
+    assert sorted(children.values_list("status", flat=True)) == ["completed"] * 4
+    assert TaskHistory.objects.get(id=parent.id).status == "completed"
 
 
 def test_fan_out__finalize_runs_in_a_worker_with_the_memo(worker_factory, task_log):

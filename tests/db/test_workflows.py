@@ -13,6 +13,7 @@ from taskmill_django import ValidationError, scheduler, signals
 from taskmill_django.models import Task, TaskDependency, TaskHistory, TaskTag
 from taskmill_django.testing import run_pending
 from tests.testapp.tasks import (
+    async_fan_out,
     fan_out,
     fan_part,
     other_wf_step,
@@ -213,6 +214,20 @@ def test_fan_out__finalize_runs_after_all_children_with_the_memo(task_log):
     assert (row.status, row.result) == ("completed", {"finalized": 3})
     assert [c.status for c in _children(parent.id)] == ["completed"] * 3
     assert not Task.objects.exists()
+
+
+def test_async_spawn__async_tasks_spawn_children_and_siblings(task_log):
+    parent = async_fan_out.submit()
+    run_pending()
+    assert sorted(e["part"] for e in task_log.events("part")) == [0, 1, 2, 3]
+    children = _children(parent.id)
+    assert (
+        sorted(c.task_type for c in children)
+        == ["flows::async_first_part"] + ["flows::fan_part"] * 3
+    )
+    assert [c.status for c in children] == ["completed"] * 4
+    row = TaskHistory.objects.get(id=parent.id)
+    assert (row.status, row.result) == ("completed", "spawned")
 
 
 def test_fail_fast__first_child_failure_cancels_siblings_and_fails_parent(task_log):

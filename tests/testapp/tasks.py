@@ -128,6 +128,21 @@ def fan_out_finalize(ctx: TaskContext, memo: dict[str, int], **payload: object) 
     return {"finalized": memo["parts"]}
 
 
+@workflows.task("async_fan_out")
+async def async_fan_out(ctx: TaskContext) -> str:
+    """Spawning from ``async def`` tasks: one async child, which adds three siblings."""
+    await ctx.aspawn_child(async_first_part)
+    return "spawned"
+
+
+@workflows.task("async_first_part")
+async def async_first_part(ctx: TaskContext) -> int:
+    _log("part", task_id=ctx.task_id, part=0)
+    await ctx.aspawn_sibling(fan_part, part=1)
+    await ctx.aspawn_siblings(fan_part, [{"part": 2}, {"part": 3}])
+    return 0
+
+
 @workflows.task("fan_part", retry=RetryPolicy.constant(0, 0))
 def fan_part(ctx: TaskContext, part: int, fail: bool = False) -> int:
     _log("part", task_id=ctx.task_id, part=part)
