@@ -1,7 +1,9 @@
 """Test settings. The database comes from TASKMILL_TEST_DB (sqlite | postgres | mariadb).
 
 SQLite uses a file, not memory, so worker subprocesses share the test database. Subprocesses
-get the test database's real name through TASKMILL_TEST_DB_NAME.
+get the test database's real name through TASKMILL_TEST_DB_NAME. TASKMILL_TEST_PG_DBNAME and
+TASKMILL_TEST_MARIADB_DBNAME name the test database (default test_taskmill), so two suites can
+share one server (a checkout and a CI clone, say).
 """
 
 from __future__ import annotations
@@ -77,7 +79,10 @@ elif DB == "mariadb":
             "USER": "root",
             "PASSWORD": "",
             "OPTIONS": {"isolation_level": "read committed", "charset": "utf8mb4"},
-            "TEST": {"NAME": "test_taskmill", "CHARSET": "utf8mb4"},
+            "TEST": {
+                "NAME": os.environ.get("TASKMILL_TEST_MARIADB_DBNAME", "test_taskmill"),
+                "CHARSET": "utf8mb4",
+            },
         }
     }
 else:
