@@ -428,24 +428,30 @@ def test_missed_occurrences__collapse_into_one_run_without_catch_up():
     assert ScheduleTick.objects.filter(schedule_id=schedule_id).count() == 1
 
 
-@db
-def test_missed_occurrences__catch_up_fires_each_missed_slot():
-    schedule_id = _later(interval=60, catch_up=True)
-    first = _make_due(schedule_id, ago=timedelta(seconds=210))  # slots at -210, -150, -90, -30 s
+def _fire_until_caught_up(rounds: int = 20) -> int:
+    """Fire due schedules round after round, running each occurrence in between (so no
+    pile-up skip), until nothing is due; how many occurrences fired."""
     fired = 0
-    for _ in range(10):
+    for _ in range(rounds):
         n = fire_due_schedules()
         if not n:
             break
         fired += n
-        run_pending()  # the previous occurrence ran: no pile-up skip
-    assert fired == 4
-    ticks = list(
-        ScheduleTick.objects.filter(schedule_id=schedule_id)
-        .order_by("tick_at")
-        .values_list("tick_at", flat=True)
-    )
-    assert ticks == [first + timedelta(seconds=60 * i) for i in range(4)]
+        run_pending()
+    return fired
+
+
+def _tick_times(schedule_id: int) -> list:
+    ticks = ScheduleTick.objects.filter(schedule_id=schedule_id).order_by("tick_at")
+    return list(ticks.values_list("tick_at", flat=True))
+
+
+@db
+def test_missed_occurrences__catch_up_fires_each_missed_slot():
+    schedule_id = _later(interval=60, catch_up=True)
+    first = _make_due(schedule_id, ago=timedelta(seconds=210))  # slots at -210, -150, -90, -30 s
+    assert _fire_until_caught_up() == 4
+    assert _tick_times(schedule_id) == [first + timedelta(seconds=60 * i) for i in range(4)]
     assert _schedule(schedule_id).next_run_at == first + timedelta(seconds=240)
 
 
@@ -454,21 +460,9 @@ def test_ticks__a_schedule_keeps_only_its_recent_ticks(monkeypatch):
     monkeypatch.setattr(recurring, "TICKS_KEPT", 5)
     schedule_id = _later(interval=60, catch_up=True)
     first = _make_due(schedule_id, ago=timedelta(seconds=60 * 11 + 30))  # twelve missed slots
-    fired = 0
-    for _ in range(20):
-        n = fire_due_schedules()
-        if not n:
-            break
-        fired += n
-        run_pending()
-    assert fired == 12
-    ticks = list(
-        ScheduleTick.objects.filter(schedule_id=schedule_id)
-        .order_by("tick_at")
-        .values_list("tick_at", flat=True)
-    )
+    assert _fire_until_caught_up() == 12
     # Pruned to the newest five at the tenth occurrence; two more since.
-    assert ticks == [first + timedelta(seconds=60 * i) for i in range(5, 12)]
+    assert _tick_times(schedule_id) == [first + timedelta(seconds=60 * i) for i in range(5, 12)]
     assert _schedule(schedule_id).occurrence_count == 12
 
 
