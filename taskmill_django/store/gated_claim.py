@@ -9,7 +9,7 @@ import functools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,18 +146,14 @@ def _claim_in_one_round_trip(
     if not heads:
         return None
     checks = policy.has_caps or bool(limits)
+    lock = False if policy.has_caps else None  # shared: this worker found the caps far away
+    count = policy.has_caps or shares is not None
     statements = [(f"SAVEPOINT {_SAVEPOINT}", [])] if checks else []
-    if policy.has_caps:
-        statements.append(_lock_statement(False))
-    if policy.has_caps or shares is not None:
-        statements.append(_load_sql(connection.vendor, app_settings.lease_timeout))
+    statements += _state_statements(lock, count, [])
     statements.append(claim_from_statement(token, worker_id, heads, limit))
     statements += _payments(policy, token, worker_id)
     results = iter(run_together(statements)[1 if checks else 0 :])
-    locked = bool(next(results)) if policy.has_caps else True
-    load = None
-    if policy.has_caps or shares is not None:
-        load = _load_from(next(results), worker_id, limit)
+    locked, load = _state_from(results, lock, count, [], (worker_id, limit))
     claimed = claimed_tasks(next(results))
     balances = {name: tokens for rows in results for name, tokens in rows}
     unbindable = _still_unbindable(policy, load)
@@ -176,7 +172,7 @@ def _claim_in_one_round_trip(
             # policy is reloaded, instead of every claim being made twice.
             policy.memo["buckets_low"] = True
         return None  # the lock row or a bucket is missing, or a bucket ran short
-    if load is None:
+    if not count:
         return claimed
     policy.memo["slots"] = load.slots
     return _noting_dry_groups(policy, shares, load.running, limit, claimed)
@@ -198,10 +194,7 @@ def _plain_filters(policy: Policy, domains: Sequence[str] | None) -> _Filters:
     )
 
 
-def _still_unbindable(policy: Policy, load: Load | None) -> bool:
-    if not policy.has_caps:
-        return True
-    assert load is not None  # noqa: S101 - read whenever there are caps
+def _still_unbindable(policy: Policy, load: Load) -> bool:
     return not without_unbindable_caps(policy, load.running, load.headroom).has_caps
 
 
@@ -511,23 +504,45 @@ def _read_state(
     """Take the claim lock (``lock``: exclusive or shared; None: none), then read the load
     (when ``count``) and the rate buckets (when named), in one round trip where the driver
     allows: each read comes after the lock, so it sees every claim committed before it."""
-    statements = []
-    locking = lock is not None and connection.vendor != "sqlite"
-    if locking:
-        statements.append(_lock_statement(bool(lock)))
+    results = run_together(_state_statements(lock, count, buckets))
+    locked, load = _state_from(iter(results), lock, count, buckets, (worker_id, limit))
+    if not locked:
+        # The lock row does not exist yet: create it, lock it, and read again.
+        _lock(bool(lock))
+        results = run_together(_state_statements(None, count, buckets))
+        load = _state_from(iter(results), None, count, buckets, (worker_id, limit))[1]
+    return load
+
+
+def _state_statements(
+    lock: bool | None, count: bool, buckets: list[str]
+) -> list[tuple[str, Sequence[Any]]]:
+    """The statements of ``_read_state``, in order (also the head of a one-round-trip claim)."""
+    statements: list[tuple[str, Sequence[Any]]] = []
+    if lock is not None and connection.vendor != "sqlite":
+        statements.append(_lock_statement(lock))
     if count:
         statements.append(_load_sql(connection.vendor, app_settings.lease_timeout))
     if buckets:
         statements.append(_buckets_statement(buckets))
-    results = run_together(statements)
-    if locking and not results[0]:
-        # The lock row does not exist yet: create it, lock it, and read again.
-        _lock(bool(lock))
-        results = [[(1,)], *run_together(statements[1:])]
-    if locking:
-        results = results[1:]
-    load = _load_from(results[0], worker_id, limit) if count else Load([], limit, 0)
-    return replace(load, buckets=results[-1]) if buckets else load
+    return statements
+
+
+def _state_from(
+    results: Iterator[list[tuple[Any, ...]]],
+    lock: bool | None,
+    count: bool,
+    buckets: list[str],
+    claimer: tuple[uuid.UUID, int],
+) -> tuple[bool, Load]:
+    """Whether the lock row was found (True when none was asked for) and the load, taken
+    from the results of ``_state_statements`` (consumed from ``results``)."""
+    worker_id, limit = claimer
+    locked = bool(next(results)) if lock is not None and connection.vendor != "sqlite" else True
+    load = _load_from(next(results), worker_id, limit) if count else Load([], limit, 0)
+    if buckets:
+        load = replace(load, buckets=next(results))
+    return locked, load
 
 
 def _load_from(rows: list[tuple[Any, ...]], worker_id: uuid.UUID, limit: int) -> Load:
