@@ -140,9 +140,7 @@ def _claim_in_one_round_trip(
     if policy.is_fair and "slots" not in policy.memo:
         return None
     shares = fair_shares(policy, policy.memo["slots"]) if policy.is_fair else None
-    heads = _heads_with_rooms(
-        _compiled(connection.vendor, _plain_filters(policy, domains)), shares, limit
-    )
+    heads = _heads_with_rooms(_plain_filters(policy, domains), shares, limit)
     if not heads:
         return None
     checks = policy.has_caps or bool(limits)
@@ -418,7 +416,7 @@ def _claim_under_gates(
         # are the whole policy, so claim in one statement (paying tokens afterwards when
         # every bucket has plenty).
         rooms = _rooms(shares, running, limit) if shares is not None else None
-        heads = _heads(_compiled(connection.vendor, filters), rooms, limit)
+        heads = _heads(filters, rooms, limit)
         if not (policy.rate_limits or policy.group_rate_limits):
             claimed = claim_from(token, worker_id, heads, limit)
         else:
@@ -581,8 +579,8 @@ class _Filters:
     throttle_from: int | None
     io_saturated: frozenset[str]
 
-    def queryset(self) -> Any:
-        qs = Task.objects.claimable().exclude(expires_at__lte=Now())
+    def queryset(self, *, one_group: bool = False) -> Any:
+        qs = Task.objects.claimable(status_as_range=one_group).exclude(expires_at__lte=Now())
         if self.domains:
             qs = qs.filter(domain__in=list(self.domains))
         if self.skip_domains:
@@ -601,63 +599,88 @@ class _Filters:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(vendor: str, filters: _Filters) -> tuple[str, tuple[Any, ...]]:
+def _compiled(
+    vendor: str, filters: _Filters, *, one_group: bool = False
+) -> tuple[str, tuple[Any, ...]]:
     """``SELECT id, priority`` of the claimable rows, compiled once per set of filters
-    (building and compiling the queryset cost more than the claim statement it feeds)."""
-    return filters.queryset().values_list("id", "priority").order_by().query.sql_with_params()
+    (building and compiling the queryset cost more than the claim statement it feeds);
+    ``one_group``: for the head of one group (see ``_group_head``)."""
+    qs = filters.queryset(one_group=one_group and vendor == "postgresql")
+    return qs.values_list("id", "priority").order_by().query.sql_with_params()
+
+
+def _group_head(vendor: str, filters: _Filters) -> tuple[str, tuple[Any, ...], str]:
+    """The claimable rows of one group (the caller adds the group's condition) and their
+    dispatch order. On PostgreSQL the planner, taking a group's rows to be spread evenly
+    through the queue, may read them from the pending-only dispatch index and filter out
+    every other group's rows on the way; when one group's rows sit far behind (it drains
+    faster, its weight being higher), that read passed thousands of rows on every claim.
+    Stating "pending" as a range keeps that index out of reach, and ordering by the status
+    first (a single value) lets the group's own index (group, status, priority, id) deliver
+    the rows in order: a head reads only its group's rows."""
+    base, params = _compiled(vendor, filters, one_group=True)
+    order = f"{qn('status')}, {ORDER}" if vendor == "postgresql" else ORDER
+    return base, params, order
 
 
 def _heads(
-    compiled: tuple[str, tuple[Any, ...]],
+    filters: _Filters,
     rooms: list[tuple[str, int]] | None,
     limit: int,
 ) -> list[tuple[str, list[Any]]]:
     """Locked heads to claim from, as SQL: the queue's, or (with fair shares) each group's up
     to its room. Each group adds one condition to the compiled filters."""
-    base, params = compiled
-    lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    head = f" ORDER BY {ORDER} LIMIT %s{lock}"
+    vendor = connection.vendor
+    base, params = _compiled(vendor, filters)
+    lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
     if rooms is None:
-        return [(base + head, [*params, limit])]
+        return [(f"{base} ORDER BY {ORDER} LIMIT %s{lock}", [*params, limit])]
+    one, one_params, order = _group_head(vendor, filters)
     parts = []
     for group, room in rooms:
         if group == UNGROUPED:
-            parts.append((f"{base} AND {qn('group_key')} IS NULL{head}", [*params, room]))
+            head = f"{base} AND {qn('group_key')} IS NULL ORDER BY {ORDER} LIMIT %s{lock}"
+            parts.append((head, [*params, room]))
         else:
-            parts.append((f"{base} AND {qn('group_key')} = %s{head}", [*params, group, room]))
+            head = f"{one} AND {qn('group_key')} = %s ORDER BY {order} LIMIT %s{lock}"
+            parts.append((head, [*one_params, group, room]))
     return parts
 
 
 def _heads_with_rooms(
-    compiled: tuple[str, tuple[Any, ...]], shares: dict[str, int] | None, limit: int
+    filters: _Filters, shares: dict[str, int] | None, limit: int
 ) -> list[tuple[str, list[Any]]]:
     """Like ``_heads``, but each group's room (its share less its running tasks, at most
     ``limit``) is counted by the statement itself, so no load needs reading first. PostgreSQL:
     one LATERAL head over a VALUES list of the groups plans in a third of the time of one
     head per group."""
     if shares is None:
-        return _heads(compiled, None, limit)
-    base, params = compiled
+        return _heads(filters, None, limit)
+    vendor = connection.vendor
     table, group = qn(Task._meta.db_table), qn("group_key")
     running = f"(SELECT COUNT(*) FROM {table} AS x WHERE x.{qn('status')} = 'running' AND x.{group}"  # noqa: S608
-    tail = f"ORDER BY {ORDER} LIMIT GREATEST(0, LEAST(%s, {{share}} - {running} {{same}}))) "
-    tail += "FOR UPDATE SKIP LOCKED"
+    tail = f"LIMIT GREATEST(0, LEAST(%s, {{share}} - {running} {{same}}))) FOR UPDATE SKIP LOCKED"
     named = [(g, share) for g, share in sorted(shares.items()) if share > 0 and g != UNGROUPED]
     parts = []
     if named:
+        one, one_params, order = _group_head(vendor, filters)
         values = ", ".join(["(%s::text, %s::int)"] * len(named))
         lateral = tail.format(share="r.share", same="= r.g")
         parts.append(
             (
                 f"SELECT h.* FROM (VALUES {values}) AS r(g, share) CROSS JOIN LATERAL "  # noqa: S608
-                f"({base} AND {group} = r.g {lateral}) AS h",
-                [*(v for pair in named for v in pair), *params, limit],
+                f"({one} AND {group} = r.g ORDER BY {order} {lateral}) AS h",
+                [*(v for pair in named for v in pair), *one_params, limit],
             )
         )
     if shares.get(UNGROUPED, 0) > 0:
+        base, params = _compiled(vendor, filters)
         ungrouped = tail.format(share="%s", same="IS NULL")
         parts.append(
-            (f"{base} AND {group} IS NULL {ungrouped}", [*params, limit, shares[UNGROUPED]])
+            (
+                f"{base} AND {group} IS NULL ORDER BY {ORDER} {ungrouped}",
+                [*params, limit, shares[UNGROUPED]],
+            )
         )
     return parts
 

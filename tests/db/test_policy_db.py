@@ -825,6 +825,47 @@ def test_fair_shares__hold_when_claims_reuse_the_policy():
         assert len(then.captured_queries) == 1
 
 
+@pytest.mark.postgres_only
+def test_fair_shares__a_groups_head_reads_only_that_groups_rows():
+    # Four groups submitted interleaved, d drained faster (its weight is higher) so that its
+    # rows left sit behind most of the others'. Read from the pending-only dispatch index (the
+    # planner takes each group's rows to be spread evenly), d's head would pass thousands of
+    # other rows first, on every claim: the usual one and the one-round-trip one.
+    w = workers.register_worker("w", 1, 8, None)
+    for group in "abcd":
+        scheduler.set_group_weight(group, 1)
+    payloads = [{"n": i} for i in range(8000)]
+    for index, group in enumerate("abcd"):
+        record.using(group=group).submit_batch(payloads[index::4])
+    Task.objects.filter(group_key="d", id__lt=Task.objects.order_by("-id")[40].id).delete()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task")
+    policy = control.load_policy()
+
+    with CaptureQueriesContext(connection) as claims:
+        got = claim_now(4, worker_id=w, policy=policy) + claim_now(4, worker_id=w, policy=policy)
+
+    assert sorted(t.group_key for t in got) == list("aabbccdd")
+    sent = [q["sql"] for q in claims.captured_queries]
+    heads = [part for sql in sent for part in sql.split("; ") if "SKIP LOCKED" in part]
+    assert len(heads) == 2
+    for statement in heads:
+        assert "taskmill_task_group_order" in _plan(statement)
+        # Whatever the planner's estimates, the dispatch index must be out of its reach:
+        # even with the group index gone, it does not read a group's head from it.
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("DROP INDEX taskmill_task_group_order")
+            assert "taskmill_task_dispatch" not in _plan(statement)
+            transaction.set_rollback(True)
+
+
+def _plan(statement: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + statement)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
 def test_fair_shares__minimum_slots():
     scheduler.set_max_concurrency(4)
     scheduler.set_group_weight("a", 9)
