@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, Now
 from ..enums import TaskStatus
 from ..models import Task
 from ..policy.config import Policy
-from .db import qn, run_together
+from .db import Ahead, qn, run_together
 
 ORDER = '"priority", "id"'  # dispatch order (identifiers quoted the same way everywhere)
 SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
@@ -26,13 +26,15 @@ def claim_batch(
     limit: int,
     domains: Sequence[str] | None = None,
     policy: Policy | None = None,
+    ahead: Ahead | None = None,
 ) -> list[Task]:
     """Claim up to ``limit`` due tasks in priority-then-FIFO order for ``worker_id``.
 
     ``SKIP LOCKED`` lets many workers claim side by side without waiting on each other's rows;
     on SQLite, IMMEDIATE transactions serialise writers instead. One lease token per batch
     fences every later write of this claim. PostgreSQL and SQLite claim with one
-    ``UPDATE ... RETURNING`` statement; other databases use three ORM queries.
+    ``UPDATE ... RETURNING`` statement; other databases use three ORM queries. ``ahead``
+    (see ``db.run_together``) rides along with the claim's first round trip, if it has one.
     """
     if limit <= 0:
         return []
@@ -40,8 +42,8 @@ def claim_batch(
     if policy is not None and not policy.is_trivial:
         from .gated_claim import claim_gated
 
-        return claim_gated(token, worker_id, limit, domains, policy)
-    return claim_returning(token, worker_id, limit, domains)
+        return claim_gated(token, worker_id, limit, domains, policy, ahead)
+    return claim_returning(token, worker_id, limit, domains, ahead=ahead)
 
 
 def claim_deferred(worker_id: uuid.UUID) -> bool:
@@ -62,11 +64,14 @@ def claim_returning(
     limit: int,
     domains: Sequence[str] | None,
     then: Then = (),
+    ahead: Ahead | None = None,
 ) -> list[Task]:
     """The ungated claim: one statement on PostgreSQL and SQLite (``then`` only there)."""
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
-            return _claim_returning(token, worker_id, limit, domains, then=then)
+            return _claim_returning(token, worker_id, limit, domains, then=then, ahead=ahead)
+    if ahead is not None:
+        ahead.send()
     return _claim_orm(token, worker_id, limit, domains)
 
 
@@ -77,6 +82,7 @@ def _claim_returning(
     domains: Sequence[str] | None,
     ids: Sequence[int] | None = None,
     then: Then = (),
+    ahead: Ahead | None = None,
 ) -> list[Task]:
     """The claim statement: the first ``limit`` due rows, or exactly ``ids`` (chosen by the
     gated claim) where they are still pending."""
@@ -90,11 +96,13 @@ def _claim_returning(
         params += [token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *params]
-    return _run_claim(sql, params, then)
+    return _run_claim(sql, params, then, ahead)
 
 
-def _run_claim(sql: str, params: Sequence[object], then: Then = ()) -> list[Task]:
-    return claimed_tasks(run_together([(sql, params), *then])[0])
+def _run_claim(
+    sql: str, params: Sequence[object], then: Then = (), ahead: Ahead | None = None
+) -> list[Task]:
+    return claimed_tasks(run_together([(sql, params), *then], ahead)[0])
 
 
 def claimed_tasks(raw_rows: Sequence[tuple[Any, ...]]) -> list[Task]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import connection, transaction
@@ -33,15 +34,37 @@ def placeholders(values: Iterable[object]) -> str:
     return ", ".join(["%s"] * len(list(values)))
 
 
-def run_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list[list[tuple]]:  # type: ignore[type-arg]
+Statements = Sequence[tuple[str, Sequence[object]]]
+
+
+@dataclass
+class Ahead:
+    """Statements to send ahead of the next ``run_together`` that is handed this object, in
+    the same round trip, and their rows once sent (``rows``). ``send`` runs them on their own
+    if nothing took them."""
+
+    statements: Statements
+    rows: list[list[tuple]] | None = None  # type: ignore[type-arg]
+
+    def send(self) -> None:
+        if self.rows is None:
+            run_together([], self)
+
+
+def run_together(statements: Statements, ahead: Ahead | None = None) -> list[list[tuple]]:  # type: ignore[type-arg]
     """Run ``statements`` in order and return the rows of each (none for a statement that
-    returns no rows, such as a plain UPDATE).
+    returns no rows, such as a plain UPDATE). Those of ``ahead``, unless sent already, run
+    first; their rows go to ``ahead.rows``.
 
     With psycopg 3 and client-side binding (Django's default) they travel as one simple query:
     one round trip instead of one each. Each statement still takes its own snapshot (READ
     COMMITTED), so a read placed after a lock sees what was committed before the lock was
     granted. Other drivers and settings run them one by one.
     """
+    if ahead is not None and ahead.rows is None:
+        results = run_together([*ahead.statements, *statements])
+        ahead.rows = results[: len(ahead.statements)]
+        return results[len(ahead.statements) :]
     if not statements:
         return []
     with connection.cursor() as cursor:
@@ -62,6 +85,11 @@ def run_together(statements: Sequence[tuple[str, Sequence[object]]]) -> list[lis
 
 
 def _rows(cursor: Any) -> list[tuple]:  # type: ignore[type-arg]
+    # psycopg 3 builds a Column object per column on every ``description`` access (a claim
+    # returns some fifty): its result's field count says the same for nothing.
+    result = getattr(cursor, "pgresult", None)
+    if result is not None:
+        return list(cursor.fetchall()) if result.nfields else []
     return list(cursor.fetchall()) if cursor.description is not None else []
 
 

@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
-
 from ..enums import HistoryStatus
+from .db import Ahead
 
 _SQL = """
 WITH o AS (
@@ -79,8 +78,20 @@ class Finished:
     parent_id: int | None
 
 
-def finish_batch(outcomes: Sequence[Any]) -> list[Finished]:
+def finish_batch(outcomes: Sequence[Any], ahead: Ahead | None = None) -> list[Finished]:
     """Move the fenced rows of terminal ``outcomes`` to history; return the rows moved.
+
+    ``ahead``: this statement (see ``finish_ahead``), if it already travelled with another
+    round trip of the transaction; sent now otherwise."""
+    ahead = ahead or finish_ahead(outcomes)
+    ahead.send()
+    assert ahead.rows is not None  # noqa: S101 - sent just above
+    return [Finished(*row) for row in ahead.rows[0]]
+
+
+def finish_ahead(outcomes: Sequence[Any]) -> Ahead:
+    """The statement of ``finish_batch``, to send ahead of a later round trip of the same
+    transaction (the worker sends it with its next claim: one round trip for both).
 
     The batch travels as one JSON document (serialised in C by ``json``), not as arrays that
     the driver would adapt element by element in Python."""
@@ -103,9 +114,7 @@ def finish_batch(outcomes: Sequence[Any]) -> list[Finished]:
         ],
         separators=(",", ":"),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(_SQL, [document])
-        return [Finished(*row) for row in cursor.fetchall()]
+    return Ahead([(_SQL, [document])])
 
 
 TERMINAL = frozenset(

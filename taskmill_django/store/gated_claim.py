@@ -39,7 +39,7 @@ from .claim import (
     claim_returning,
     claimed_tasks,
 )
-from .db import qn, run_together
+from .db import Ahead, qn, run_together
 
 CLAIM_LOCK = "__claim_lock__"
 _SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
@@ -64,14 +64,16 @@ def claim_gated(
     limit: int,
     domains: Sequence[str] | None,
     policy: Policy,
+    ahead: Ahead | None = None,
 ) -> list[Task]:
     """Claim under ``policy``, paying only for the gates that can act on this claim: caps no
     live slot can reach are dropped, aging that has nothing to promote is ignored, and what is
-    left decides between one claim statement and choosing candidates row by row."""
+    left decides between one claim statement and choosing candidates row by row. ``ahead``
+    rides along with the first round trip (before any savepoint: nothing here undoes it)."""
     if policy.is_paused:
         return []
     with transaction.atomic(savepoint=False):
-        claimed = _claim_in_one_round_trip(token, worker_id, limit, domains, policy)
+        claimed = _claim_in_one_round_trip(token, worker_id, limit, domains, policy, ahead)
         if claimed is not None:
             return claimed
         configured, exclusive = policy, True
@@ -83,6 +85,7 @@ def claim_gated(
             lock=exclusive if policy.has_caps else None,
             count=policy.has_caps or policy.is_fair,
             buckets=_bucket_names(policy) if connection.vendor == "postgresql" else [],
+            ahead=ahead,
         )
         if policy.is_fair:
             policy.memo["slots"] = load.slots  # for the next claims' one-round-trip form
@@ -117,6 +120,7 @@ def _claim_in_one_round_trip(
     limit: int,
     domains: Sequence[str] | None,
     policy: Policy,
+    ahead: Ahead | None,
 ) -> list[Task] | None:
     """PostgreSQL, when this worker's last claim found every cap out of reach and nothing has
     aged: claim as if no cap could bind and pay the buckets for what was taken, in the same
@@ -150,7 +154,7 @@ def _claim_in_one_round_trip(
     statements += _state_statements(lock, count, [])
     statements.append(claim_from_statement(token, worker_id, heads, limit))
     statements += _payments(policy, token, worker_id)
-    results = iter(run_together(statements)[1 if checks else 0 :])
+    results = iter(run_together(statements, ahead)[1 if checks else 0 :])
     locked, load = _state_from(results, lock, count, [], (worker_id, limit))
     claimed = claimed_tasks(next(results))
     balances = {name: tokens for rows in results for name, tokens in rows}
@@ -497,12 +501,18 @@ class Load:
 
 
 def _read_state(
-    worker_id: uuid.UUID, limit: int, *, lock: bool | None, count: bool, buckets: list[str]
+    worker_id: uuid.UUID,
+    limit: int,
+    *,
+    lock: bool | None,
+    count: bool,
+    buckets: list[str],
+    ahead: Ahead | None = None,
 ) -> Load:
     """Take the claim lock (``lock``: exclusive or shared; None: none), then read the load
     (when ``count``) and the rate buckets (when named), in one round trip where the driver
     allows: each read comes after the lock, so it sees every claim committed before it."""
-    results = run_together(_state_statements(lock, count, buckets))
+    results = run_together(_state_statements(lock, count, buckets), ahead)
     locked, load = _state_from(iter(results), lock, count, buckets, (worker_id, limit))
     if not locked:
         # The lock row does not exist yet: create it, lock it, and read again.

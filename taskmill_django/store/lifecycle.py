@@ -23,7 +23,7 @@ from ..enums import HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
 from . import finish_pg
 from .children import children_finished, parent_returned
-from .db import notify_workers, send_on_commit
+from .db import Ahead, notify_workers, send_on_commit
 from .dependencies import resolve_dependents
 from .history import Finish, move_to_history
 
@@ -66,19 +66,31 @@ class Applied:
     lost: list[Outcome]
 
 
-def apply_outcomes(outcomes: Sequence[Outcome]) -> Applied:
+def moving_ahead(outcomes: Sequence[Outcome]) -> Ahead | None:
+    """PostgreSQL: the statement that moves the rows of ``outcomes`` that end their task to
+    history, for the caller to send ahead of its next round trip in the same transaction and
+    then hand to ``apply_outcomes`` (the worker sends it with its next claim). None elsewhere,
+    or when no outcome ends its task."""
+    if connection.vendor != "postgresql":
+        return None
+    terminal = _terminal(outcomes)
+    return finish_pg.finish_ahead(terminal) if terminal else None
+
+
+def apply_outcomes(outcomes: Sequence[Outcome], moved: Ahead | None = None) -> Applied:
     """Write a batch of outcomes in one transaction; rows we no longer own are left alone.
 
     Joins the caller's transaction when there is one (the dispatcher writes outcomes and claims
-    the next batch under a single commit).
+    the next batch under a single commit). ``moved``: ``moving_ahead(outcomes)``, sent already
+    or not.
     """
     if not outcomes:
         return Applied([], [])
     with transaction.atomic(savepoint=False):
         if connection.vendor == "postgresql":
-            terminal = [o for o in outcomes if o.kind in finish_pg.TERMINAL]
+            terminal = _terminal(outcomes)
             others = [o for o in outcomes if o.kind not in finish_pg.TERMINAL]
-            written = _finish_pg(terminal) + _apply_generic(others)
+            written = _finish_pg(terminal, moved) + _apply_generic(others)
         else:
             written = _apply_generic(outcomes)
     written_ids = {o.task_id for o in written}
@@ -90,11 +102,15 @@ def apply_outcomes(outcomes: Sequence[Outcome]) -> Applied:
     return Applied(written, lost)
 
 
-def _finish_pg(outcomes: list[Outcome]) -> list[Outcome]:
+def _terminal(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.kind in finish_pg.TERMINAL]
+
+
+def _finish_pg(outcomes: list[Outcome], moved: Ahead | None) -> list[Outcome]:
     if not outcomes:
         return []
     by_id = {o.task_id: o for o in outcomes}
-    finished = finish_pg.finish_batch(outcomes)
+    finished = finish_pg.finish_batch(outcomes, moved)
     for row in finished:
         _announce(row.id, row.task_type, row.status, by_id[row.id])
     resolve_dependents({row.id: row.status for row in finished if row.has_dependents})

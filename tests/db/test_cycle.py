@@ -1,0 +1,153 @@
+"""The worker's cycle: last batch's outcomes written and the next batch claimed under one commit.
+
+These commit for real (``transaction=True``), as a worker does. On PostgreSQL the move of
+finished tasks to history travels with the claim's first round trip.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
+
+from taskmill_django import RateLimit, scheduler, signals
+from taskmill_django.models import Task, TaskHistory
+from taskmill_django.store import claim, control, cycle, lifecycle, workers
+from tests.testapp.tasks import echo, record
+
+executes = pytest.mark.django_db(transaction=True)
+
+
+def _claim(n: int) -> list[Task]:
+    return claim.claim_batch(uuid.uuid4(), n)
+
+
+def _done(task: Task, kind: str = lifecycle.COMPLETED, **fields: object) -> lifecycle.Outcome:
+    return lifecycle.Outcome(task.id, task.lease_token, kind, task.task_type, **fields)
+
+
+@executes
+def test_cycle__writes_outcomes_and_claims_next_batch(received):
+    first = [record.submit(n=i).id for i in range(3)]
+    running = _claim(3)
+    later = [record.submit(n=i).id for i in range(3, 6)]
+    completed = received(signals.task_completed)
+
+    applied, claimed = cycle.write_and_claim(
+        [_done(t, result={"n": t.id}) for t in running], uuid.uuid4(), 2, None, None
+    )
+
+    assert sorted(o.task_id for o in applied.written) == first
+    assert applied.lost == []
+    assert [t.id for t in claimed] == later[:2]
+    assert set(Task.objects.values_list("id", "status")) == {
+        (later[0], "running"),
+        (later[1], "running"),
+        (later[2], "pending"),
+    }
+    rows = TaskHistory.objects.filter(id__in=first).order_by("id")
+    assert [(r.status, r.result) for r in rows] == [("completed", {"n": i}) for i in first]
+    assert sorted(e["task_id"] for e in completed) == first
+
+
+@executes
+def test_cycle__outcomes_needing_more_than_a_move_are_written_too():
+    plain, dependency, retried, zombie = (echo.submit(value=i) for i in range(4))
+    dependent = echo.using(depends_on=[dependency.id]).submit(value="after")
+    running = {t.id: t for t in _claim(4)}
+    stale = _done(running[zombie.id])
+    stale.lease_token = uuid.uuid4()  # rescued and re-claimed elsewhere meanwhile
+
+    applied, claimed = cycle.write_and_claim(
+        [
+            _done(running[plain.id]),
+            _done(running[dependency.id]),
+            _done(running[retried.id], lifecycle.RETRY, error="RetryableError: later"),
+            stale,
+        ],
+        uuid.uuid4(),
+        8,
+        None,
+        None,
+    )
+
+    written = sorted(o.task_id for o in applied.written)
+    assert written == sorted([plain.id, dependency.id, retried.id])
+    assert [o.task_id for o in applied.lost] == [zombie.id]
+    # Written before the claim, or after it on PostgreSQL (the move to history travels with
+    # the claim, the rest follows): the retry and the dependent may be claimed again already.
+    assert Task.objects.get(id=dependent.id).status in ("pending", "running")
+    assert Task.objects.get(id=retried.id).retry_count == 1
+    assert Task.objects.get(id=zombie.id).status == "running"
+    assert {t.id for t in claimed} <= {retried.id, dependent.id}
+    assert set(TaskHistory.objects.values_list("id", flat=True)) == {plain.id, dependency.id}
+
+
+@pytest.mark.postgres_only
+@executes
+def test_cycle__moves_finished_tasks_in_the_claims_round_trip_on_postgres():
+    running = _claim_after_submitting(4)
+    for i in range(4, 8):
+        record.submit(n=i)
+
+    with CaptureQueriesContext(connection) as queries:
+        applied, claimed = cycle.write_and_claim(
+            [_done(t) for t in running], uuid.uuid4(), 4, None, None
+        )
+
+    assert (len(applied.written), len(claimed)) == (4, 4)
+    sent = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    assert len(sent) == 1
+    assert sent[0].index("json_to_recordset") < sent[0].index("picked AS MATERIALIZED")
+
+
+@pytest.mark.postgres_only
+@executes
+def test_cycle__is_all_or_nothing_on_postgres():
+    running = _claim_after_submitting(2)
+    waiting = record.submit(n=9)
+    # jsonb has no NUL character: the database refuses the whole query.
+    outcomes = [_done(running[0]), _done(running[1], result="\u0000")]
+
+    with pytest.raises(DatabaseError):
+        cycle.write_and_claim(outcomes, uuid.uuid4(), 1, None, None)
+
+    assert not TaskHistory.objects.exists()
+    assert Task.objects.get(id=waiting.id).status == "pending"
+    assert set(
+        Task.objects.filter(id__in=[t.id for t in running]).values_list("status", flat=True)
+    ) == {"running"}
+
+
+@executes
+def test_cycle__a_gated_claim_undone_to_its_savepoint_keeps_the_outcomes_sent_with_it():
+    # 10 tokens: three claims of 3 pay in their round trip; the fourth overspends, is rolled
+    # back to its savepoint and takes the last token the slow way. The outcomes that travelled
+    # with it (ahead of the savepoint) stay written.
+    worker = workers.register_worker("w", 1, 2, None)
+    scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(10))
+    for i in range(20):
+        record.submit(n=i)
+    policy = control.load_policy()
+    running = [t for _ in range(3) for t in claim.claim_batch(worker, 3, policy=policy)]
+
+    with CaptureQueriesContext(connection) as queries:
+        applied, claimed = cycle.write_and_claim(
+            [_done(t) for t in running], worker, 3, None, policy
+        )
+
+    assert (len(applied.written), len(claimed)) == (9, 1)
+    assert TaskHistory.objects.filter(status="completed").count() == 9
+    if connection.vendor == "postgresql":
+        sent = [q["sql"] for q in queries.captured_queries]
+        assert any("ROLLBACK TO SAVEPOINT" in sql for sql in sent)
+        (together,) = [sql for sql in sent if "json_to_recordset" in sql]
+        assert together.index("json_to_recordset") < together.index("SAVEPOINT taskmill_claim")
+
+
+def _claim_after_submitting(n: int) -> list[Task]:
+    for i in range(n):
+        record.submit(n=i)
+    return _claim(n)
