@@ -20,17 +20,13 @@ class TaskQuerySet(models.QuerySet["Task"]):
     def running(self) -> TaskQuerySet:
         return self.filter(status=TaskStatus.RUNNING)
 
-    def claimable(self, *, status_as_range: bool = False) -> TaskQuerySet:
-        """Pending rows whose ``run_after`` has come, by the database clock.
+    def due(self) -> TaskQuerySet:
+        """Rows whose ``run_after`` has come, by the database clock."""
+        return self.filter(Q(run_after__isnull=True) | Q(run_after__lte=Now()))
 
-        ``status_as_range`` says "pending" as a one-value range (the same rows): PostgreSQL
-        then cannot prove that the pending-only dispatch index covers the query, and the head
-        of one group reads that group's index instead (see ``store.gated_claim``)."""
-        if status_as_range:
-            pending = Q(status__range=(TaskStatus.PENDING, TaskStatus.PENDING))
-        else:
-            pending = Q(status=TaskStatus.PENDING)
-        return self.filter(pending).filter(Q(run_after__isnull=True) | Q(run_after__lte=Now()))
+    def claimable(self) -> TaskQuerySet:
+        """Pending rows whose ``run_after`` has come, by the database clock."""
+        return self.pending().due()
 
     def in_dispatch_order(self) -> TaskQuerySet:
         """Priority first (lower runs first), then FIFO by id."""

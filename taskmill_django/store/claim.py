@@ -70,8 +70,6 @@ def claim_returning(
     if connection.vendor in ("postgresql", "sqlite"):
         with transaction.atomic(savepoint=False):  # joins the dispatcher's transaction
             return _claim_returning(token, worker_id, limit, domains, then=then, ahead=ahead)
-    if ahead is not None:
-        ahead.send()
     return _claim_orm(token, worker_id, limit, domains)
 
 

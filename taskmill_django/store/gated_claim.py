@@ -590,7 +590,11 @@ class _Filters:
     io_saturated: frozenset[str]
 
     def queryset(self, *, one_group: bool = False) -> Any:
-        qs = Task.objects.claimable(status_as_range=one_group).exclude(expires_at__lte=Now())
+        """``one_group``: "pending" stated as a one-value range (the same rows) for the head
+        of one group on PostgreSQL (see ``_group_head``)."""
+        pending = TaskStatus.PENDING
+        status = Q(status__range=(pending, pending)) if one_group else Q(status=pending)
+        qs = Task.objects.filter(status).due().exclude(expires_at__lte=Now())
         if self.domains:
             qs = qs.filter(domain__in=list(self.domains))
         if self.skip_domains:
@@ -615,7 +619,7 @@ def _compiled(
     """``SELECT id, priority`` of the claimable rows, compiled once per set of filters
     (building and compiling the queryset cost more than the claim statement it feeds);
     ``one_group``: for the head of one group (see ``_group_head``)."""
-    qs = filters.queryset(one_group=one_group and vendor == "postgresql")
+    qs = filters.queryset(one_group=one_group)
     return qs.values_list("id", "priority").order_by().query.sql_with_params()
 
 
@@ -628,9 +632,9 @@ def _group_head(vendor: str, filters: _Filters) -> tuple[str, tuple[Any, ...], s
     Stating "pending" as a range keeps that index out of reach, and ordering by the status
     first (a single value) lets the group's own index (group, status, priority, id) deliver
     the rows in order: a head reads only its group's rows."""
-    base, params = _compiled(vendor, filters, one_group=True)
-    order = f"{qn('status')}, {ORDER}" if vendor == "postgresql" else ORDER
-    return base, params, order
+    if vendor != "postgresql":
+        return (*_compiled(vendor, filters), ORDER)
+    return (*_compiled(vendor, filters, one_group=True), f"{qn('status')}, {ORDER}")
 
 
 def _heads(
