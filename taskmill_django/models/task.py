@@ -110,6 +110,13 @@ class Task(models.Model):
     class Meta:
         db_table = "taskmill_task"
         ordering = ("priority", "id")
+        # Privileges beyond Django's add/change/view/delete, checked by the admin, the REST API
+        # and the metrics view alike.
+        permissions = (
+            ("control_scheduler", "Can change cluster-wide scheduling (pauses, caps, rates)"),
+            ("submit_urgent", "Can submit or reprioritize at a preempting priority"),
+            ("view_metrics", "Can read the Prometheus metrics"),
+        )
         # Every index costs on each insert, claim (a status change is never a HOT update) and
         # move to history, so rows enter an index only while a query needs them there
         # (partial indexes; MySQL/MariaDB build them over all rows).
