@@ -32,6 +32,7 @@ from . import executor, signals
 from .conf import app_settings
 from .context import TaskContext
 from .domain import TaskDefinition
+from .enums import INTERRUPTIONS, InterruptReason
 from .exceptions import ValidationError
 from .models import Task
 from .policy import io, pressure
@@ -445,7 +446,7 @@ class Dispatcher:
         fenced off anyway; cancel them so no work is wasted, and come back under a new id."""
         logger.warning("worker row missing (declared dead); cancelling tasks and re-registering")
         for task_id in list(self.running):
-            self._cancel(task_id, executor.SHUTDOWN)
+            self._cancel(task_id, InterruptReason.SHUTDOWN)
         self._register()
 
     def _cancel(self, task_id: int, reason: str) -> None:
@@ -453,7 +454,7 @@ class Dispatcher:
         if item is None or item.ctx.is_cancelled():
             return
         item.ctx.cancel(reason)
-        if reason not in executor.INTERRUPTIONS:
+        if reason not in INTERRUPTIONS:
             # A slow hook must not delay heartbeats: run it beside the loop.
             threading.Thread(
                 target=executor.run_on_cancel,
@@ -529,7 +530,7 @@ class Dispatcher:
             self.wake.wait(0.05)
             self.wake.clear()
         for task_id in list(self.running):
-            self._cancel(task_id, executor.SHUTDOWN)
+            self._cancel(task_id, InterruptReason.SHUTDOWN)
         self._release_unfinished()
         for _ in self._threads:
             self.work.put(None)

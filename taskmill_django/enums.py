@@ -81,3 +81,37 @@ class OutcomeKind(models.TextChoices):
     UPGRADED = "upgraded"
     REQUEUED = "requeued"
     SUPERSEDED = "superseded"
+
+
+class InterruptReason(models.TextChoices):
+    """Why a running attempt is asked to stop without its task failing or ending.
+
+    A request is stored in ``Task.cancel_reason`` (which otherwise holds the terminal status a
+    cancellation records) and carried to the attempt as ``ctx.cancel_reason``; the last three
+    never reach the database: the worker decides them itself.
+    """
+
+    PREEMPTED = "preempted", "preempted by more urgent work"
+    DOMAIN_PAUSED = "domain_paused", "its domain was paused"
+    GROUP_PAUSED = "group_paused", "its group was paused"
+    ALL_PAUSED = "all_paused", "the scheduler was paused"
+    MANUAL = "manual", "paused by hand"
+    SHUTDOWN = "shutdown", "its worker is shutting down"
+    LEASE_LOST = "lease_lost", "its worker lost the lease"
+    TIMEOUT = "timeout", "it ran past its time limit"
+
+
+# Requests that park a running task as ``paused`` (no retry spent); it runs again once the
+# pause is lifted. The value becomes the row's ``pause_reason``.
+PARKING_REASONS = frozenset(
+    {
+        InterruptReason.PREEMPTED,
+        InterruptReason.DOMAIN_PAUSED,
+        InterruptReason.GROUP_PAUSED,
+        InterruptReason.ALL_PAUSED,
+        InterruptReason.MANUAL,
+    }
+)
+# Interruptions that end an attempt without failing or ending its task: parked, released to
+# pending (shutdown), or dropped because the lease is no longer ours.
+INTERRUPTIONS = PARKING_REASONS | {InterruptReason.SHUTDOWN, InterruptReason.LEASE_LOST}

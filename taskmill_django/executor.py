@@ -15,20 +15,13 @@ from django.db import close_old_connections
 from . import registry
 from .context import TaskContext
 from .domain import TaskDefinition
-from .enums import HistoryStatus
+from .enums import INTERRUPTIONS, HistoryStatus
 from .exceptions import PermanentError
 from .models import Task
 from .retry import RetryPolicy
 from .store import lifecycle
 
 logger = logging.getLogger(__name__)
-
-SHUTDOWN = "shutdown"
-PREEMPTED = "preempted"
-DOMAIN_PAUSED = "domain_paused"
-MANUAL_PAUSE = "manual"
-# Cancellation reasons that interrupt an attempt without failing or ending the task.
-INTERRUPTIONS = (SHUTDOWN, PREEMPTED, DOMAIN_PAUSED, MANUAL_PAUSE)
 
 
 def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:

@@ -27,7 +27,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
 
 from .conf import app_settings
-from .enums import TaskStatus
+from .enums import InterruptReason, TaskStatus
 from .exceptions import TaskNotFound
 from .models import PausedGroup, RateBucket, Task, TaskDependency, TaskHistory, Worker
 from .policy import config
@@ -63,11 +63,12 @@ READY = "ready"
 FINISHED = "finished"
 
 _PAUSE_MESSAGES = {
-    "manual": "paused by hand; resume it to let it run",
-    "operator": "paused by hand (admin); resume it to let it run",
-    "preempted": "paused by preemption; it resumes when no task at or above PREEMPT_PRIORITY "
-    "is pending or running",
-    "domain_paused": "paused with its domain; it resumes when the domain is resumed",
+    InterruptReason.MANUAL: "paused by hand; resume it to let it run",
+    InterruptReason.PREEMPTED: "paused by preemption; it resumes when no task at or above "
+    "PREEMPT_PRIORITY is pending or running",
+    InterruptReason.DOMAIN_PAUSED: "paused with its domain; it resumes when the domain is resumed",
+    InterruptReason.GROUP_PAUSED: "paused with its group; it resumes when the group is resumed",
+    InterruptReason.ALL_PAUSED: "paused with the whole scheduler; it resumes on resume_all()",
 }
 
 

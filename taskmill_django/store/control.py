@@ -8,21 +8,21 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, FloatField, Q
-from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Now
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from .. import registry, signals
-from ..enums import TaskStatus
+from ..enums import InterruptReason, TaskStatus
 from ..exceptions import ValidationError
 from ..models import PausedGroup, SchedulerSetting, Task
 from ..policy import config
 from ..policy.config import Policy, build_policy
 from ..policy.ratelimit import RateLimit
 from ..validation import validate_group
+from .parking import unpaused
 
-PREEMPTED = "preempted"
-DOMAIN_PAUSED = "domain_paused"
+PREEMPTED = InterruptReason.PREEMPTED
+DOMAIN_PAUSED = InterruptReason.DOMAIN_PAUSED
 
 
 def _put(name: str, value: Any) -> None:
@@ -94,32 +94,6 @@ def set_group_minimum_slots(group: str, slots: int | None) -> None:
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 0):
         raise ValidationError("slots", f"must be an integer >= 0 or None, got {slots!r}")
     _put(config.GROUP_MIN_SLOTS + _group(group), config.NO_LIMIT if slots is None else slots)
-
-
-def unpaused() -> dict[str, Any]:
-    """Fields that make a paused row pending again, adding the pause to ``paused_seconds``
-    (priority aging does not count time spent paused)."""
-    # paused_seconds first: MySQL evaluates SET assignments left to right, so it must read
-    # paused_at before paused_at is cleared.
-    return {
-        "paused_seconds": F("paused_seconds") + Coalesce(seconds_since("paused_at"), 0.0),
-        "status": TaskStatus.PENDING,
-        "pause_reason": "",
-        "paused_at": None,
-    }
-
-
-def seconds_since(column: str) -> Any:
-    """Seconds from ``column`` to now, by the database clock, as an expression."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        sql = f"EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - {column}))"
-    elif connection.vendor == "sqlite":
-        sql = f"((julianday('now') - julianday({column})) * 86400.0)"
-    else:
-        sql = f"(TIMESTAMPDIFF(MICROSECOND, {column}, UTC_TIMESTAMP(6)) / 1000000.0)"
-    return RawSQL(sql, [], output_field=FloatField())  # noqa: S611 - constant column name
 
 
 def set_rate_limit(task_type: str, limit: RateLimit | None) -> None:

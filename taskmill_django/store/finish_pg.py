@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..enums import HistoryStatus
+from ..enums import PARKING_REASONS, HistoryStatus
 from .db import Ahead
 
 _SQL = """
@@ -30,7 +30,7 @@ done AS (
   WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
     AND NOT t.has_requeue AND NOT t.has_children
   RETURNING t.*,
-            CASE WHEN t.cancel_reason IN ('', 'preempted', 'domain_paused', 'manual') THEN o.status
+            CASE WHEN t.cancel_reason IN ('', {parking}) THEN o.status
                  ELSE t.cancel_reason END AS final_status,
             o.error AS o_error, o.trace AS o_trace, o.result AS o_result,
             o.duration_ms AS o_duration, o.rb, o.wb, o.rx, o.tx
@@ -66,7 +66,7 @@ SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
        parent_id
 FROM done
-"""
+""".replace("{parking}", ", ".join(f"'{reason}'" for reason in sorted(PARKING_REASONS)))
 
 
 @dataclass(frozen=True)

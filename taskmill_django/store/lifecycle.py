@@ -19,19 +19,16 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import signals
-from ..enums import HistoryStatus, TaskStatus
+from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
 from . import finish_pg
 from .children import children_finished, parent_returned
 from .db import Ahead, notify_workers, send_on_commit
 from .dependencies import resolve_dependents
 from .history import Finish, move_to_history
+from .parking import park
 
 logger = logging.getLogger(__name__)
-
-# Requests that interrupt an attempt without ending the task (see store.control).
-# Stop requests (``cancel_reason``) that park a running task as paused instead of ending it.
-PAUSE_REASONS = ("preempted", "domain_paused", "manual")
 
 # Outcome kinds. Terminal ones map to a history status; the others keep the row active.
 COMPLETED = HistoryStatus.COMPLETED
@@ -146,10 +143,10 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
     details: dict[int, Finish] = {}
     for task_id, row in owned.items():
         outcome = by_id[task_id]
-        if row.cancel_reason in PAUSE_REASONS:
+        if row.cancel_reason in PARKING_REASONS:
             if outcome.kind in (RETRY, RELEASE):
-                # Preempted or its domain paused: back to paused, no retry spent.
-                _pause(row, row.cancel_reason)
+                # Preempted or paused: back to paused, no retry spent.
+                park([(row.id, row.task_type)], row.cancel_reason)
                 continue
         elif row.cancel_reason and outcome.kind in (RETRY, RELEASE):
             # Cancellation was requested: the attempt's end is final whatever it raised.
@@ -166,7 +163,7 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
         elif outcome.kind == RELEASE:
             _release(row)
         else:
-            reason = "" if row.cancel_reason in PAUSE_REASONS else row.cancel_reason
+            reason = "" if row.cancel_reason in PARKING_REASONS else row.cancel_reason
             status = reason or outcome.kind
             terminal.append(row)
             statuses[task_id] = status
@@ -208,20 +205,6 @@ def _retry(row: Task, outcome: Outcome) -> None:
         will_retry=True,
         retry_after=run_after,
     )
-
-
-def _pause(row: Task, reason: str) -> None:
-    Task.objects.filter(id=row.id).update(
-        status=TaskStatus.PAUSED,
-        pause_reason=reason,
-        paused_at=Now(),
-        cancel_reason="",
-        lease_token=None,
-        worker_id=None,
-        started_at=None,
-    )
-    signal = signals.task_preempted if reason == "preempted" else signals.task_paused
-    send_on_commit(signal, row.task_type, task_id=row.id)
 
 
 def _release(row: Task) -> None:

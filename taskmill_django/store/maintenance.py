@@ -15,11 +15,12 @@ from django.db.models.functions import Now
 
 from .. import signals
 from ..conf import app_settings
-from ..enums import HistoryStatus, TaskStatus
+from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
 from ..exceptions import ValidationError
 from ..models import Task, TaskHistory, TaskHistoryTag, Worker
 from .db import chunks, notify_workers, send_on_commit
 from .history import Finish, move_to_history
+from .parking import park
 from .queries import EVERYTHING
 
 logger = logging.getLogger(__name__)
@@ -86,20 +87,10 @@ def rescue_orphans() -> int:
 def _settle_requests(orphans: list[Task]) -> list[Task]:
     """Orphans whose task was asked to stop are not run again: a cancellation (or supersede,
     fail-fast) ends in history now; a pause request parks them paused. Returns the rest."""
-    from .lifecycle import PAUSE_REASONS
-
-    ending = [t for t in orphans if t.cancel_reason and t.cancel_reason not in PAUSE_REASONS]
-    parking = [t for t in orphans if t.cancel_reason in PAUSE_REASONS]
+    ending = [t for t in orphans if t.cancel_reason and t.cancel_reason not in PARKING_REASONS]
+    parking = [t for t in orphans if t.cancel_reason in PARKING_REASONS]
     for reason in {t.cancel_reason for t in parking}:
-        Task.objects.filter(id__in=[t.id for t in parking if t.cancel_reason == reason]).update(
-            status=TaskStatus.PAUSED,
-            pause_reason=reason,
-            paused_at=Now(),
-            cancel_reason="",
-            lease_token=None,
-            worker_id=None,
-            started_at=None,
-        )
+        park([(t.id, t.task_type) for t in parking if t.cancel_reason == reason], reason)
     if ending:
         move_to_history(
             ending, HistoryStatus.CANCELLED, statuses={t.id: t.cancel_reason for t in ending}

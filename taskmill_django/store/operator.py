@@ -10,20 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.db.models.functions import Now
 
 from .. import signals
 from ..conf import app_settings
-from ..enums import TaskStatus
+from ..enums import InterruptReason, TaskStatus
 from ..models import Task
 from ..validation import validate_ids, validate_priority
-from .control import preempt_below, unpaused
+from .control import preempt_below
 from .db import chunks, notify_workers, send_on_commit
+from .parking import park, unpaused
 
 # ``Task.pause_reason`` of a task paused by hand (the same value ``store.manual`` writes, so a
 # task paused through the API can be resumed from the admin and the other way round).
 # Preemption and domain pauses use their own reasons and are lifted by the scheduler.
-MANUAL = "manual"
+MANUAL = InterruptReason.MANUAL
 
 
 def pause_tasks(task_ids: Iterable[int]) -> int:
@@ -47,13 +47,7 @@ def pause_tasks(task_ids: Iterable[int]) -> int:
                 .order_by("id")
                 .values_list("id", "task_type")
             )
-            if not rows:
-                continue
-            count += Task.objects.filter(
-                id__in=[task_id for task_id, _ in rows], status=TaskStatus.PENDING
-            ).update(status=TaskStatus.PAUSED, pause_reason=MANUAL, paused_at=Now())
-            for task_id, task_type in rows:
-                send_on_commit(signals.task_paused, task_type, task_id=task_id)
+            count += park(rows, MANUAL)
     return count
 
 

@@ -18,7 +18,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import signals
-from ..enums import DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
+from ..enums import PARKING_REASONS, DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
 from ..exceptions import DuplicateTaskError, ValidationError
 from ..models import PausedGroup, Task, TaskTag
 from ..records import NewTask, SubmitOutcome
@@ -26,7 +26,6 @@ from . import bulk
 from .db import CHUNK, chunks, send_on_commit
 from .dependencies import add_dependencies, check_dependencies_exist
 from .history import move_to_history
-from .lifecycle import PAUSE_REASONS
 
 _MAX_RACE_RETRIES = 5
 _MAX_DEADLOCK_RETRIES = 10
@@ -228,7 +227,7 @@ def _resolve_duplicate(twin: Task, task: NewTask) -> SubmitOutcome | None:
             send_on_commit(signals.task_cancelled, twin.task_type, task_id=twin.id)
             move_to_history([twin], HistoryStatus.SUPERSEDED)
         return None
-    if twin.status == TaskStatus.RUNNING and twin.cancel_reason not in ("", *PAUSE_REASONS):
+    if twin.status == TaskStatus.RUNNING and twin.cancel_reason not in ("", *PARKING_REASONS):
         # The twin is on its way out (cancelled or superseded): this submission takes the key.
         _release_key(twin, twin.cancel_reason)
         return None
