@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
-from . import registry
+from . import clock, registry
+from .storable import storable_text
 
 if TYPE_CHECKING:
     from .domain import Domain
@@ -31,9 +32,11 @@ class Progress:
     def report(self, fraction: float, message: str | None = None) -> None:
         """Report completion as a fraction in 0..1 (clamped) with an optional message."""
         with self._lock:
-            self.fraction = min(max(float(fraction), 0.0), 1.0)
+            value = float(fraction)
+            # NaN is no fraction (and no JSON): report it as no progress rather than store it.
+            self.fraction = min(max(value, 0.0), 1.0) if value == value else 0.0
             if message is not None:
-                self.message = str(message)[:255]
+                self.message = storable_text(message, 255)
             self.changed_at = time.monotonic()
 
     def report_fraction(self, done: int, total: int, message: str | None = None) -> None:
@@ -141,8 +144,6 @@ class TaskContext:
 
     def _spawn(self, parent_id: int, task: Any, payloads: list[dict[str, Any]]) -> list[Any]:
         """Children inherit the parent's remaining TTL and the more urgent of the priorities."""
-        from django.utils import timezone
-
         from .domain import TaskCall, TaskDefinition
         from .store.children import spawn
 
@@ -157,7 +158,7 @@ class TaskContext:
         extra: dict[str, Any] = {"parent": parent_id, "priority": priority}
         deadline = (parent or self.record).expires_at
         if deadline is not None:
-            remaining = max((deadline - timezone.now()).total_seconds(), 0.0)
+            remaining = max((deadline - clock.now()).total_seconds(), 0.0)
             own = call.options.ttl if call.options.ttl is not None else call.definition.ttl
             extra["ttl"] = remaining if own is None else min(own, remaining)
         bound = call.using(**extra)

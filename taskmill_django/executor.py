@@ -19,9 +19,14 @@ from .enums import INTERRUPTIONS, HistoryStatus
 from .exceptions import PermanentError
 from .models import Task
 from .retry import RetryPolicy
+from .storable import storable_json, storable_text
 from .store import lifecycle
 
 logger = logging.getLogger(__name__)
+
+# Characters of an attempt's error message and traceback kept (the traceback keeps its end).
+ERROR_LIMIT = 4000
+TRACEBACK_LIMIT = 20000
 
 
 def build_context(task: Task) -> tuple[TaskContext, TaskDefinition | None]:
@@ -103,12 +108,13 @@ def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:
 
 
 def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
+    # A result the database would reject must not fail the whole batch of outcomes it is
+    # written in: strings are made storable (NUL, lone surrogates), and a value that is not
+    # JSON at all (an object, NaN, Infinity) is dropped with a warning.
     try:
-        # NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses \u0000: a result the
-        # database would reject must not fail the whole batch of outcomes it is written in.
-        if "\\u0000" in json.dumps(result, allow_nan=False):
-            raise ValueError("contains a NUL character")
-    except (TypeError, ValueError):
+        result = storable_json(result)
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
         logger.warning("task_id=%s returned a value that is not JSON; it is not stored", task.id)
         result = None
     return lifecycle.Outcome(
@@ -119,8 +125,8 @@ def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
 def classify_failure(
     task: Task, ctx: TaskContext, definition: TaskDefinition | None, exc: BaseException
 ) -> lifecycle.Outcome:
-    error = f"{type(exc).__name__}: {exc}"[:4000]
-    trace = "".join(tb.format_exception(exc))[-20000:]
+    error = storable_text(f"{type(exc).__name__}: {storable_text(exc)}", ERROR_LIMIT)
+    trace = storable_text(_format_traceback(exc), TRACEBACK_LIMIT, keep="tail")
     base = lifecycle.Outcome(task.id, task.lease_token, "", task.task_type, error, trace)
     if ctx.is_cancelled() and ctx.cancel_reason in INTERRUPTIONS:
         # Interrupted, not failed: back to pending without spending a retry.
@@ -146,6 +152,13 @@ def classify_failure(
             error,
         )
     return base
+
+
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(tb.format_exception(exc))
+    except Exception as problem:  # an exception whose __str__ raises breaks the formatter
+        return f"(traceback unavailable: {type(problem).__name__})"
 
 
 def finish(outcome: lifecycle.Outcome, ctx: TaskContext, started: float) -> lifecycle.Outcome:

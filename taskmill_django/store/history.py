@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Q
-from django.utils import timezone
 
+from .. import clock
 from ..enums import HistoryStatus
 from ..models import Task, TaskHistory, TaskTag
 from .db import chunks, qn
@@ -50,7 +50,7 @@ def move_to_history(
     """
     if not rows:
         return []
-    now = timezone.now()
+    now = clock.now()
     details = details or {}
     statuses = statuses or {}
     history = [

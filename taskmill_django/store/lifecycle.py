@@ -16,9 +16,8 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models.functions import Now
-from django.utils import timezone
 
-from .. import signals
+from .. import clock, signals
 from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
 from . import finish_pg
@@ -185,7 +184,7 @@ _MAX_RETRY_DELAY = 365 * 86400.0  # an uncapped backoff still lands on a real da
 
 def _retry(row: Task, outcome: Outcome) -> None:
     delay = timedelta(seconds=min(outcome.retry_delay, _MAX_RETRY_DELAY))
-    run_after = timezone.now() + delay  # for the signal; the row uses the database clock
+    run_after = clock.now() + delay  # for the signal; the row uses the database clock
     Task.objects.filter(id=row.id).update(
         status=TaskStatus.PENDING,
         retry_count=row.retry_count + 1,
@@ -280,4 +279,4 @@ def _requeue(rows: list[Task]) -> None:
 def _rerun_expiry(row: Task) -> datetime | None:
     if row.ttl_seconds is None or row.ttl_from != "submission":
         return None
-    return timezone.now() + timedelta(seconds=row.ttl_seconds)
+    return clock.now() + timedelta(seconds=row.ttl_seconds)

@@ -17,9 +17,8 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models.functions import Now
-from django.utils import timezone
 
-from .. import registry, signals
+from .. import clock, registry, signals
 from ..cron import RecurringSchedule, next_occurrence
 from ..enums import TaskStatus
 from ..exceptions import TaskNotFound, ValidationError
@@ -44,7 +43,7 @@ def create_schedule(
 
     Returns (schedule, id of the task fired now or None, created?).
     """
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         if name is not None:
             # A plain read: locking a row that may not exist takes gap locks on InnoDB and
@@ -91,7 +90,10 @@ def fire_due_schedules(limit: int = 50) -> int:
             .filter(is_paused=False, next_run_at__lte=Now())
             .order_by("next_run_at")[:limit]
         )
-        now = timezone.now()
+        if not due:
+            return 0
+        # The ticks are compared with the database clock: the next one is computed from it too.
+        now = clock.db_now()
         for schedule in due:
             if _fire(schedule, now) is not None:
                 fired += 1
@@ -201,7 +203,7 @@ def set_paused(schedule_id: int, paused: bool, domain: str | None = None) -> Sch
         schedule.is_paused = paused
         if not paused and schedule.next_run_at is not None:
             # Resuming does not replay what was missed while paused.
-            now = timezone.now()
+            now = clock.now()
             if schedule.next_run_at < now and not schedule.catch_up:
                 schedule.next_run_at = now
         schedule.save(update_fields=["is_paused", "next_run_at"])
@@ -301,7 +303,7 @@ def _sync_declared_schedules() -> tuple[int, int, int]:
     """
     declared = declared_schedules()
     created = updated = 0
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         existing = {
             s.name: s for s in Schedule.objects.select_for_update().filter(is_declarative=True)

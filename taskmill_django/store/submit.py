@@ -15,9 +15,8 @@ from datetime import datetime, timedelta
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
-from .. import signals
+from .. import clock, signals
 from ..enums import PARKING_REASONS, DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
 from ..exceptions import DuplicateTaskError, ValidationError
 from ..models import PausedGroup, Task, TaskTag
@@ -127,7 +126,7 @@ def _submit_simple(task: NewTask) -> SubmitOutcome | None:
     inserted = bulk.insert_rows(
         "taskmill_task",
         _COLUMNS,
-        [_values(task, timezone.now())],
+        [_values(task, clock.now())],
         conflict_key="key",
         returning=("id",),
         notify=True,
@@ -153,7 +152,7 @@ def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
 
     The common case, a new key, costs one INSERT ... ON CONFLICT DO NOTHING and nothing else.
     """
-    now = timezone.now()
+    now = clock.now()
     outcomes: list[SubmitOutcome | None] = [None] * len(chunk)
     pending: dict[str, tuple[int, NewTask]] = {}
     repeats: dict[int, int] = {}

@@ -91,12 +91,20 @@ def test_run_pending__runs_by_priority_then_fifo(task_log):
 
 
 @db
-@pytest.mark.parametrize("kind", ["nan", "nul", "set"])
-def test_run_pending__result_the_database_cannot_store_completes_without_it(kind):
+@pytest.mark.parametrize("kind", ["nan", "set"])
+def test_run_pending__result_that_is_not_json_completes_without_it(kind):
     outcome = unstorable_result.submit(kind=kind)
     assert run_pending() == 1
     row = TaskHistory.objects.get(id=outcome.id)
     assert (row.status, row.result) == ("completed", None)
+
+
+@db
+def test_run_pending__result_with_a_nul_character_is_stored_with_it_escaped():
+    outcome = unstorable_result.submit(kind="nul")
+    assert run_pending() == 1
+    row = TaskHistory.objects.get(id=outcome.id)
+    assert (row.status, row.result) == ("completed", "a\\x00b")
 
 
 @db
