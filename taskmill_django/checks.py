@@ -74,6 +74,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="taskmill.E009",
                 )
             )
+        elif s.LEASE_TIMEOUT < 3 * s.HEARTBEAT_INTERVAL:
+            errors.append(
+                Error(
+                    "TASKMILL['LEASE_TIMEOUT'] must be at least three times HEARTBEAT_INTERVAL.",
+                    hint="A worker that cannot renew its lease stops its tasks after "
+                    "LEASE_TIMEOUT - 2 x HEARTBEAT_INTERVAL, so that they are stopped before "
+                    "another worker may rescue them; that time must be longer than a "
+                    "heartbeat.",
+                    id="taskmill.E060",
+                )
+            )
+    errors.extend(_check_worker_connections(s))
+    return errors
+
+
+def _check_worker_connections(s: Any) -> list[CheckMessage]:
+    """Timeouts of worker connections, the pooler flag and the LISTEN alias (E061-E063)."""
+    from django.conf import settings
+
+    errors: list[CheckMessage] = []
+    for name in ("STATEMENT_TIMEOUT", "LOCK_TIMEOUT"):
+        value = getattr(s, name)
+        if value is not None and (not _is_number(value) or value <= 0):
+            errors.append(_error(name, value, "None or a number of seconds > 0", "taskmill.E061"))
+    if not isinstance(s.TRANSACTION_POOLING, bool):
+        errors.append(
+            _error("TRANSACTION_POOLING", s.TRANSACTION_POOLING, "True or False", "taskmill.E062")
+        )
+    alias = s.LISTEN_DATABASE
+    if alias is not None and alias not in settings.DATABASES:
+        errors.append(
+            _error("LISTEN_DATABASE", alias, "None or an alias in DATABASES", "taskmill.E063")
+        )
     return errors
 
 

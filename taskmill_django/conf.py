@@ -61,6 +61,16 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).
     "API_SUBMIT_THROTTLE_RATE": None,
+    # Seconds any one statement, and any one lock wait, of a worker's own connections may take
+    # (None = no limit); a timeout is an ordinary, retried database error.
+    "STATEMENT_TIMEOUT": 30.0,
+    "LOCK_TIMEOUT": 5.0,
+    # DATABASES["default"] reaches PostgreSQL through a pooler in transaction mode (PgBouncer
+    # pool_mode=transaction): workers keep no session state on it.
+    "TRANSACTION_POOLING": False,
+    # Alias of a database connection that reaches PostgreSQL directly (or in session mode), for
+    # LISTEN; None = the default alias, unless TRANSACTION_POOLING (then workers poll).
+    "LISTEN_DATABASE": None,
 }
 
 

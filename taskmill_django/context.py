@@ -47,6 +47,11 @@ class Progress:
             self.bytes_done, self.bytes_total = int(done), int(total)
         self.report_fraction(done, total, message)
 
+    def changed_since_save(self) -> None:
+        """The last values taken were not saved after all: take them again next time."""
+        with self._lock:
+            self.saved_at = 0.0
+
     def take_unsaved(self) -> dict[str, Any] | None:
         """The fields to persist if something changed since the last save, else None."""
         with self._lock:

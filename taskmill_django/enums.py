@@ -38,6 +38,16 @@ class TaskStatus(models.TextChoices):
     WAITING = "waiting"
 
 
+class WorkerStatus(models.TextChoices):
+    """States of a worker row."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+    # Silent past its lease: its tasks were rescued, and it may never renew again (a frozen
+    # worker that wakes up learns from this that its tasks are gone).
+    DEAD = "dead"
+
+
 class HistoryStatus(models.TextChoices):
     """Terminal statuses; rows with these live only in history."""
 

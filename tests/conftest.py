@@ -116,8 +116,10 @@ def worker_factory(
     env["TASKMILL_TEST_LOG"] = str(task_log.path)
     env.pop("DJANGO_SETTINGS_MODULE", None)
 
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(list(args), env, tmp_path / f"worker-{len(started)}.log")
+    def start(*args: str, settings: dict[str, Any] | None = None) -> WorkerProcess:
+        """``settings``: TASKMILL entries for this worker only (see tests/settings.py)."""
+        own = {**env, "TASKMILL_TEST_SETTINGS": json.dumps(settings)} if settings else env
+        worker = WorkerProcess(list(args), own, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         return worker
 
@@ -128,13 +130,13 @@ def worker_factory(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``postgres_only`` are deselected (not skipped) on other databases, so a
-    run never counts them as passing there."""
-    if connection.vendor == "postgresql":
-        return
+    """Tests marked ``postgres_only`` (``mariadb_only``) are deselected, not skipped, on other
+    databases, so a run never counts them as passing there."""
+    foreign = {"postgresql": "mariadb_only", "mysql": "postgres_only"}.get(connection.vendor)
+    markers = [foreign] if foreign else ["postgres_only", "mariadb_only"]
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("postgres_only") else keep).append(item)
+        (drop if any(item.get_closest_marker(m) for m in markers) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

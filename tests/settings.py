@@ -8,6 +8,7 @@ share one server (a checkout and a CI clone, say).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -105,6 +106,8 @@ TASKMILL = {
     "HEARTBEAT_INTERVAL": 0.5,
     "LEASE_TIMEOUT": 3.0,
     "SHUTDOWN_TIMEOUT": 5.0,
+    # Settings a test gives one worker subprocess (JSON), e.g. {"RETENTION": {...}}.
+    **json.loads(os.environ.get("TASKMILL_TEST_SETTINGS", "{}")),
 }
 
 LOGGING = {

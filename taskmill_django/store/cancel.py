@@ -8,7 +8,7 @@ from django.db.models import Q
 from .. import signals
 from ..enums import HistoryStatus, TaskStatus
 from ..models import Task
-from .db import send_on_commit
+from .db import CHUNK, send_on_commit
 from .history import move_to_history
 
 
@@ -18,25 +18,42 @@ def cancel_matching(condition: Q, *, status: str = HistoryStatus.CANCELLED) -> i
     Running tasks are not stopped here: their row gets ``cancel_reason`` and the owning worker
     cancels the task's context on its next heartbeat, then records the terminal status.
     Children of cancelled parents are cancelled with them.
+
+    Rows are taken ``CHUNK`` at a time in id order, each chunk in its own transaction (when the
+    caller has none), so cancelling a million tasks never holds a million row locks, nor keeps
+    a worker's outcome write waiting on them for long (RELIABILITY G13).
     """
-    with transaction.atomic():
-        rows = list(Task.objects.select_for_update().filter(condition).order_by("id"))
-        if not rows:
-            return 0
-        running = [r for r in rows if r.status == TaskStatus.RUNNING and not r.cancel_reason]
-        idle = [r for r in rows if r.status != TaskStatus.RUNNING]
-        if running:
-            Task.objects.filter(id__in=[r.id for r in running]).update(cancel_reason=status)
-        if idle:
-            signal = (
-                signals.task_expired if status == HistoryStatus.EXPIRED else signals.task_cancelled
+    count, after = 0, 0
+    # A running row that was asked to stop already is not asked again (and not counted).
+    open_rows = ~Q(status=TaskStatus.RUNNING) | Q(cancel_reason="")
+    while True:
+        with transaction.atomic():
+            rows = list(
+                Task.objects.select_for_update()
+                .filter(condition, open_rows, id__gt=after)
+                .order_by("id")[:CHUNK]
             )
-            if status in (HistoryStatus.CANCELLED, HistoryStatus.EXPIRED):
-                for row in idle:
-                    send_on_commit(signal, row.task_type, task_id=row.id)
-            move_to_history(idle, status)
-        count = len(running) + len(idle)
-        parents = [r.id for r in rows]
-        if Task.objects.filter(parent_id__in=parents).exists():
-            count += cancel_matching(Q(parent_id__in=parents), status=status)
+            if not rows:
+                return count
+            count += _cancel_rows(rows, status)
+        after = rows[-1].id
+        if len(rows) < CHUNK:
+            return count
+
+
+def _cancel_rows(rows: list[Task], status: str) -> int:
+    running = [r for r in rows if r.status == TaskStatus.RUNNING]
+    idle = [r for r in rows if r.status != TaskStatus.RUNNING]
+    if running:
+        Task.objects.filter(id__in=[r.id for r in running]).update(cancel_reason=status)
+    if idle:
+        signal = signals.task_expired if status == HistoryStatus.EXPIRED else signals.task_cancelled
+        if status in (HistoryStatus.CANCELLED, HistoryStatus.EXPIRED):
+            for row in idle:
+                send_on_commit(signal, row.task_type, task_id=row.id)
+        move_to_history(idle, status)
+    count = len(running) + len(idle)
+    parents = [r.id for r in rows]
+    if Task.objects.filter(parent_id__in=parents).exists():
+        count += cancel_matching(Q(parent_id__in=parents), status=status)
     return count

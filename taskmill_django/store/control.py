@@ -193,7 +193,6 @@ def load_policy(
 ) -> Policy:
     """Settings + domain declarations + runtime overrides + who is preempting right now
     (+ the caller's measured pressure and saturated IO directions)."""
-    from ..conf import app_settings
 
     overrides = dict(SchedulerSetting.objects.values_list("name", "value"))
     paused = set(
@@ -202,13 +201,19 @@ def load_policy(
         ).values_list("group_key", flat=True)
     )
     domains = {d.name: d.max_concurrency for d in registry.all_domains()}
-    preemptor = (
+    return build_policy(overrides, paused, domains, preemptor_priority(), pressure, io_saturated)
+
+
+def preemptor_priority() -> int | None:
+    """The most urgent priority among preemptors pending (and due) or running, if any."""
+    from ..conf import app_settings
+
+    return (
         _active_preemptors(int(app_settings.PREEMPT_PRIORITY))
         .order_by("priority")
         .values_list("priority", flat=True)
         .first()
     )
-    return build_policy(overrides, paused, domains, preemptor, pressure, io_saturated)
 
 
 def _active_preemptors(threshold: int) -> Any:

@@ -7,7 +7,9 @@ live worker look dead or a dead one look alive.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -15,10 +17,10 @@ from django.db.models.functions import Now
 
 from .. import signals
 from ..conf import app_settings
-from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
+from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus, WorkerStatus
 from ..exceptions import ValidationError
 from ..models import Task, TaskHistory, TaskHistoryTag, Worker
-from .db import chunks, notify_workers, send_on_commit
+from .db import notify_workers, send_on_commit
 from .history import Finish, move_to_history
 from .parking import park
 from .queries import EVERYTHING
@@ -30,20 +32,30 @@ def _stale_cutoff() -> Now:
     return Now() - app_settings.lease_timeout  # type: ignore[return-value]
 
 
-def rescue_orphans() -> int:
-    """Make running tasks of silent or vanished workers pending again; return how many.
+def rescue_orphans(limit: int = 500) -> int:
+    """Make running tasks of silent or vanished workers pending again; return how many (at most
+    ``limit`` per call: the rest are taken by the next call).
 
     A rescue is not a retry (the attempt was interrupted, not failed), but it is counted, and
     a task rescued ``MAX_RESCUES`` times is dead-lettered so one poison task cannot crash-loop
     a whole pool forever (G9).
+
+    Silent workers are first marked dead, in the same transaction: a frozen worker that wakes
+    up finds its row dead at its next heartbeat (which then renews nothing), learns that its
+    tasks are gone and stops them (G12). Marking takes the worker row's lock, so a heartbeat
+    racing with this rescue either commits first (the worker is live and keeps its tasks) or
+    sees the row dead.
     """
-    live = Worker.objects.filter(heartbeat_at__gte=_stale_cutoff()).values("id")
     with transaction.atomic():
+        Worker.objects.filter(heartbeat_at__lt=_stale_cutoff()).exclude(
+            status=WorkerStatus.DEAD
+        ).update(status=WorkerStatus.DEAD)
+        live = Worker.objects.exclude(status=WorkerStatus.DEAD).values("id")
         orphans = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(status=TaskStatus.RUNNING)
             .exclude(worker_id__in=live)
-            .order_by("id")
+            .order_by("id")[:limit]
         )
         if not orphans:
             return 0
@@ -105,8 +117,13 @@ def forget_dead_workers() -> int:
     return deleted
 
 
-def prune_history_by_count(keep: int, scope: Q = EVERYTHING) -> int:
-    """Delete all but the newest ``keep`` history rows; return how many were deleted."""
+def prune_history_by_count(
+    keep: int, scope: Q = EVERYTHING, *, deadline: float | None = None
+) -> int:
+    """Delete all but the newest ``keep`` history rows; return how many were deleted.
+
+    ``deadline`` (a ``time.monotonic()`` value): stop after the batch that passes it; a later
+    call carries on where this one stopped."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise ValidationError("keep", f"must be an integer >= 0, got {keep!r}")
     newest = TaskHistory.objects.filter(scope).order_by("-finished_at", "-id")
@@ -117,35 +134,49 @@ def prune_history_by_count(keep: int, scope: Q = EVERYTHING) -> int:
     old = TaskHistory.objects.filter(scope).filter(
         Q(finished_at__lt=finished_at) | Q(finished_at=finished_at, id__lte=row_id)
     )
-    return _delete_history(old.values_list("id", flat=True))
+    return _delete_history(old, deadline)
 
 
-def prune_history_by_age(days: float, scope: Q = EVERYTHING) -> int:
-    """Delete history rows finished more than ``days`` days ago (database clock)."""
+def prune_history_by_age(
+    days: float, scope: Q = EVERYTHING, *, deadline: float | None = None
+) -> int:
+    """Delete history rows finished more than ``days`` days ago (database clock); return how
+    many were deleted. ``deadline`` as for ``prune_history_by_count``."""
     if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
         raise ValidationError("days", f"must be a number >= 0, got {days!r}")
     old = TaskHistory.objects.filter(scope, finished_at__lt=Now() - timedelta(days=days))
-    return _delete_history(old.values_list("id", flat=True))
+    return _delete_history(old, deadline)
 
 
-def _delete_history(ids_query) -> int:  # type: ignore[no-untyped-def]
-    ids = list(ids_query)
+PRUNE_BATCH = 1000
+
+
+def _delete_history(old: Any, deadline: float | None) -> int:
+    """Delete the rows of ``old`` in batches, each its own short transaction, reading only the
+    next batch's ids each time: memory and lock time stay bounded whatever the backlog (a
+    million old rows are a thousand small transactions, not one list and one long lock)."""
     deleted = 0
-    for chunk in chunks(ids, 1000):
+    while True:
         with transaction.atomic():
-            TaskHistoryTag.objects.filter(history_id__in=chunk).delete()
-            deleted += TaskHistory.objects.filter(id__in=chunk).delete()[0]
-    return deleted
+            ids = list(old.order_by().values_list("id", flat=True)[:PRUNE_BATCH])
+            if not ids:
+                return deleted
+            TaskHistoryTag.objects.filter(history_id__in=ids).delete()
+            deleted += TaskHistory.objects.filter(id__in=ids).delete()[0]
+        if len(ids) < PRUNE_BATCH or (deadline is not None and time.monotonic() >= deadline):
+            return deleted
 
 
-def apply_retention() -> int:
-    """Apply ``RETENTION`` (max_count and/or max_age_days); return rows deleted."""
+def apply_retention(deadline: float | None = None) -> int:
+    """Apply ``RETENTION`` (max_count and/or max_age_days); return rows deleted. With a
+    ``deadline``, stop early (a later call goes on)."""
     retention = app_settings.RETENTION or {}
     deleted = 0
     if retention.get("max_age_days") is not None:
-        deleted += prune_history_by_age(float(retention["max_age_days"]))
+        deleted += prune_history_by_age(float(retention["max_age_days"]), deadline=deadline)
     if retention.get("max_count") is not None:
-        deleted += prune_history_by_count(int(retention["max_count"]))
+        if deadline is None or time.monotonic() < deadline:
+            deleted += prune_history_by_count(int(retention["max_count"]), deadline=deadline)
     return deleted
 
 

@@ -36,8 +36,8 @@ def pause_tasks(task_ids: Iterable[int]) -> int:
     """
     ids = validate_ids("task_ids", list(task_ids))
     count = 0
-    with transaction.atomic():
-        for chunk in chunks(ids):
+    for chunk in chunks(ids):  # a transaction per chunk: never many rows locked for long
+        with transaction.atomic():
             count += Task.objects.filter(
                 id__in=chunk, status=TaskStatus.RUNNING, cancel_reason=""
             ).update(cancel_reason=MANUAL)
@@ -60,8 +60,8 @@ def resume_tasks(task_ids: Iterable[int]) -> int:
     """
     ids = validate_ids("task_ids", list(task_ids))
     count = 0
-    with transaction.atomic():
-        for chunk in chunks(ids):
+    for chunk in chunks(ids):  # a transaction per chunk: never many rows locked for long
+        with transaction.atomic():
             count += Task.objects.filter(
                 id__in=chunk, status=TaskStatus.RUNNING, cancel_reason=MANUAL
             ).update(cancel_reason="")
@@ -80,7 +80,6 @@ def resume_tasks(task_ids: Iterable[int]) -> int:
             ).update(**unpaused())
             for task_id, task_type in rows:
                 send_on_commit(signals.task_resumed, task_type, task_id=task_id)
-        if count:
             notify_workers()
     return count
 
@@ -94,15 +93,16 @@ def set_priority(task_ids: Iterable[int], priority: int) -> int:
     ids = validate_ids("task_ids", list(task_ids))
     priority = validate_priority(priority)
     count = 0
-    with transaction.atomic():
-        for chunk in chunks(ids):
-            count += (
+    for chunk in chunks(ids):  # a transaction per chunk: never many rows locked for long
+        with transaction.atomic():
+            changed = (
                 Task.objects.filter(id__in=chunk)
                 .exclude(priority=priority)
                 .update(priority=priority)
             )
-        if count:
-            if priority <= int(app_settings.PREEMPT_PRIORITY):
-                preempt_below(priority)
-            notify_workers()
+            if changed:
+                if priority <= int(app_settings.PREEMPT_PRIORITY):
+                    preempt_below(priority)
+                notify_workers()
+            count += changed
     return count

@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.db.models.functions import Now
 
-from ..enums import TaskStatus
+from ..enums import TaskStatus, WorkerStatus
 from ..models import Task, Worker
 
 
@@ -30,20 +31,61 @@ def register_worker(
     return worker_id
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What one heartbeat learnt: whether the worker row was renewed (False: it is gone or was
+    declared dead, and its leases may already be rescued), and the state of the rows of the
+    tasks the worker asked about (absent: the row left the active table)."""
+
+    renewed: bool
+    states: dict[int, RowState]
+
+
+@dataclass(frozen=True)
+class RowState:
+    lease_token: uuid.UUID | None
+    status: str
+    cancel_reason: str
+
+
+def beat(
+    worker_id: uuid.UUID,
+    status: str,
+    task_ids: Sequence[int],
+    progress: Mapping[int, tuple[uuid.UUID, dict[str, Any]]] | None = None,
+    io: dict[str, Any] | None = None,
+) -> Beat:
+    """Renew this worker's lease (database clock), persist progress reports (fenced by lease),
+    and read the state of the rows of ``task_ids``: one short transaction."""
+    with transaction.atomic():
+        renewed = heartbeat(worker_id, len(task_ids), status, io)
+        if renewed and progress:
+            save_progress(
+                {i: lease for i, (lease, _) in progress.items()},
+                {i: values for i, (_, values) in progress.items()},
+            )
+        rows = Task.objects.filter(id__in=list(task_ids)).values_list(
+            "id", "lease_token", "status", "cancel_reason"
+        )
+        states = {row[0]: RowState(*row[1:]) for row in rows} if task_ids else {}
+    return Beat(renewed, states)
+
+
 def heartbeat(
     worker_id: uuid.UUID,
     running_count: int,
-    status: str = "running",
+    status: str = WorkerStatus.RUNNING,
     io: dict[str, Any] | None = None,
 ) -> bool:
     """Refresh the heartbeat (database clock), with the machine's IO measurement when there is
-    one. False means our row is gone: we were declared dead, our leases may already be
-    rescued, and the caller must re-register."""
+    one. False means our row is gone or was declared dead: our leases may already be rescued,
+    and the caller must stop its tasks and re-register."""
     fields: dict[str, Any] = {"heartbeat_at": Now(), "running_count": running_count}
     fields["status"] = status
     if io is not None:
         fields["io"] = io
-    return bool(Worker.objects.filter(id=worker_id).update(**fields))
+    rows = Worker.objects.filter(id=worker_id).exclude(status=WorkerStatus.DEAD)
+    return bool(rows.update(**fields))
 
 
 def deregister_worker(worker_id: uuid.UUID) -> None:

@@ -108,7 +108,9 @@ def test_global_cap__holds_when_a_second_worker_joins_a_worker_it_could_not_bind
     # One worker of 4 slots cannot reach a cap of 5, so it claims without counting; the cap
     # must hold from the moment a second one joins.
     scheduler.set_max_concurrency(5)
-    ids = [sleep.submit(seconds=0.3, n=n).id for n in range(24)]
+    # Enough work (about 4 s) for the second worker to start while the first is busy, even
+    # on a loaded machine.
+    ids = [sleep.submit(seconds=0.4, n=n).id for n in range(40)]
     first = worker_factory("--concurrency", "4")
     wait_until(lambda: running_in() == 4, timeout=30)
     second = worker_factory("--concurrency", "4")

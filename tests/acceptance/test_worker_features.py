@@ -26,6 +26,15 @@ def test_progress__reported_in_a_worker_is_visible_while_the_task_runs(worker_fa
     assert row.progress_at is not None
 
 
+def test_progress__saved_progress_is_announced_with_task_progress(worker_factory, task_log):
+    task_id = progress.submit(seconds=60).id
+    worker_factory("--concurrency", "1")
+
+    (event, *_) = wait_until(lambda: task_log.events("progress_signal"), timeout=30)
+
+    assert (event["task_id"], event["fraction"], event["message"]) == (task_id, 0.5, "halfway")
+
+
 def test_async__task_runs_in_a_worker_and_its_result_is_stored(worker_factory):
     value = {"text": "héllo", "items": [1, 2.5, None, True]}
     task_id = async_echo.submit(value=value).id

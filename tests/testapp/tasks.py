@@ -9,10 +9,22 @@ import os
 import time
 from pathlib import Path
 
-from taskmill_django import Domain, PermanentError, Priority, RetryableError, RetryPolicy
+from django.dispatch import receiver
+
+from taskmill_django import Domain, PermanentError, Priority, RetryableError, RetryPolicy, signals
 from taskmill_django.context import TaskContext
 
 tests = Domain("tests")
+
+
+@receiver(signals.task_progress)
+def _progress_seen(
+    sender: object, task_id: int, fraction: float, message: str, **kw: object
+) -> None:
+    """Lets tests see ``task_progress`` as sent inside a worker process."""
+    _log("progress_signal", task_id=task_id, fraction=fraction, message=message)
+
+
 other = Domain("other", default_priority=Priority.HIGH)
 
 
@@ -45,6 +57,43 @@ def echo(ctx: TaskContext, value: object = None) -> object:
 def unstorable_result(ctx: TaskContext, kind: str) -> object:
     """Returns a value ``json`` can write but the database's JSON type rejects."""
     return {"nan": float("nan"), "nul": "a\x00b", "set": {1}}[kind]
+
+
+# Text no database stores as it is: PostgreSQL refuses NUL, UTF-8 encoders lone surrogates.
+BAD_TEXT = {"nul": "bad\x00byte", "surrogate": "bad\udcffname", "huge": "x" * 3_000_000}
+
+
+@tests.task("bad_text", retry=RetryPolicy.constant(1, 0))
+def bad_text(ctx: TaskContext, kind: str, where: str) -> str:
+    """Puts unstorable text where a worker must write it: the error of a failure (retried
+    once, then dead-lettered), a progress message, or the result."""
+    text = BAD_TEXT[kind]
+    if where == "progress":
+        ctx.progress.report(0.5, text)
+        time.sleep(1.5)  # long enough for a heartbeat to persist the progress
+        return "done"
+    if where == "result":
+        return text
+    raise ValueError(f"cannot open {text}")
+
+
+@tests.task("steps")
+def steps(ctx: TaskContext, count: int, seconds: float = 0.05) -> dict[str, int]:
+    """``count`` short waits: unlike a deadline, the work left does not shrink while the
+    process is frozen. Stops at once when cancelled."""
+    _log("start", task_id=ctx.task_id)
+    for _ in range(count):
+        if ctx.wait_cancelled(seconds):
+            _log("noticed_cancel", task_id=ctx.task_id, reason=ctx.cancel_reason)
+            raise RetryableError("cancelled")
+    _log("done", task_id=ctx.task_id)
+    return {"pid": os.getpid()}
+
+
+@tests.task("huge_io")
+def huge_io(ctx: TaskContext) -> None:
+    """Reports more bytes read than any database integer column holds."""
+    ctx.record_read_bytes(2**70)
 
 
 @tests.task("sleep")

@@ -203,8 +203,31 @@ def test_checks__lease_shorter_than_two_heartbeats_is_e009():
     assert _ids({"HEARTBEAT_INTERVAL": 5, "LEASE_TIMEOUT": 9}) == ["taskmill.E009"]
 
 
-def test_checks__lease_of_exactly_two_heartbeats_is_allowed():
-    assert _ids({"HEARTBEAT_INTERVAL": 5, "LEASE_TIMEOUT": 10}) == []
+def test_checks__lease_under_three_heartbeats_leaves_no_time_to_fence_e060():
+    assert _ids({"HEARTBEAT_INTERVAL": 5, "LEASE_TIMEOUT": 14}) == ["taskmill.E060"]
+
+
+def test_checks__lease_of_exactly_three_heartbeats_is_allowed():
+    assert _ids({"HEARTBEAT_INTERVAL": 5, "LEASE_TIMEOUT": 15}) == []
+
+
+@pytest.mark.parametrize("name", ["STATEMENT_TIMEOUT", "LOCK_TIMEOUT"])
+@pytest.mark.parametrize("value", [0, -1, "30", True])
+def test_checks__bad_worker_timeout_is_e061(name, value):
+    assert _ids({name: value}) == ["taskmill.E061"]
+
+
+def test_checks__worker_timeouts_may_be_none():
+    assert _ids({"STATEMENT_TIMEOUT": None, "LOCK_TIMEOUT": None}) == []
+
+
+def test_checks__transaction_pooling_must_be_a_bool_e062():
+    assert _ids({"TRANSACTION_POOLING": "yes"}) == ["taskmill.E062"]
+
+
+def test_checks__listen_database_must_name_an_alias_e063():
+    assert _ids({"LISTEN_DATABASE": "nowhere"}) == ["taskmill.E063"]
+    assert _ids({"LISTEN_DATABASE": "default"}) == []
 
 
 def test_checks__errors_carry_a_hint_naming_the_setting():

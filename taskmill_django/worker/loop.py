@@ -1,0 +1,321 @@
+"""The claim loop: write the outcomes of finished bodies and claim the next tasks, one short
+transaction per cycle, then hand the claimed tasks to the pool.
+
+This is the worker's hot path, and the only thing its main thread does: heartbeats, wake-ups
+and maintenance run on threads and connections of their own, so nothing here waits on them and
+they never wait on this (RELIABILITY G12).
+
+One bad outcome never blocks the others or the next claim (G11): text is made storable before
+it gets here, and if a batch is still refused as bad data, its outcomes are written one by one
+and the one the database refuses is recorded as failed with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection
+
+from .. import executor, signals
+from ..conf import app_settings
+from ..models import Task
+from ..policy import io, pressure
+from ..policy.config import Policy
+from ..storable import storable_text
+from ..store import claim, control, cycle, lifecycle, workers
+from ..store.db import send_task_signal
+from .heartbeat import Identity
+from .pool import Execution, Running, TaskPool
+
+logger = logging.getLogger(__name__)
+
+DB_ERRORS = (DatabaseError, InterfaceError)
+# What a driver raises for a value it cannot send or the database refuses as data: checked
+# before the connection-level errors, which are retried as they are.
+DATA_ERRORS = (DataError, IntegrityError, ValueError, TypeError, OverflowError)
+
+
+@dataclass
+class Stats:
+    """Counts since this worker started, for its status lines."""
+
+    completed: int = 0
+    lost: int = 0
+    since_prune: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+class ClaimLoop:
+    """Outcomes in, claims out. ``run()`` returns when stopping, or with ``burst`` once nothing
+    is runnable."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        running: Running,
+        pool: TaskPool,
+        concurrency: int,
+        domains: Sequence[str] | None,
+        burst: bool,
+        poll_interval: float,
+        stopping: threading.Event,
+        on_maintenance_due: Callable[[], int],
+        on_retention_due: Callable[[], None],
+    ) -> None:
+        self.identity = identity
+        self.running = running
+        self.pool = pool
+        self.concurrency = concurrency
+        self.domains = domains
+        self.burst = burst
+        self.poll_interval = poll_interval
+        self.stopping = stopping
+        self._maintenance_due = on_maintenance_due
+        self._retention_due = on_retention_due
+        self.wake = threading.Event()
+        self.stats = Stats()
+        self.alive_at = time.monotonic()  # last pass, watched by the heartbeat
+        self.policy: Policy | None = None
+        self._next_policy = 0.0
+        self._outcomes: queue.SimpleQueue[lifecycle.Outcome] = queue.SimpleQueue()
+        self._unwritten: list[lifecycle.Outcome] = []
+        self._progress: queue.SimpleQueue[list[tuple[Execution, dict[str, Any]]]] = (
+            queue.SimpleQueue()
+        )
+        self._check_strays = False
+        self._pressure_sources = pressure.load_sources(
+            list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
+        )
+        self._io_capacity = io.parse_capacity(app_settings.IO_CAPACITY)
+        self._io_meter = (
+            io.load_meter(app_settings.IO_SAMPLER) if app_settings.RESOURCE_MONITORING else None
+        )
+        self.io_report: dict[str, Any] | None = None
+
+    # --- reported by the pool ------------------------------------------------------------
+
+    def progress_saved(self, saved: list[tuple[Execution, dict[str, Any]]]) -> None:
+        """Progress the heartbeat just saved (its thread): ``task_progress`` is sent from this
+        loop, so a slow receiver never delays a heartbeat."""
+        if signals.task_progress.receivers:
+            self._progress.put(saved)
+            self.wake.set()
+
+    def report(self, execution: Execution, outcome: lifecycle.Outcome) -> None:
+        """A body finished (any pool thread): queue its outcome and wake the loop."""
+        execution.reported = True
+        self._outcomes.put(outcome)
+        self.wake.set()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stopping.is_set():
+            self.alive_at = time.monotonic()
+            try:
+                idle = self.step()
+                backoff = 0.5
+            except DB_ERRORS as exc:
+                logger.warning("database error, retrying in %.1fs: %s", backoff, exc)
+                reset_connection()
+                self._check_strays = True  # did the failed cycle's claim commit?
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if idle is None:
+                return  # burst: nothing left
+            if idle:
+                self.wake.wait(self._sleep_time())
+                self.wake.clear()
+
+    def step(self) -> bool | None:
+        """One cycle. True when idle, False when busy, None when a burst run is done."""
+        now = time.monotonic()
+        fresh_policy = now >= self._next_policy
+        if fresh_policy:
+            self._refresh_policy()
+            self._next_policy = now + min(self.poll_interval, 1.0)
+        if self._check_strays:
+            self._release_strays()
+        self._send_progress()
+        batch = self._collect()
+        worker_id = self.identity.worker_id
+        assert worker_id is not None  # noqa: S101 - registered before the loop starts
+        free = self.concurrency - (len(self.running) - len(batch))
+        limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
+        try:
+            # Outcomes of the last batch and the claim of the next share one short
+            # transaction: one commit per cycle (on PostgreSQL one round trip for both).
+            applied, claimed = cycle.write_and_claim(
+                batch, worker_id, limit, self.domains, self.policy
+            )
+        except DATA_ERRORS as exc:
+            self._write_one_by_one(batch, exc)
+            return False  # claim in the next cycle
+        self._account(batch, applied)
+        for task in claimed:
+            self._start(task)
+        if claimed and signals.task_dispatched.receivers:
+            for task in claimed:
+                send_task_signal(
+                    signals.task_dispatched,
+                    task.task_type,
+                    task_id=task.id,
+                    worker_id=worker_id,
+                    priority=task.priority,
+                    effective_priority=task.effective_priority,
+                )
+        if not claimed and claim.claim_deferred(worker_id):
+            return False  # the claim gave way to a cluster-wide lock mode change: claim again
+        if self.burst and not claimed and not self.running and self._outcomes.empty():
+            if not fresh_policy or batch:
+                # The policy may be stale (a preemptor just finished, perhaps in the outcomes
+                # written after it was loaded): look again before leaving.
+                self._next_policy = 0.0
+                return False
+            if self._maintenance_due():
+                return False  # a schedule fired or a pause ended: there may be work now
+            return None
+        # Idle when every slot is busy (an outcome will wake us) or the queue had less than asked.
+        return (free <= 0 or len(claimed) < free) and self._outcomes.empty()
+
+    def _send_progress(self) -> None:
+        while True:
+            try:
+                saved = self._progress.get_nowait()
+            except queue.Empty:
+                return
+            for execution, values in saved:
+                send_task_signal(
+                    signals.task_progress,
+                    execution.task.task_type,
+                    task_id=execution.task_id,
+                    fraction=values["progress"],
+                    message=values["progress_message"],
+                )
+
+    def _sleep_time(self) -> float:
+        return max(min(self.poll_interval, self._next_policy - time.monotonic()), 0.0)
+
+    def _start(self, task: Task) -> None:
+        ctx, definition = executor.build_context(task)
+        execution = Execution(task, ctx, definition)
+        self.running.add(execution)
+        self.pool.submit(execution)
+
+    # --- outcomes ------------------------------------------------------------------------
+
+    def _collect(self) -> list[lifecycle.Outcome]:
+        """Outcomes not yet written: leftovers of a failed write plus newly reported ones."""
+        while True:
+            try:
+                self._unwritten.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                return list(self._unwritten)
+
+    def write_pending(self) -> None:
+        """Write what was reported, without claiming (shutdown)."""
+        batch = self._collect()
+        if not batch:
+            return
+        try:
+            self._account(batch, lifecycle.apply_outcomes(batch))
+        except DATA_ERRORS as exc:
+            self._write_one_by_one(batch, exc)
+
+    def _account(self, batch: list[lifecycle.Outcome], applied: lifecycle.Applied) -> None:
+        """After commit: forget written (or fenced-off) tasks and update counters."""
+        self._unwritten = self._unwritten[len(batch) :]
+        for outcome in batch:
+            self.running.discard(outcome.task_id, outcome.lease_token)
+            kind = str(outcome.kind)
+            self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+        self.stats.lost += len(applied.lost)
+        self.stats.completed += sum(1 for o in applied.written if o.kind == lifecycle.COMPLETED)
+        self.stats.since_prune += len(applied.written)
+        if app_settings.RETENTION and self.stats.since_prune >= int(app_settings.PRUNE_INTERVAL):
+            self.stats.since_prune = 0
+            self._retention_due()
+
+    def _write_one_by_one(self, batch: list[lifecycle.Outcome], exc: Exception) -> None:
+        """A batch the database refused as data: write each outcome alone, so only the bad one
+        is affected, and record that one as failed with the reason."""
+        logger.error(
+            "outcome batch refused (%s: %s); writing its %s outcome(s) one by one",
+            type(exc).__name__,
+            storable_text(exc, 500),
+            len(batch),
+        )
+        for outcome in batch:
+            try:
+                applied = lifecycle.apply_outcomes([outcome])
+            except DATA_ERRORS as refused:
+                applied = self._write_refused(outcome, refused)
+            self._account([outcome], applied)
+
+    @staticmethod
+    def _write_refused(outcome: lifecycle.Outcome, refused: Exception) -> lifecycle.Applied:
+        reason = storable_text(f"{type(refused).__name__}: {storable_text(refused)}", 500)
+        logger.error("outcome of task_id=%s could not be stored: %s", outcome.task_id, reason)
+        failed = lifecycle.Outcome(
+            outcome.task_id,
+            outcome.lease_token,
+            lifecycle.FAILED,
+            outcome.task_type,
+            error=f"the outcome of this attempt could not be stored ({reason})",
+            duration_ms=outcome.duration_ms,
+        )
+        try:
+            return lifecycle.apply_outcomes([failed])
+        except DATA_ERRORS as again:  # not even the plain record: give the outcome up
+            logger.error("task_id=%s: failure record refused too: %s", outcome.task_id, again)
+            return lifecycle.Applied([], [outcome])
+
+    def _release_strays(self) -> None:
+        """After a failed cycle: rows its claim may have committed that nothing runs here go
+        back to pending (they would otherwise wait for this worker's lease to run out)."""
+        worker_id = self.identity.worker_id
+        assert worker_id is not None  # noqa: S101
+        stray = workers.stray_claims(worker_id, [e.task_id for e in self.running.snapshot()])
+        self._check_strays = False
+        if stray:
+            logger.warning("releasing claims this worker is not running count=%s", len(stray))
+            lifecycle.apply_outcomes(
+                [
+                    lifecycle.Outcome(t.id, t.lease_token, lifecycle.RELEASE, t.task_type)
+                    for t in stray
+                    if t.lease_token is not None
+                ]
+            )
+
+    # --- policy ----------------------------------------------------------------------------
+
+    def _refresh_policy(self) -> None:
+        self.policy = control.load_policy(
+            pressure.measure(self._pressure_sources), self._measure_io()
+        )
+
+    def _measure_io(self) -> frozenset[str]:
+        """Fold a new IO reading into the averages; the saturated directions (none without
+        RESOURCE_MONITORING)."""
+        if self._io_meter is None:
+            return frozenset()
+        rates = self._io_meter.update(time.monotonic())
+        self.io_report = io.report(rates, self._io_capacity)
+        return io.saturated(rates, self._io_capacity)
+
+
+def reset_connection() -> None:
+    """Drop this thread's connection after an error (the next query reconnects)."""
+    try:
+        connection.close()
+    except DB_ERRORS:
+        pass
