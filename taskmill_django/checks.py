@@ -15,7 +15,7 @@ _POSITIVE_NUMBERS = (
     "EXPIRY_SWEEP_INTERVAL",
     "PROGRESS_INTERVAL",
 )
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT",)
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT", "TIMEOUT_GRACE")
 _POSITIVE_INTS = ("PRUNE_INTERVAL", "CLAIM_BATCH_SIZE", "MAX_RESCUES")
 
 
@@ -79,9 +79,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 Error(
                     "TASKMILL['LEASE_TIMEOUT'] must be at least three times HEARTBEAT_INTERVAL.",
                     hint="A worker that cannot renew its lease stops its tasks after "
-                    "LEASE_TIMEOUT - 2 x HEARTBEAT_INTERVAL, so that they are stopped before "
-                    "another worker may rescue them; that time must be longer than a "
-                    "heartbeat.",
+                    "LEASE_TIMEOUT - HEARTBEAT_INTERVAL, so that they are stopped before "
+                    "another worker may rescue them; that must leave room for two heartbeats.",
                     id="taskmill.E060",
                 )
             )

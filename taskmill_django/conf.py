@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).
     "API_SUBMIT_THROTTLE_RATE": None,
+    # Seconds a task past its time limit may take to stop before it is abandoned (its slot
+    # goes to a fresh thread, the attempt is recorded as timed out).
+    "TIMEOUT_GRACE": 10.0,
     # Seconds any one statement, and any one lock wait, of a worker's own connections may take
     # (None = no limit); a timeout is an ordinary, retried database error.
     "STATEMENT_TIMEOUT": 30.0,

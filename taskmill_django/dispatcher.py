@@ -49,6 +49,10 @@ class DispatcherOptions:
     shutdown_timeout: float | None = None
     poll_interval: float | None = None
     install_signal_handlers: bool = True
+    # Stop gracefully (for a supervisor to start a fresh process) after claiming this many
+    # tasks, or once resident memory passes this many MB.
+    max_tasks: int | None = None
+    max_memory_mb: float | None = None
 
 
 class Dispatcher:
@@ -75,9 +79,16 @@ class Dispatcher:
             stopping=self.stopping,
             on_maintenance_due=lambda: self.upkeep.run_due_now(),
             on_retention_due=lambda: self.upkeep.request("retention"),
+            on_recycle=self._recycle,
+            max_tasks=options.max_tasks,
+            max_memory_mb=options.max_memory_mb,
         )
         self.pool = self.loop.pool
-        self.upkeep = Upkeep(wake=self.loop.wake.set, status_line=self._status_line)
+        self.upkeep = Upkeep(
+            wake=self.loop.wake.set,
+            status_line=self._status_line,
+            rescuer=lambda: self.heartbeat.rescuer(),
+        )
         self.heartbeat = Heartbeat(
             self.identity,
             self.running,
@@ -143,6 +154,11 @@ class Dispatcher:
             )
         self.stopping.set()
         self.loop.wake.set()
+
+    def _recycle(self, why: str) -> None:
+        if not self.stopping.is_set():
+            logger.info("worker recycling name=%s: %s", self.name, why)
+        self.stop()
 
     def _install_signal_handlers(self) -> None:
         def handle(signum: int, frame: Any) -> None:

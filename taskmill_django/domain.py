@@ -36,6 +36,7 @@ from .validation import (
     validate_run_after,
     validate_seconds,
     validate_tags,
+    validate_timeout,
 )
 
 TaskFunc = Callable[..., Any]
@@ -89,6 +90,7 @@ class Domain:
         priority: int | None = None,
         group: str | None = None,
         ttl: float | timedelta | None = None,
+        timeout: float | timedelta | None = None,
         retry: RetryPolicy | None = None,
         expected_io: IoBudget | None = None,
         key: KeyFunc | None = None,
@@ -101,6 +103,9 @@ class Domain:
         ``name`` defaults to the function name. ``key`` computes an explicit dedup key from the
         payload (``key=lambda path, size: path`` makes every size of one path the same task).
         ``schedule`` declares a recurring run (empty payload), synced when workers start.
+        ``timeout`` limits each attempt: past it the attempt is asked to stop (reason
+        ``"timeout"``, ``on_cancel`` runs) and fails "timed out after N s", retried per
+        ``retry``.
         """
         if schedule is not None and not isinstance(schedule, RecurringSchedule):
             raise ValidationError("schedule", "must be a RecurringSchedule")
@@ -113,6 +118,7 @@ class Domain:
                 priority=validate_priority(self.default_priority if priority is None else priority),
                 group=validate_group(group if group is not None else self.default_group),
                 ttl=validate_seconds("ttl", ttl if ttl is not None else self.default_ttl),
+                timeout=validate_timeout(timeout),
                 retry=retry or self.default_retry,
                 expected_io=expected_io or IoBudget(),
                 key_func=key,
@@ -148,6 +154,7 @@ class SubmitOptions:
     group: str | None = None
     ttl: float | None = None
     ttl_from: str = TtlFrom.SUBMISSION
+    timeout: float | None = None
     duplicate: str | None = None
     expected_io: IoBudget | None = None
     max_retries: int | None = None
@@ -193,6 +200,8 @@ def _validate_option(name: str, value: Any) -> Any:
         return validate_group(value)
     if name == "ttl":
         return validate_seconds("ttl", value)
+    if name == "timeout":
+        return validate_timeout(value)
     if name == "ttl_from":
         return validate_choice(name, value, TtlFrom)
     if name == "duplicate":
@@ -227,6 +236,7 @@ class TaskDefinition:
         group: str | None,
         ttl: float | None,
         retry: RetryPolicy | None,
+        timeout: float | None = None,
         expected_io: IoBudget,
         key_func: KeyFunc | None,
         duplicate: str,
@@ -242,6 +252,7 @@ class TaskDefinition:
         self.priority = priority
         self.group = group
         self.ttl = ttl
+        self.timeout = timeout
         self.retry = retry
         self.expected_io = expected_io
         self.key_func = key_func
@@ -323,6 +334,7 @@ class TaskDefinition:
                 "run_after": options.run_after,
                 "ttl_seconds": _first_set(options.ttl, self.ttl, app_settings.DEFAULT_TTL),
                 "ttl_from": options.ttl_from,
+                "timeout_seconds": _first_set(options.timeout, self.timeout, None),
                 "expected_io": io,
                 "duplicate": options.duplicate or self.duplicate,
                 "parent_id": options.parent,

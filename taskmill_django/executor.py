@@ -15,7 +15,7 @@ from django.db import close_old_connections
 from . import registry
 from .context import TaskContext
 from .domain import TaskDefinition
-from .enums import INTERRUPTIONS, HistoryStatus
+from .enums import INTERRUPTIONS, HistoryStatus, InterruptReason
 from .exceptions import PermanentError
 from .models import Task
 from .retry import RetryPolicy
@@ -108,6 +108,9 @@ def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:
 
 
 def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
+    if ctx.cancel_reason == InterruptReason.TIMEOUT:
+        # Stopped at its time limit, it returned early: the work is not done.
+        return timed_out(task, registry.find_task(task.task_type))
     # A result the database would reject must not fail the whole batch of outcomes it is
     # written in: strings are made storable (NUL, lone surrogates), and a value that is not
     # JSON at all (an object, NaN, Infinity) is dropped with a warning.
@@ -125,17 +128,41 @@ def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:
 def classify_failure(
     task: Task, ctx: TaskContext, definition: TaskDefinition | None, exc: BaseException
 ) -> lifecycle.Outcome:
-    error = storable_text(f"{type(exc).__name__}: {storable_text(exc)}", ERROR_LIMIT)
     trace = storable_text(_format_traceback(exc), TRACEBACK_LIMIT, keep="tail")
+    if ctx.cancel_reason == InterruptReason.TIMEOUT:
+        return timed_out(task, definition, trace)
+    error = storable_text(f"{type(exc).__name__}: {storable_text(exc)}", ERROR_LIMIT)
     base = lifecycle.Outcome(task.id, task.lease_token, "", task.task_type, error, trace)
     if ctx.is_cancelled() and ctx.cancel_reason in INTERRUPTIONS:
         # Interrupted, not failed: back to pending without spending a retry.
         base.kind = lifecycle.RELEASE
-    elif ctx.is_cancelled():
+        return base
+    if ctx.is_cancelled():
         base.kind = ctx.cancel_reason or HistoryStatus.CANCELLED
-    elif isinstance(exc, PermanentError):
+        return base
+    if isinstance(exc, PermanentError):
         base.kind = lifecycle.FAILED
-    elif task.retry_count < task.max_retries:
+    else:
+        _retry_or_dead_letter(base, task, definition)
+    _log_failure(base)
+    return base
+
+
+def timed_out(task: Task, definition: TaskDefinition | None, trace: str = "") -> lifecycle.Outcome:
+    """The attempt ran past its time limit: a failure, retried per the task's policy."""
+    limit = f"{task.timeout_seconds:g}" if task.timeout_seconds is not None else "?"
+    base = lifecycle.Outcome(
+        task.id, task.lease_token, "", task.task_type, f"timed out after {limit} s", trace
+    )
+    _retry_or_dead_letter(base, task, definition)
+    _log_failure(base)
+    return base
+
+
+def _retry_or_dead_letter(
+    base: lifecycle.Outcome, task: Task, definition: TaskDefinition | None
+) -> None:
+    if task.retry_count < task.max_retries:
         policy = (definition.retry if definition else None) or RetryPolicy.constant(
             task.max_retries, 0
         )
@@ -143,15 +170,16 @@ def classify_failure(
         base.retry_delay = policy.delay_for(task.retry_count + 1)
     else:
         base.kind = lifecycle.DEAD_LETTER
-    if base.kind in (lifecycle.FAILED, lifecycle.DEAD_LETTER, lifecycle.RETRY):
-        logger.warning(
-            "task failed task_id=%s type=%s outcome=%s error=%s",
-            task.id,
-            task.task_type,
-            base.kind,
-            error,
-        )
-    return base
+
+
+def _log_failure(outcome: lifecycle.Outcome) -> None:
+    logger.warning(
+        "task failed task_id=%s type=%s outcome=%s error=%s",
+        outcome.task_id,
+        outcome.task_type,
+        outcome.kind,
+        outcome.error,
+    )
 
 
 def _format_traceback(exc: BaseException) -> str:

@@ -74,6 +74,7 @@ class NewTask:
     run_after: datetime | timedelta | None = None
     ttl_seconds: float | None = None
     ttl_from: str = "submission"
+    timeout_seconds: float | None = None
     expected_io: IoBudget = IoBudget()
     duplicate: str = "skip"
     parent_id: int | None = None

@@ -147,6 +147,14 @@ def validate_seconds(field: str, value: Any, *, allow_none: bool = True) -> floa
     return float(value)
 
 
+def validate_timeout(value: Any, field: str = "timeout") -> float | None:
+    """A time limit: seconds > 0 or a timedelta, or None for no limit."""
+    seconds = validate_seconds(field, value)
+    if seconds == 0:
+        raise ValidationError(field, "must be more than 0 seconds (None means no limit)")
+    return seconds
+
+
 def validate_run_after(run_after: Any) -> datetime | timedelta | None:
     if run_after is None:
         return None

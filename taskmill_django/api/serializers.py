@@ -106,6 +106,7 @@ class SubmitSerializer(StrictSerializer):
     group = Text(required=False, allow_null=True, min_length=1, max_length=MAX_GROUP)
     ttl = Number(required=False, allow_null=True, min_value=0, max_value=MAX_SECONDS)
     ttl_from = serializers.ChoiceField(TtlFrom.choices, required=False)
+    timeout = Number(required=False, allow_null=True, min_value=0.001, max_value=MAX_SECONDS)
     duplicate = serializers.ChoiceField(DuplicateStrategy.choices, required=False, allow_null=True)
     max_retries = Integer(required=False, allow_null=True, min_value=0, max_value=MAX_INT32)
     expected_io = IoBudgetInputSerializer(required=False, allow_null=True)
@@ -202,6 +203,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "ttl_seconds",
             "ttl_from",
             "expires_at",
+            "timeout_seconds",
             "created_at",
             "started_at",
             "first_started_at",

@@ -70,6 +70,9 @@ class Task(models.Model):
     ttl_seconds = models.FloatField(null=True, blank=True)
     ttl_from = models.CharField(max_length=16, choices=TtlFrom.choices, default=TtlFrom.SUBMISSION)
     expires_at = models.DateTimeField(null=True, blank=True)
+    timeout_seconds = models.FloatField(
+        null=True, blank=True, help_text="Time limit of one attempt, in seconds (None = none)."
+    )
     created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     first_started_at = models.DateTimeField(null=True, blank=True)

@@ -239,6 +239,8 @@ def resume_preempted() -> int:
         return 0
     resumed = Task.objects.filter(status=TaskStatus.PAUSED, pause_reason=PREEMPTED)
     ids = list(resumed.values_list("id", "task_type"))
+    if not ids:
+        return 0
     count = resumed.update(**unpaused())
     for task_id, task_type in ids:
         from .db import send_task_signal

@@ -15,7 +15,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from ..models import Task
 from ..policy.config import Policy
@@ -31,6 +33,10 @@ def write_and_claim(
 ) -> tuple[lifecycle.Applied, list[Task]]:
     """Write ``outcomes`` and claim up to ``limit`` tasks for ``worker_id``, in one
     transaction: both or neither."""
+    if not outcomes and connection.vendor == "sqlite" and not _anything_due(domains):
+        # SQLite: a transaction here takes the database's one write lock (IMMEDIATE), which
+        # an idle worker would otherwise do at every poll, delaying everyone's heartbeats.
+        return lifecycle.Applied([], []), []
     with transaction.atomic():
         moved = lifecycle.moving_ahead(outcomes)
         if moved is None:
@@ -38,3 +44,11 @@ def write_and_claim(
             return applied, claim.claim_batch(worker_id, limit, domains, policy)
         claimed = claim.claim_batch(worker_id, limit, domains, policy, moved)
         return lifecycle.apply_outcomes(outcomes, moved), claimed
+
+
+def _anything_due(domains: Sequence[str] | None) -> bool:
+    """A plain read: is any task due to be claimed at all?"""
+    due = Task.objects.claimable().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=Now()))
+    if domains:
+        due = due.filter(domain__in=list(domains))
+    return due.exists()

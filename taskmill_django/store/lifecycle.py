@@ -255,6 +255,7 @@ def _requeue(rows: list[Task]) -> None:
             ttl_seconds=row.ttl_seconds,
             ttl_from=row.ttl_from,
             expires_at=_rerun_expiry(row),
+            timeout_seconds=row.timeout_seconds,
             expected_read_bytes=row.expected_read_bytes,
             expected_write_bytes=row.expected_write_bytes,
             expected_net_rx_bytes=row.expected_net_rx_bytes,

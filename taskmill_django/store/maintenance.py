@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
@@ -32,7 +33,7 @@ def _stale_cutoff() -> Now:
     return Now() - app_settings.lease_timeout  # type: ignore[return-value]
 
 
-def rescue_orphans(limit: int = 500) -> int:
+def rescue_orphans(limit: int = 500, *, rescuer: uuid.UUID | None = None) -> int:
     """Make running tasks of silent or vanished workers pending again; return how many (at most
     ``limit`` per call: the rest are taken by the next call).
 
@@ -45,16 +46,30 @@ def rescue_orphans(limit: int = 500) -> int:
     tasks are gone and stops them (G12). Marking takes the worker row's lock, so a heartbeat
     racing with this rescue either commits first (the worker is live and keeps its tasks) or
     sees the row dead.
+
+    ``rescuer``: the calling worker, which never rescues itself (it knows it is alive, and
+    stops its own tasks when it cannot renew its lease).
     """
+    stale = Worker.objects.filter(heartbeat_at__lt=_stale_cutoff()).exclude(
+        status=WorkerStatus.DEAD
+    )
+    if rescuer is not None:
+        stale = stale.exclude(id=rescuer)
+    live = Worker.objects.exclude(status=WorkerStatus.DEAD)
+    if rescuer is not None:
+        live = live | Worker.objects.filter(id=rescuer)
+    running = Task.objects.filter(status=TaskStatus.RUNNING)
+    # Read first, lock only when there is something to do: most passes find nothing, and on
+    # SQLite every write transaction takes the database's one write lock.
+    if not stale.exists() and not running.exclude(worker_id__in=live.values("id")).exists():
+        return 0
     with transaction.atomic():
-        Worker.objects.filter(heartbeat_at__lt=_stale_cutoff()).exclude(
-            status=WorkerStatus.DEAD
-        ).update(status=WorkerStatus.DEAD)
-        live = Worker.objects.exclude(status=WorkerStatus.DEAD).values("id")
+        stale.update(status=WorkerStatus.DEAD)
+        live_ids = live.values("id")
         orphans = list(
             Task.objects.select_for_update(skip_locked=True)
             .filter(status=TaskStatus.RUNNING)
-            .exclude(worker_id__in=live)
+            .exclude(worker_id__in=live_ids)
             .order_by("id")[:limit]
         )
         if not orphans:
@@ -157,6 +172,7 @@ def _delete_history(old: Any, deadline: float | None) -> int:
     million old rows are a thousand small transactions, not one list and one long lock)."""
     deleted = 0
     while True:
+        started = time.monotonic()
         with transaction.atomic():
             ids = list(old.order_by().values_list("id", flat=True)[:PRUNE_BATCH])
             if not ids:
@@ -165,6 +181,11 @@ def _delete_history(old: Any, deadline: float | None) -> int:
             deleted += TaskHistory.objects.filter(id__in=ids).delete()[0]
         if len(ids) < PRUNE_BATCH or (deadline is not None and time.monotonic() >= deadline):
             return deleted
+        if connection.vendor == "sqlite":
+            # One writer at a time, and a writer waiting for the lock only looks now and then:
+            # back-to-back batches would starve the heartbeat. Leave the lock free as long as
+            # the batch held it.
+            time.sleep(min(time.monotonic() - started, 0.1))
 
 
 def apply_retention(deadline: float | None = None) -> int:
@@ -189,6 +210,9 @@ def expire_due(limit: int = 500) -> int:
     """
     from .cancel import cancel_matching  # cancel handles the parent → children cascade
 
+    due = Task.objects.filter(expires_at__lte=Now()).exclude(status=TaskStatus.RUNNING)
+    if not due.exists():  # a plain read first: most sweeps find nothing
+        return 0
     with transaction.atomic():
         ids = list(
             Task.objects.select_for_update(skip_locked=True)
@@ -241,8 +265,6 @@ def refresh_planner_stats() -> bool:
     dispatch index. Autovacuum catches up within minutes; this catches up within seconds.
     Cheap to call often: one catalogue read, and ANALYZE only when the change is large.
     """
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:

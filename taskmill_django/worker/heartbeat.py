@@ -13,9 +13,14 @@ behind the claim loop, maintenance or a task body, and each beat also:
 
 Self-fencing (RELIABILITY G12): a worker that could not renew its lease for ``fence_after``
 seconds stops its bodies itself, before anyone may rescue them: a rescue needs ``LEASE_TIMEOUT``
-of silence since the last renewal, and ``fence_after`` is ``LEASE_TIMEOUT - 2 *
-HEARTBEAT_INTERVAL`` (a system check keeps it positive). The same happens when the claim loop
+of silence since the last renewal, and ``fence_after`` is ``LEASE_TIMEOUT - HEARTBEAT_INTERVAL``
+(a system check keeps it at least two heartbeats long). The same happens when the claim loop
 has not moved for longer than a statement may take: a hung loop would never write outcomes.
+
+Rescuing others is left to healthy workers: one whose own lease is not fresh, or that has just
+come back from an outage of its own, waits (``rescuer()``). After a database restart every
+lease looks stale, and the first worker back must not take the others' tasks before they had
+``LEASE_TIMEOUT`` to renew.
 """
 
 from __future__ import annotations
@@ -53,8 +58,9 @@ class Identity:
 
 
 def fence_after() -> float:
-    """Seconds without a renewed lease after which a worker stops its own task bodies."""
-    return float(app_settings.LEASE_TIMEOUT) - 2 * float(app_settings.HEARTBEAT_INTERVAL)
+    """Seconds without a renewed lease after which a worker stops its own task bodies: one
+    heartbeat before anyone may rescue them."""
+    return float(app_settings.LEASE_TIMEOUT) - float(app_settings.HEARTBEAT_INTERVAL)
 
 
 def loop_stall_limit() -> float:
@@ -91,6 +97,8 @@ class Heartbeat:
         self._threads: list[threading.Thread] = []
         self.renewed_at = time.monotonic()  # when the last successful renewal was sent
         self._fenced = False
+        self._failing = False
+        self._recovered_at = float("-inf")  # renewing again after failures, since then
 
     def start(self) -> None:
         self.renewed_at = time.monotonic()
@@ -126,12 +134,23 @@ class Heartbeat:
     def _watch(self) -> None:
         """Fence on time alone, in a thread of its own: a renewal can itself hang (a dropped
         network path holds it until the socket gives up), and must not delay the fence."""
-        interval = float(app_settings.HEARTBEAT_INTERVAL) / 2
+        interval = float(app_settings.HEARTBEAT_INTERVAL) / 4
         while not self._stop.wait(interval):
             if time.monotonic() - self.renewed_at > fence_after():
                 self._fence_all("its lease could not be renewed in time")
             elif self._loop_stalled():
                 self._fence_all("the claim loop stopped moving")
+
+    def rescuer(self) -> uuid.UUID | None:
+        """This worker's id when it may rescue others' tasks now, else None: its own lease
+        was renewed within two heartbeats, and not just after an outage of its own."""
+        now = time.monotonic()
+        interval = float(app_settings.HEARTBEAT_INTERVAL)
+        if now - self.renewed_at > 2 * interval or self._failing:
+            return None
+        if now - self._recovered_at < float(app_settings.LEASE_TIMEOUT):
+            return None
+        return self.identity.worker_id
 
     def _loop_stalled(self) -> bool:
         return time.monotonic() - self._loop_alive_at() > loop_stall_limit()
@@ -155,6 +174,7 @@ class Heartbeat:
             )
         except (DatabaseError, InterfaceError) as exc:
             logger.warning("heartbeat failed, retrying: %s", exc)
+            self._failing = True
             for execution, _, _ in progress:
                 execution.ctx.progress.changed_since_save()
             _reset_connection()
@@ -164,6 +184,9 @@ class Heartbeat:
             return
         self.renewed_at = sent
         self._fenced = False
+        if self._failing:
+            self._failing = False
+            self._recovered_at = time.monotonic()
         self._announce(progress)
         for execution in executions:
             self._judge(execution, result.states.get(execution.task_id))

@@ -13,6 +13,7 @@ and the one the database refuses is recorded as failed with the reason.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, 
 
 from .. import executor, signals
 from ..conf import app_settings
+from ..enums import InterruptReason
 from ..models import Task
 from ..policy import io, pressure
 from ..policy.config import Policy
@@ -34,6 +36,8 @@ from .heartbeat import Identity
 from .pool import Execution, Running, TaskPool
 
 logger = logging.getLogger(__name__)
+# One line per task start and end (``runtaskmill -v 2`` turns it on); never payload values.
+tasks_logger = logging.getLogger("taskmill_django.tasks")
 
 DB_ERRORS = (DatabaseError, InterfaceError)
 # What a driver raises for a value it cannot send or the database refuses as data: checked
@@ -68,6 +72,9 @@ class ClaimLoop:
         stopping: threading.Event,
         on_maintenance_due: Callable[[], int],
         on_retention_due: Callable[[], None],
+        on_recycle: Callable[[str], None],
+        max_tasks: int | None = None,
+        max_memory_mb: float | None = None,
     ) -> None:
         self.identity = identity
         self.running = running
@@ -79,6 +86,11 @@ class ClaimLoop:
         self.stopping = stopping
         self._maintenance_due = on_maintenance_due
         self._retention_due = on_retention_due
+        self._recycle = on_recycle
+        self.max_tasks = max_tasks
+        self.max_memory_mb = max_memory_mb
+        self.claimed_total = 0
+        self._report_lock = threading.Lock()
         self.wake = threading.Event()
         self.stats = Stats()
         self.alive_at = time.monotonic()  # last pass, watched by the heartbeat
@@ -109,8 +121,12 @@ class ClaimLoop:
             self.wake.set()
 
     def report(self, execution: Execution, outcome: lifecycle.Outcome) -> None:
-        """A body finished (any pool thread): queue its outcome and wake the loop."""
-        execution.reported = True
+        """A body finished (any pool thread), or was given up on at its time limit: queue its
+        outcome (the first one only) and wake the loop."""
+        with self._report_lock:
+            if execution.reported:
+                return
+            execution.reported = True
         self._outcomes.put(outcome)
         self.wake.set()
 
@@ -143,6 +159,8 @@ class ClaimLoop:
         if fresh_policy:
             self._refresh_policy()
             self._next_policy = now + min(self.poll_interval, 1.0)
+            self._check_memory()
+        self._police_time_limits(now)
         if self._check_strays:
             self._release_strays()
         self._send_progress()
@@ -151,6 +169,8 @@ class ClaimLoop:
         assert worker_id is not None  # noqa: S101 - registered before the loop starts
         free = self.concurrency - (len(self.running) - len(batch))
         limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
+        if self.max_tasks is not None:
+            limit = min(limit, self.max_tasks - self.claimed_total)
         try:
             # Outcomes of the last batch and the claim of the next share one short
             # transaction: one commit per cycle (on PostgreSQL one round trip for both).
@@ -163,6 +183,9 @@ class ClaimLoop:
         self._account(batch, applied)
         for task in claimed:
             self._start(task)
+        self.claimed_total += len(claimed)
+        if self.max_tasks is not None and self.claimed_total >= self.max_tasks:
+            self._recycle(f"it has run {self.claimed_total} tasks (--max-tasks)")
         if claimed and signals.task_dispatched.receivers:
             for task in claimed:
                 send_task_signal(
@@ -203,13 +226,75 @@ class ClaimLoop:
                 )
 
     def _sleep_time(self) -> float:
-        return max(min(self.poll_interval, self._next_policy - time.monotonic()), 0.0)
+        until = self._next_policy
+        for execution in self.running.snapshot():
+            if not execution.reported:
+                until = min(until, execution.stop_by or execution.deadline or until)
+        return max(min(self.poll_interval, until - time.monotonic()), 0.0)
 
     def _start(self, task: Task) -> None:
         ctx, definition = executor.build_context(task)
         execution = Execution(task, ctx, definition)
+        if task.timeout_seconds:
+            execution.deadline = execution.started + task.timeout_seconds
         self.running.add(execution)
+        if tasks_logger.isEnabledFor(logging.INFO):
+            tasks_logger.info(
+                "task started task_id=%s type=%s attempt=%s",
+                task.id,
+                task.task_type,
+                task.retry_count + 1,
+                extra={
+                    "fields": {
+                        "event": "task_started",
+                        "task_id": task.id,
+                        "task_type": task.task_type,
+                        "attempt": task.retry_count + 1,
+                    }
+                },
+            )
         self.pool.submit(execution)
+
+    # --- time limits and recycling -----------------------------------------------------
+
+    def _police_time_limits(self, now: float) -> None:
+        """Ask bodies past their time limit to stop; give up on those that ignore it for
+        ``TIMEOUT_GRACE`` seconds: their slot goes to a fresh thread and the attempt is
+        recorded as timed out now."""
+        for execution in self.running.snapshot():
+            if execution.reported or execution.deadline is None or now < execution.deadline:
+                continue
+            if execution.stop_by is None:
+                if self.pool.cancel(execution, InterruptReason.TIMEOUT):
+                    logger.warning(
+                        "time limit reached task_id=%s type=%s limit=%ss: asked to stop",
+                        execution.task_id,
+                        execution.task.task_type,
+                        f"{execution.task.timeout_seconds:g}",
+                    )
+                execution.stop_by = now + float(app_settings.TIMEOUT_GRACE)
+            elif (
+                now >= execution.stop_by and execution.ctx.cancel_reason == InterruptReason.TIMEOUT
+            ):
+                outcome = executor.timed_out(execution.task, execution.definition)
+                outcome.duration_ms = int((now - execution.started) * 1000)
+                self.report(execution, outcome)
+                self.pool.abandon(execution)
+                logger.warning(
+                    "abandoned task_id=%s type=%s: it ignored its time limit for %ss; its slot "
+                    "is freed, its thread left to end on its own (--max-tasks or --max-memory "
+                    "let a supervisor recycle this worker)",
+                    execution.task_id,
+                    execution.task.task_type,
+                    app_settings.TIMEOUT_GRACE,
+                )
+
+    def _check_memory(self) -> None:
+        if self.max_memory_mb is None:
+            return
+        used = resident_mb()
+        if used is not None and used > self.max_memory_mb:
+            self._recycle(f"it uses {used:.0f} MB (--max-memory {self.max_memory_mb:g})")
 
     # --- outcomes ------------------------------------------------------------------------
 
@@ -234,10 +319,14 @@ class ClaimLoop:
     def _account(self, batch: list[lifecycle.Outcome], applied: lifecycle.Applied) -> None:
         """After commit: forget written (or fenced-off) tasks and update counters."""
         self._unwritten = self._unwritten[len(batch) :]
+        lost = {o.task_id for o in applied.lost}
         for outcome in batch:
+            execution = self.running.get(outcome.task_id)
             self.running.discard(outcome.task_id, outcome.lease_token)
             kind = str(outcome.kind)
             self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+            if tasks_logger.isEnabledFor(logging.INFO):
+                _log_end(outcome, execution, "lease lost" if outcome.task_id in lost else kind)
         self.stats.lost += len(applied.lost)
         self.stats.completed += sum(1 for o in applied.written if o.kind == lifecycle.COMPLETED)
         self.stats.since_prune += len(applied.written)
@@ -311,6 +400,35 @@ class ClaimLoop:
         rates = self._io_meter.update(time.monotonic())
         self.io_report = io.report(rates, self._io_capacity)
         return io.saturated(rates, self._io_capacity)
+
+
+def _log_end(outcome: lifecycle.Outcome, execution: Execution | None, kind: str) -> None:
+    tasks_logger.info(
+        "task finished task_id=%s type=%s outcome=%s duration=%sms",
+        outcome.task_id,
+        outcome.task_type,
+        kind,
+        outcome.duration_ms,
+        extra={
+            "fields": {
+                "event": "task_finished",
+                "task_id": outcome.task_id,
+                "task_type": outcome.task_type,
+                "outcome": kind,
+                "duration_ms": outcome.duration_ms,
+            }
+        },
+    )
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux ``/proc``; None where unknown)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
 
 
 def reset_connection() -> None:

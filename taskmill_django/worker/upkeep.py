@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -51,18 +52,24 @@ class Timer:
 class Upkeep:
     """Runs the timers on its own thread; ``wake`` tells the claim loop about new work."""
 
-    def __init__(self, wake: Callable[[], None], status_line: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        wake: Callable[[], None],
+        status_line: Callable[[], None],
+        rescuer: Callable[[], uuid.UUID | None],
+    ) -> None:
         self._wake = wake
         self._stop = threading.Event()
         self._poke = threading.Event()
         self._thread: threading.Thread | None = None
         self._bulk_hint = False
+        self._rescuer = rescuer
         tick = min(float(app_settings.POLL_INTERVAL), 1.0)
         heartbeat = float(app_settings.HEARTBEAT_INTERVAL)
         self.timers = {
             timer.name: timer
             for timer in (
-                Timer("rescue", heartbeat, _rescue),
+                Timer("rescue", heartbeat, self._rescue),
                 Timer("pauses", tick, _pauses),
                 Timer("schedules", tick, _schedules),
                 Timer("expiry", float(app_settings.EXPIRY_SWEEP_INTERVAL), _expiry),
@@ -89,6 +96,12 @@ class Upkeep:
         """Run timer ``name`` at the next round (a bulk submission arrived, retention is due)."""
         self.timers[name].next_at = 0.0
         self._poke.set()
+
+    def _rescue(self, deadline: float) -> bool:
+        rescuer = self._rescuer()
+        if rescuer is None:
+            return False  # not healthy ourselves: leave rescuing to others for now
+        return maintenance.rescue_orphans(rescuer=rescuer) > 0
 
     def bulk_arrived(self) -> None:
         """A large batch was just submitted: check the planner statistics at once."""
@@ -156,10 +169,6 @@ class Upkeep:
     def _sleep_time(self) -> float:
         soonest = min(timer.next_at for timer in self.timers.values())
         return min(max(soonest - time.monotonic(), 0.0), 1.0)
-
-
-def _rescue(deadline: float) -> bool:
-    return maintenance.rescue_orphans() > 0
 
 
 def _pauses(deadline: float) -> bool:

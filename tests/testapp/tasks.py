@@ -161,6 +161,21 @@ def stubborn(ctx: TaskContext, seconds: float) -> dict[str, int]:
     return {"pid": os.getpid()}
 
 
+@tests.task("limited", timeout=0.5, retry=RetryPolicy.constant(1, 0))
+def limited(ctx: TaskContext, seconds: float) -> None:
+    """Cooperative, with a time limit of half a second: stops when asked."""
+    _log("start", task_id=ctx.task_id)
+    if ctx.wait_cancelled(seconds):
+        _log("noticed_cancel", task_id=ctx.task_id, reason=ctx.cancel_reason)
+        raise RetryableError("stopped")
+    _log("done", task_id=ctx.task_id)
+
+
+@limited.on_cancel
+def limited_cancelled(ctx: TaskContext, **payload: object) -> None:
+    _log("on_cancel", task_id=ctx.task_id, reason=ctx.cancel_reason)
+
+
 workflows = Domain("flows")
 
 

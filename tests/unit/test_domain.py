@@ -283,3 +283,25 @@ def test_submit__payload_check_agrees_with_python_binding(isolated_registry, fun
     else:
         with pytest.raises(ValidationError, match="does not fit"):
             definition.build(payload, SubmitOptions())
+
+
+def test_timeout__declared_on_the_task_and_overridden_per_submission():
+    from datetime import timedelta
+
+    media = Domain("unit_limits")
+    slow = media.task("slow", timeout=timedelta(minutes=2))(_noop)
+
+    assert slow.build({}, SubmitOptions()).timeout_seconds == 120.0
+    assert slow.build({}, slow.using(timeout=5).options).timeout_seconds == 5.0
+    assert media.task("free")(_noop).build({}, SubmitOptions()).timeout_seconds is None
+
+
+@pytest.mark.parametrize("value", [0, -1, "10", True])
+def test_timeout__not_a_positive_duration_is_refused_naming_the_field(value):
+    media = Domain("unit_bad_limits")
+    with pytest.raises(ValidationError) as caught:
+        media.task("t", timeout=value)(_noop)
+    assert caught.value.field == "timeout"
+    with pytest.raises(ValidationError) as caught:
+        record.using(timeout=value)
+    assert caught.value.field == "timeout"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from taskmill_django import registry
 from taskmill_django.dispatcher import Dispatcher, DispatcherOptions
+from taskmill_django.management import logs
 
 
 def _positive_int(value: str) -> int:
@@ -44,6 +44,26 @@ class Command(BaseCommand):
             help="Seconds to wait for running tasks on SIGTERM.",
         )
         parser.add_argument(
+            "--max-tasks",
+            type=_positive_int,
+            default=None,
+            help="Exit gracefully after claiming this many tasks, for a supervisor to start a "
+            "fresh process (frees threads of abandoned tasks).",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=float,
+            default=None,
+            metavar="MB",
+            help="Exit gracefully once this process's resident memory passes MB megabytes.",
+        )
+        parser.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            default="text",
+            help="text lines for people, or one JSON object per line for log shippers.",
+        )
+        parser.add_argument(
             "--poll-interval",
             type=float,
             default=None,
@@ -62,10 +82,10 @@ class Command(BaseCommand):
         poll = options["poll_interval"]
         if poll is not None and poll <= 0:
             raise CommandError("--poll-interval must be > 0")
-        if not logging.getLogger("taskmill_django").handlers and not logging.root.handlers:
-            logging.basicConfig(
-                level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-            )
+        memory = options["max_memory"]
+        if memory is not None and memory <= 0:
+            raise CommandError("--max-memory must be a number of megabytes > 0")
+        logs.configure(options["log_format"], int(options["verbosity"]))
         dispatcher = Dispatcher(
             DispatcherOptions(
                 concurrency=options["concurrency"],
@@ -74,6 +94,8 @@ class Command(BaseCommand):
                 burst=options["burst"],
                 shutdown_timeout=timeout,
                 poll_interval=poll,
+                max_tasks=options["max_tasks"],
+                max_memory_mb=memory,
             )
         )
         dispatcher.run()
