@@ -110,8 +110,15 @@ def _check_worker_connections(s: Any) -> list[CheckMessage]:
 
 
 def _check_api() -> list[CheckMessage]:
-    """The REST API's settings, found wrong at startup rather than as a 500 on a request."""
+    """The REST API's settings, found wrong at startup rather than as a 500 on a request.
+
+    The API is an extra (``taskmill-django[api]``): without DRF there is nothing to check."""
+    from importlib.util import find_spec
+
     from django.core.exceptions import ImproperlyConfigured
+
+    if find_spec("rest_framework") is None:
+        return []
 
     from .api.permissions import permission_classes
     from .api.throttling import parse_submit_rate
@@ -231,7 +238,7 @@ def _check_io(capacity: Any, sampler: Any) -> list[CheckMessage]:
     from .exceptions import ValidationError
     from .policy.io import parse_capacity
 
-    errors = []
+    errors: list[CheckMessage] = []
     try:
         parse_capacity(capacity)
     except ValidationError as exc:
