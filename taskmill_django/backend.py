@@ -98,7 +98,7 @@ def call(
     return value
 
 
-def _with_status(result: TaskResult, status: str) -> TaskResult:
+def _with_status(result: TaskResult, status: TaskResultStatus) -> TaskResult:
     from dataclasses import replace
 
     return replace(result, status=status)
@@ -151,7 +151,9 @@ class TaskmillBackend(BaseTaskBackend):
             task_id = int(result_id)
         except (TypeError, ValueError):
             raise TaskResultDoesNotExist(result_id) from None
-        row = Task.objects.filter(id=task_id, task_type=TASK_TYPE).first()
+        row: Task | TaskHistory | None = Task.objects.filter(
+            id=task_id, task_type=TASK_TYPE
+        ).first()
         if row is None:
             row = TaskHistory.objects.filter(id=task_id, task_type=TASK_TYPE).first()
         if row is None or row.payload.get("alias") != self.alias:
@@ -167,7 +169,7 @@ class TaskmillBackend(BaseTaskBackend):
         if run_after is not None:
             task = task.using(run_after=run_after)
         status, finished_at, started = _status(row)
-        result = TaskResult(
+        result: TaskResult = TaskResult(
             task=task,
             id=str(row.id),
             status=status,
@@ -186,7 +188,7 @@ class TaskmillBackend(BaseTaskBackend):
         return result
 
 
-def _status(row: Any) -> tuple[str, datetime | None, datetime | None]:
+def _status(row: Any) -> tuple[TaskResultStatus, datetime | None, datetime | None]:
     from .models import TaskHistory
 
     if isinstance(row, TaskHistory):

@@ -356,7 +356,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-class _PercentileCont(Aggregate):  # type: ignore[misc]
+class _PercentileCont(Aggregate):
     """PostgreSQL's ordered-set aggregate ``percentile_cont(f) WITHIN GROUP (ORDER BY x)``."""
 
     function = "PERCENTILE_CONT"
@@ -380,7 +380,9 @@ def duration_percentiles(
             n=Count("duration_ms"),
         )
         return _float(agg["p50"]), _float(agg["p95"]), agg["n"]
-    values = sorted(newest.values_list("duration_ms", flat=True)[:sample])
+    values = sorted(
+        ms for ms in newest.values_list("duration_ms", flat=True)[:sample] if ms is not None
+    )
     return percentile(values, 0.5), percentile(values, 0.95), len(values)
 
 

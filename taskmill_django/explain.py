@@ -162,7 +162,8 @@ def _finished(task_id: int) -> Reason:
 
 
 def _running(task: Task, now: datetime) -> list[Reason]:
-    worker = Worker.objects.filter(id=task.worker_id).values_list("name", "heartbeat_at").first()
+    workers = Worker.objects.filter(id=task.worker_id) if task.worker_id else Worker.objects.none()
+    worker = workers.values_list("name", "heartbeat_at").first()
     where = f" on worker {worker[0]}" if worker else ""
     since = f" since {task.started_at.isoformat()}" if task.started_at else ""
     reasons = [

@@ -99,10 +99,10 @@ class OperatorAdmin(admin.ModelAdmin):
         for row in rows:
             batch.append(row)
             if len(batch) == LOG_CHUNK:
-                LogEntry.objects.log_actions(request.user.pk, batch, CHANGE, message)
+                LogEntry.objects.log_actions(user_pk(request), batch, CHANGE, message)
                 batch = []
         if batch:
-            LogEntry.objects.log_actions(request.user.pk, batch, CHANGE, message)
+            LogEntry.objects.log_actions(user_pk(request), batch, CHANGE, message)
 
     def log_queryset(self, request: HttpRequest, queryset: QuerySet[Any], message: str) -> None:
         """Log every row of ``queryset`` without loading more than the columns ``__str__`` uses."""
@@ -141,7 +141,7 @@ def log_operation(
 ) -> None:
     """A LogEntry for a change that has no single row behind it (a group, a limit)."""
     LogEntry.objects.create(
-        user_id=request.user.pk,
+        user_id=user_pk(request),
         content_type=ContentType.objects.get_for_model(model, for_concrete_model=False),
         object_id=object_id,
         object_repr=object_repr[:200],
@@ -175,3 +175,8 @@ def navigation(site: admin.AdminSite, request: HttpRequest, current: str) -> lis
             continue
         links.append({"label": label, "url": url, "current": key == current})
     return links
+
+
+def user_pk(request: HttpRequest) -> Any:
+    """The signed-in user's primary key, for LogEntry rows (the admin requires a user)."""
+    return request.user.pk

@@ -16,7 +16,7 @@ from ..conf import app_settings
 from ..exceptions import TaskmillError
 from ..models import Schedule, ScheduleTick, Task, Worker
 from . import display
-from .base import OperatorAdmin
+from .base import OperatorAdmin, user_pk
 
 
 @admin.register(Worker)
@@ -198,9 +198,11 @@ class ScheduleAdmin(OperatorAdmin):
         }
         return super().change_view(request, object_id, form_url, extra_context=context)
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """Back to the schedule's page, unless it was just cancelled (deleted)."""
-        response = super().response_action(request, queryset)
+        response = super().response_action(request, queryset, *args, **kwargs)
         if request.POST.get("action") == "cancel_schedules":
             return response
         return self.back_to_next(request, response)
@@ -234,6 +236,6 @@ class ScheduleAdmin(OperatorAdmin):
     )
     def cancel_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         rows = list(queryset)
-        LogEntry.objects.log_actions(request.user.pk, rows, DELETION, "Cancelled schedule.")
+        LogEntry.objects.log_actions(user_pk(request), rows, DELETION, "Cancelled schedule.")
         done = self._each(request, queryset, scheduler.cancel_recurring, "Cancelled")
         self.message_user(request, f"Cancelled {done} schedule(s).", messages.SUCCESS)

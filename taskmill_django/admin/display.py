@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Model
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -44,7 +45,7 @@ def priority_label(priority: int) -> str:
     return f"{priority} ({tier.label}+{priority - tier.value})"
 
 
-def admin_url(site_name: str, model: type, view: str, *args: Any) -> str | None:
+def admin_url(site_name: str, model: type[Model], view: str, *args: Any) -> str | None:
     name = f"{site_name}:{model._meta.app_label}_{model._meta.model_name}_{view}"
     try:
         return reverse(name, args=args)
@@ -67,7 +68,9 @@ def locate(ids: Iterable[int]) -> dict[int, tuple[type, str]]:
     return found
 
 
-def task_link(site_name: str, task_id: int, where: dict[int, tuple[type, str]]) -> SafeString:
+def task_link(
+    site_name: str, task_id: int, where: Mapping[int, tuple[type[Model], str]]
+) -> SafeString:
     """``#12 running`` linking to the active or history page of task 12."""
     model, status = where.get(task_id, (None, "gone"))
     url = admin_url(site_name, model, "change", task_id) if model else None

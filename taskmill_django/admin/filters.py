@@ -118,7 +118,7 @@ class ActiveGroupFilter(admin.SimpleListFilter):
             .values_list("group_key", flat=True)
             .distinct()[:100]
         )
-        return [("-", "(no group)"), *((g, g) for g in groups)]
+        return [("-", "(no group)"), *((g, g) for g in groups if g is not None)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "-":
@@ -145,7 +145,7 @@ class TextInputFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True  # also keeps the filter applied: the changelist only applies shown filters
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [self.parameter_name]
 
     def choices(self, changelist: Any) -> Any:
@@ -191,7 +191,7 @@ class TagFilter(admin.ListFilter):
     def has_output(self) -> bool:
         return True
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return ["tag", "tag_prefix"]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:

@@ -34,7 +34,7 @@ class ChangePriorityForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         value = data.get("priority")
         if value is None:
             value = data.get("tier")
@@ -61,12 +61,12 @@ class PruneForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["domain"].choices = [("", "all domains")] + [
+        _choice_field(self, "domain").choices = [("", "all domains")] + [
             (d.name, d.name) for d in registry.all_domains()
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         amount = data.get("amount")
         if data.get("mode") == self.MODE_COUNT and amount is not None and amount != int(amount):
             self.add_error("amount", "Keep a whole number of rows.")
@@ -85,7 +85,7 @@ class DomainForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["domain"].choices = [(d.name, d.name) for d in registry.all_domains()]
+        _choice_field(self, "domain").choices = [(d.name, d.name) for d in registry.all_domains()]
 
 
 class GroupForm(forms.Form):
@@ -139,7 +139,7 @@ class TypeRateLimitForm(RateLimitForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["task_type"].choices = [
+        _choice_field(self, "task_type").choices = [
             (t.task_type, t.task_type) for t in registry.all_tasks()
         ]
 
@@ -150,3 +150,11 @@ class GroupRateLimitForm(RateLimitForm):
 
 def selected_ids(request: Any) -> list[str]:
     return request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+
+
+def _choice_field(form: forms.Form, name: str) -> forms.ChoiceField:
+    """A declared ChoiceField of ``form``, whose choices are filled per request."""
+    field = form.fields[name]
+    if not isinstance(field, forms.ChoiceField):
+        raise TypeError(f"{name} is not a ChoiceField")
+    return field

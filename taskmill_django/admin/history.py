@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -53,7 +53,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
         "error_excerpt",
     )
     list_display_links = ("id", "task_type")
-    list_filter = (
+    list_filter: ClassVar[tuple[Any, ...]] = (
         "status",
         DomainFilter,
         TaskTypeFilter,
@@ -65,7 +65,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
     search_fields = ("=key", "label")
     search_help_text = "Exact key, a task id, or part of the label."
     show_full_result_count = False  # no COUNT(*) over all of history next to a filtered count
-    actions = None
+    actions: Sequence[Any] | None = None
     fieldsets = (
         (
             None,
@@ -274,7 +274,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
 
     def prune_view(self, request: HttpRequest) -> HttpResponse:
         self.require_operate(request)
-        changelist = display.admin_url(self.admin_site.name, TaskHistory, "changelist")
+        changelist = display.admin_url(self.admin_site.name, TaskHistory, "changelist") or ""
         form = PruneForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data

@@ -418,9 +418,13 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             text += f" {skipped} left as they were: {why}."
         self.message_user(request, text, messages.SUCCESS if done else messages.WARNING)
 
-    def response_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any
+    ) -> Any:
         """Actions started from a task's own page go back to that page."""
-        return self.back_to_next(request, super().response_action(request, queryset))
+        return self.back_to_next(
+            request, super().response_action(request, queryset, *args, **kwargs)
+        )
 
     # --- pages that are not about one model --------------------------------------------------
 

@@ -362,9 +362,10 @@ def controls(model_admin: OperatorAdmin, request: HttpRequest) -> HttpResponse:
     now = timezone.now()
     rate_limits = board.rate_limit_rows(policy, now)
     type_limits = {r.name: r for r in rate_limits if r.scope == "type"}
+    group_rows = board.group_rows(snapshot, policy, rate_limits)
     groups = [
         {"row": g, "until": display.relative(g.paused_until, now) if g.paused_until else None}
-        for g in board.group_rows(snapshot, policy, rate_limits)
+        for g in group_rows
     ]
     context = {
         **model_admin.admin_site.each_context(request),
@@ -378,7 +379,7 @@ def controls(model_admin: OperatorAdmin, request: HttpRequest) -> HttpResponse:
         "groups": groups,
         "types": [(t.task_type, type_limits.get(t.task_type)) for t in registry.all_tasks()],
         "type_limits_count": len(type_limits),
-        "group_names": sorted({g["row"].name for g in groups}),
+        "group_names": sorted({row.name for row in group_rows}),
     }
     return TemplateResponse(request, "admin/taskmill_django/controls.html", context)
 
@@ -393,7 +394,9 @@ def _operate(model_admin: OperatorAdmin, request: HttpRequest) -> HttpResponse:
     form = form_class(request.POST)
     if not form.is_valid():
         errors = "; ".join(
-            f"{field}: {' '.join(errs)}" if field != "__all__" else " ".join(errs)
+            f"{field}: {' '.join(map(str, errs))}"
+            if field != "__all__"
+            else " ".join(map(str, errs))
             for field, errs in form.errors.items()
         )
         messages.error(request, f"Nothing changed. {errors}")

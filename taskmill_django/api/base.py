@@ -3,14 +3,16 @@ body, strict pagination, the OpenAPI description."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import status, viewsets
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser
+from rest_framework.pagination import BasePagination
+from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import BasePermission
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.views import APIView
 
 from .errors import exception_handler
@@ -29,10 +31,10 @@ class Conflict(APIException):
 
 
 class TaskmillAPIMixin:
-    parser_classes = (JSONParser,)
-    renderer_classes = (JSONRenderer, BrowsableAPIRenderer)
-    pagination_class = TaskmillPagination
-    filter_backends: tuple[type, ...] = ()
+    parser_classes: Sequence[type[BaseParser]] = (JSONParser,)
+    renderer_classes: Sequence[type[BaseRenderer]] = (JSONRenderer, BrowsableAPIRenderer)
+    pagination_class: type[BasePagination] | None = TaskmillPagination
+    filter_backends: Sequence[Any] = ()
 
     def get_permissions(self) -> list[BasePermission]:
         return [permission() for permission in permission_classes()]
@@ -51,7 +53,7 @@ class TaskmillViewSet(TaskmillAPIMixin, viewsets.GenericViewSet):
     lookup_value_regex = "[^/]+"
 
     def get_queryset(self) -> Any:
-        if self.queryset is None:
+        if getattr(self, "queryset", None) is None:
             return []  # a list built from the core's records: nothing to filter in SQL
         return super().get_queryset()
 

@@ -31,7 +31,7 @@ class Text(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
 
 class Integer(serializers.IntegerField):
@@ -145,7 +145,7 @@ class StringMap(serializers.DictField):
             )
             if problem is not None:
                 raise serializers.ValidationError(problem)
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
 
 class RunAfter(serializers.Field):
@@ -165,7 +165,7 @@ class RunAfter(serializers.Field):
 
     def to_internal_value(self, data: Any) -> datetime | timedelta:
         if isinstance(data, str):
-            return serializers.DateTimeField().to_internal_value(data)  # type: ignore[no-any-return]
+            return serializers.DateTimeField().to_internal_value(data)
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         if not (math.isfinite(data) and 0 <= data <= MAX_SECONDS):

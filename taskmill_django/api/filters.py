@@ -25,7 +25,7 @@ class RepeatedWidget(forms.TextInput):
     def format_value(self, value: Any) -> str | None:
         if isinstance(value, list):
             value = value[0] if value else None
-        return super().format_value(value)  # type: ignore[no-any-return]
+        return super().format_value(value)
 
     def value_from_datadict(self, data: Any, files: Any, name: str) -> list[str]:
         if hasattr(data, "getlist"):
@@ -187,7 +187,7 @@ class HistoryFilter(django_filters.FilterSet):
 class DeadLetterFilter(HistoryFilter):
     """The history filters, without ``status`` (always ``dead_letter``), plus ``retried``."""
 
-    status = None  # type: ignore[assignment]
+    status = None
     retried = django_filters.ChoiceFilter(
         choices=(("true", "true"), ("false", "false")),
         method="filter_retried",

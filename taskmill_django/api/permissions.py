@@ -36,4 +36,4 @@ def _load(entry: Any) -> type[BasePermission]:
         raise ImproperlyConfigured(
             f"TASKMILL['API_PERMISSION_CLASSES']: {entry!r} is not a permission class"
         )
-    return entry  # type: ignore[no-any-return]
+    return entry

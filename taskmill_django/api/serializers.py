@@ -89,7 +89,8 @@ class SubmitSerializer(StrictSerializer):
     priority = Integer(required=False, allow_null=True, min_value=0, max_value=255)
     run_after = RunAfter(required=False, allow_null=True)
     key = Text(required=False, allow_null=True, min_length=1, max_length=1024)
-    label = Text(required=False, allow_null=True, allow_blank=True, max_length=MAX_LABEL)
+    # A declared field: DRF takes it off the class, so no attribute clashes.
+    label = Text(required=False, allow_null=True, allow_blank=True, max_length=MAX_LABEL)  # type: ignore[assignment]
     tags = StringMap(
         required=False,
         allow_null=True,
@@ -101,7 +102,8 @@ class SubmitSerializer(StrictSerializer):
         child=Integer(min_value=1, max_value=MAX_ID), required=False, max_length=MAX_BULK
     )
     on_dependency_failure = serializers.ChoiceField(DependencyFailurePolicy.choices, required=False)
-    parent = Integer(required=False, allow_null=True, min_value=1, max_value=MAX_ID)
+    # A declared field: DRF takes it off the class, so no attribute clashes.
+    parent = Integer(required=False, allow_null=True, min_value=1, max_value=MAX_ID)  # type: ignore[assignment]
     fail_fast = Boolean(required=False)
     group = Text(required=False, allow_null=True, min_length=1, max_length=MAX_GROUP)
     ttl = Number(required=False, allow_null=True, min_value=0, max_value=MAX_SECONDS)
@@ -289,7 +291,8 @@ class RelatedTaskSerializer(serializers.Serializer):
 class ReasonSerializer(serializers.Serializer):
     code = serializers.CharField(read_only=True)
     message = serializers.CharField(read_only=True)
-    data = Mapping(string_map())
+    # A declared field: DRF takes it off the class, so no attribute clashes.
+    data = Mapping(string_map())  # type: ignore[assignment]
 
 
 class ExplainSerializer(serializers.Serializer):
@@ -339,7 +342,8 @@ class BulkRetryResultSerializer(serializers.Serializer):
 class RunningTaskSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     task_type = serializers.CharField(read_only=True)
-    label = serializers.CharField(read_only=True, allow_blank=True)
+    # A declared field: DRF takes it off the class, so no attribute clashes.
+    label = serializers.CharField(read_only=True, allow_blank=True)  # type: ignore[assignment]
     priority = serializers.IntegerField(read_only=True)
     worker_id = serializers.CharField(read_only=True, allow_null=True)
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)

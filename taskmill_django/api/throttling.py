@@ -23,13 +23,13 @@ class SubmitRateThrottle(UserRateThrottle):
         pass
 
     def get_rate(self) -> str | None:
-        return app_settings.API_SUBMIT_THROTTLE_RATE  # type: ignore[no-any-return]
+        return app_settings.API_SUBMIT_THROTTLE_RATE
 
     def allow_request(self, request: Any, view: Any) -> bool:
         # The rate is read per request, so changing the setting needs no restart.
         self.rate = self.get_rate()
         self.num_requests, self.duration = parse_submit_rate(self.rate)
-        return super().allow_request(request, view)  # type: ignore[no-any-return]
+        return super().allow_request(request, view)
 
 
 def parse_submit_rate(rate: Any) -> tuple[int | None, int | None]:

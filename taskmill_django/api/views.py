@@ -93,7 +93,7 @@ class TaskViewSet(TaskmillViewSet):
     def get_throttles(self) -> list[Any]:
         if self.action == "create":
             return [SubmitRateThrottle()]
-        return super().get_throttles()  # type: ignore[no-any-return]
+        return super().get_throttles()
 
     def _active(self, task_id: int) -> Task:
         task = self.get_queryset().filter(id=task_id).first()

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Self, TypeVar
+
 from django.db import models
 
 from ..enums import HistoryStatus
 
+_H = TypeVar("_H", bound="TaskHistory")
 
-class TaskHistoryQuerySet(models.QuerySet["TaskHistory"]):
-    def dead_letter(self) -> TaskHistoryQuerySet:
+
+class TaskHistoryQuerySet(models.QuerySet[_H]):
+    def dead_letter(self) -> Self:
         return self.filter(status=HistoryStatus.DEAD_LETTER)
 
-    def failures(self) -> TaskHistoryQuerySet:
+    def failures(self) -> Self:
         return self.filter(status__in=[HistoryStatus.FAILED, HistoryStatus.DEAD_LETTER])
 
-    def newest_first(self) -> TaskHistoryQuerySet:
+    def newest_first(self) -> Self:
         return self.order_by("-finished_at", "-id")
 
 
@@ -77,8 +81,8 @@ class TaskHistory(models.Model):
 
 
 class DeadLetterManager(models.Manager["DeadLetter"]):
-    def get_queryset(self) -> TaskHistoryQuerySet:
-        return TaskHistoryQuerySet(self.model, using=self._db).dead_letter()
+    def get_queryset(self) -> TaskHistoryQuerySet[DeadLetter]:
+        return TaskHistoryQuerySet[DeadLetter](self.model, using=self._db).dead_letter()
 
 
 class DeadLetter(TaskHistory):
@@ -88,7 +92,8 @@ class DeadLetter(TaskHistory):
     ``scheduler.retry_dead_letter(id)``.
     """
 
-    objects = DeadLetterManager()
+    # The base's manager is typed for TaskHistory rows; this one yields DeadLetter rows.
+    objects = DeadLetterManager()  # type: ignore[assignment,misc]
 
     class Meta:
         proxy = True

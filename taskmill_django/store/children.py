@@ -24,7 +24,10 @@ from .db import notify_workers, send_on_commit
 
 
 def spawn(
-    spawner_id: int, lease_token: uuid.UUID, parent_id: int, new_tasks: Sequence[NewTask]
+    spawner_id: int,
+    lease_token: uuid.UUID | None,
+    parent_id: int,
+    new_tasks: Sequence[NewTask],
 ) -> list[SubmitOutcome]:
     """Insert children of ``parent_id`` on behalf of the running task ``spawner_id`` (the
     parent itself, or a sibling). Fenced by the spawner's lease; one transaction."""

@@ -34,7 +34,7 @@ def placeholders(values: Iterable[object]) -> str:
     return ", ".join(["%s"] * len(list(values)))
 
 
-Statements = Sequence[tuple[str, Sequence[object]]]
+Statements = Sequence[tuple[str, Sequence[Any]]]
 
 
 @dataclass
@@ -44,14 +44,14 @@ class Ahead:
     if nothing took them."""
 
     statements: Statements
-    rows: list[list[tuple]] | None = None  # type: ignore[type-arg]
+    rows: list[list[tuple[Any, ...]]] | None = None
 
     def send(self) -> None:
         if self.rows is None:
             run_together([], self)
 
 
-def run_together(statements: Statements, ahead: Ahead | None = None) -> list[list[tuple]]:  # type: ignore[type-arg]
+def run_together(statements: Statements, ahead: Ahead | None = None) -> list[list[tuple[Any, ...]]]:
     """Run ``statements`` in order and return the rows of each (none for a statement that
     returns no rows, such as a plain UPDATE). Those of ``ahead``, unless sent already, run
     first; their rows go to ``ahead.rows``.
@@ -84,7 +84,7 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
     return results
 
 
-def _rows(cursor: Any) -> list[tuple]:  # type: ignore[type-arg]
+def _rows(cursor: Any) -> list[tuple[Any, ...]]:
     # psycopg 3 builds a Column object per column on every ``description`` access (a claim
     # returns some fifty): its result's field count says the same for nothing.
     result = getattr(cursor, "pgresult", None)

@@ -43,7 +43,7 @@ class Outcome:
     """What one attempt ended with, as reported by the executor."""
 
     task_id: int
-    lease_token: uuid.UUID
+    lease_token: uuid.UUID | None  # None never matches a row: nothing is written
     kind: str
     task_type: str = ""
     error: str = ""

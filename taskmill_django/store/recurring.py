@@ -67,7 +67,8 @@ def create_schedule(
             if name is None:
                 raise
             return Schedule.objects.get(name=name), None, False
-        fired = _fire(schedule, now) if schedule.next_run_at <= now else None
+        due = schedule.next_run_at is not None and schedule.next_run_at <= now
+        fired = _fire(schedule, now) if due else None
     return schedule, fired, True
 
 

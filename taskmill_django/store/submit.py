@@ -181,9 +181,9 @@ def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
     else:
         raise IntegrityError("dedup keys kept changing hands; submission abandoned")
     for index, first_index in repeats.items():
-        first = outcomes[first_index]
-        assert first is not None  # noqa: S101 - filled above
-        outcomes[index] = SubmitOutcome(OutcomeKind.DUPLICATE, first.id)
+        winner = outcomes[first_index]
+        assert winner is not None  # noqa: S101 - filled above
+        outcomes[index] = SubmitOutcome(OutcomeKind.DUPLICATE, winner.id)
     return [o for o in outcomes if o is not None]
 
 

@@ -104,7 +104,9 @@ def cancel_requests(worker_id: uuid.UUID, task_ids: Iterable[int]) -> dict[int, 
     )
 
 
-def save_progress(leases: Mapping[int, uuid.UUID], reports: Mapping[int, dict[str, Any]]) -> None:
+def save_progress(
+    leases: Mapping[int, uuid.UUID | None], reports: Mapping[int, dict[str, Any]]
+) -> None:
     """Persist throttled progress reports, fenced by lease so a zombie cannot overwrite them."""
     if not reports:
         return
