@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Developer entry point for taskmill_django: run the tests, the demo site or the benchmarks.
 
-    python3 dev.py test [--quick] [pytest args...]  lint, then the suite on each reachable database
+    python3 dev.py test [--quick] [pytest args...]  lint, type-check and import contracts, then
+                                                    the suite on each reachable database
     python3 dev.py demo                             example_project with a worker, on SQLite
     python3 dev.py bench [args...]                  bench/run.py
 
-`--quick` skips MariaDB and the Django 6 stack (.venv-dj6, built with python3.12 when found;
+Lint is ruff, mypy (with django-stubs) and import-linter (the contracts in setup.cfg); a
+finding fails the run, and the tests run anyway. `--quick` skips MariaDB and the Django 6
+stack (.venv-dj6: the newest Python here, 3.13 when found, with the latest Django 6.x;
 TASKMILL_SKIP_DJANGO6=1 skips it too). With CI set, an unreachable PostgreSQL is a failure.
 
 Standard library only, so it runs with any python3 >= 3.11 on a fresh machine: it builds `.venv`
@@ -30,6 +33,9 @@ VENV = ROOT / ".venv"
 VENV_DJ6 = ROOT / ".venv-dj6"
 STAMP_NAME = ".taskmill-stamp"
 LINT_TARGETS = ["taskmill_django", "tests"]
+# The Django 6 stack: the newest Python the machines have, and the newest Django 6 release.
+DJANGO6_PYTHON = (3, 13)
+DJANGO6_REQUIREMENT = "Django>=6.0,<7"
 NO_TESTS_COLLECTED = 5
 DEMO_BANNER = """
   admin:  http://127.0.0.1:8000/admin/   user admin, password admin
@@ -60,6 +66,9 @@ def ensure_venv(venv: Path, interpreter: str, extra: tuple[str, ...] = ()) -> Pa
         digest.update(path.read_bytes() if path.exists() else b"")
     stamp = venv / STAMP_NAME
     python = python_in(venv)
+    if python.exists() and python_version(str(python)) != python_version(interpreter):
+        print(f"{venv.name} was built with another Python: building it again")
+        shutil.rmtree(venv)
     if not python.exists():
         print(f"creating {venv.name} with {interpreter}")
         if run([interpreter, "-m", "venv", str(venv)]) != 0:
@@ -119,13 +128,23 @@ def mariadb_ready(python: Path) -> bool:
     return False
 
 
-def find_python312() -> str | None:
-    """A working python3.12 from PATH or pyenv; shims that cannot run are passed over."""
-    candidates = [shutil.which("python3.12")]
-    candidates += sorted(glob.glob("/root/.pyenv/versions/3.12*/bin/python3.12"), reverse=True)
+def python_version(interpreter: str) -> tuple[int, ...] | None:
+    """(major, minor) of an interpreter, or None when it does not run."""
+    probe = [interpreter, "-c", "import sys; print(*sys.version_info[:2])"]
+    result = subprocess.run(probe, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return None
+    return tuple(int(part) for part in result.stdout.split())
+
+
+def find_python(version: tuple[int, int]) -> str | None:
+    """A working python3.N from PATH or pyenv; shims that cannot run are passed over."""
+    name = "python{}.{}".format(*version)
+    candidates = [shutil.which(name)]
+    pattern = "/root/.pyenv/versions/{}.{}*/bin/{}".format(*version, name)
+    candidates += sorted(glob.glob(pattern), reverse=True)
     for candidate in filter(None, candidates):
-        probe = [candidate, "-c", "import sys; sys.exit(sys.version_info[:2] != (3, 12))"]
-        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+        if python_version(candidate) == version:
             return candidate
     return None
 
@@ -168,6 +187,19 @@ def lint(python: Path) -> bool:
     return run([ruff, "format", "--check", *LINT_TARGETS]) == 0 and ok
 
 
+def type_check(python: Path) -> bool:
+    """mypy over the package (settings in pyproject.toml, with the django-stubs plugin)."""
+    print("== mypy ==", flush=True)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return run([str(python), "-m", "mypy"], env=env) == 0
+
+
+def import_contracts(python: Path) -> bool:
+    """import-linter: the layering of the package (contracts in setup.cfg)."""
+    print("== import-linter ==", flush=True)
+    return run([str(python.parent / "lint-imports"), "--no-cache"]) == 0
+
+
 def pytest(python: Path, db: str, label: str, args: list[str]) -> int:
     """Run the suite against one database; 'no tests collected' counts as a failure."""
     print(f"\n== tests on {label} ==", flush=True)
@@ -187,9 +219,14 @@ def cmd_test(argv: list[str]) -> int:
     python = ensure_venv(VENV, sys.executable)
     if python is None:
         return 1
-    results: dict[str, int | str] = {"ruff": 0 if lint(python) else 1}
-    if results["ruff"]:
-        print("ruff found problems (fix, or run `ruff format`); running the tests anyway")
+    results: dict[str, int | str] = {
+        "ruff": 0 if lint(python) else 1,
+        "mypy": 0 if type_check(python) else 1,
+        "import-linter": 0 if import_contracts(python) else 1,
+    }
+    for name in ("ruff", "mypy", "import-linter"):
+        if results[name]:
+            print(f"{name} found problems; running the tests anyway")
 
     if not quick:
         ensure_browser(python)
@@ -208,16 +245,19 @@ def cmd_test(argv: list[str]) -> int:
         ready = mariadb_ready(python)
         results["mariadb"] = pytest(python, "mariadb", "mariadb", args) if ready else "skipped"
 
-    python312 = None if quick or os.environ.get("TASKMILL_SKIP_DJANGO6") else find_python312()
-    dj6 = ensure_venv(VENV_DJ6, python312, ("Django>=6.0,<6.1",)) if python312 else None
-    if python312 and dj6 is None:
+    newest = (
+        None if quick or os.environ.get("TASKMILL_SKIP_DJANGO6") else find_python(DJANGO6_PYTHON)
+    )
+    dj6 = ensure_venv(VENV_DJ6, newest, (DJANGO6_REQUIREMENT,)) if newest else None
+    if newest and dj6 is None:
         results["Django 6 venv"] = "install failed"
     elif dj6 is not None:
         results["sqlite (Django 6)"] = pytest(dj6, "sqlite", "sqlite (Django 6)", args)
         if has_postgres:
             results["postgres (Django 6)"] = pytest(dj6, "postgres", "postgres (Django 6)", args)
     elif not quick:
-        print("Django 6 stack skipped (no working python3.12, or TASKMILL_SKIP_DJANGO6 is set)")
+        version = "{}.{}".format(*DJANGO6_PYTHON)
+        print(f"Django 6 stack skipped (no working python{version}, or TASKMILL_SKIP_DJANGO6 set)")
 
     print("\n== summary ==")
     for name, status in results.items():
