@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
@@ -38,6 +38,9 @@ from .validation import (
     validate_tags,
     validate_timeout,
 )
+
+if TYPE_CHECKING:
+    from .handles import DomainHandle
 
 TaskFunc = Callable[..., Any]
 KeyFunc = Callable[..., str]
@@ -131,7 +134,7 @@ class Domain:
 
         return decorate
 
-    def handle(self) -> Any:
+    def handle(self) -> DomainHandle:
         """The DomainHandle for this domain (scoped queries and control)."""
         from .handles import DomainHandle  # upward import: handles sit above store
 

@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Q
 
 from . import registry
 from .exceptions import TaskNotFound
-from .records import Snapshot, SubmitOutcome, TaskLookup
+from .records import Metrics, Snapshot, SubmitOutcome, TaskLookup
 from .validation import dedup_key, validate_key, validate_payload
+
+if TYPE_CHECKING:
+    # Types only: importing this package must load no models (see __init__).
+    from .domain import TaskCall, TaskDefinition
+    from .explain import Reason
+    from .handles import DomainHandle, TaskStore
+    from .models import Task, TaskHistory
+    from .policy.ratelimit import RateLimit
 
 
 class Scheduler:
     """Entry point to queries and control. Stateless: every call reads the database, so all
     processes (workers, web servers, shells) see the same picture."""
 
-    def domain(self, name: str) -> Any:
+    def domain(self, name: str) -> DomainHandle:
         """The DomainHandle of a registered domain; raises DomainNotRegistered."""
         return registry.get_domain(name).handle()
 
-    def try_domain(self, name: str) -> Any:
+    def try_domain(self, name: str) -> DomainHandle | None:
+        """The DomainHandle of ``name``, or None when no such domain is registered."""
         domain = registry.find_domain(name)
         return domain.handle() if domain else None
 
-    def store(self) -> Any:
+    def store(self) -> TaskStore:
+        """Unscoped queries over every domain."""
         from .handles import TaskStore
 
         return TaskStore()
@@ -35,11 +46,11 @@ class Scheduler:
 
         return build_snapshot()
 
-    def task(self, task_id: int) -> Any:
+    def task(self, task_id: int) -> Task | TaskHistory:
         """The active row, else the history row, with this id; raises TaskNotFound."""
         from .models import Task, TaskHistory
 
-        row = (
+        row: Task | TaskHistory | None = (
             Task.objects.filter(id=task_id).first()
             or TaskHistory.objects.filter(id=task_id).first()
         )
@@ -47,7 +58,7 @@ class Scheduler:
             raise TaskNotFound(f"no task with id {task_id}")
         return row
 
-    def active_tasks(self) -> list[Any]:
+    def active_tasks(self) -> list[Task]:
         from .models import Task
 
         return list(Task.objects.order_by("priority", "id"))
@@ -57,9 +68,10 @@ class Scheduler:
         registry.get_task(task_type)
         return _lookup(dedup_key(task_type, None, validate_key(key)))
 
-    def lookup_typed(self, task: Any, **payload: Any) -> TaskLookup:
+    def lookup_typed(self, task: TaskDefinition | TaskCall, **payload: Any) -> TaskLookup:
         """Find the task that ``task.submit(**payload)`` would collide with."""
-        built = task.build(payload, task.using().options)
+        call = task.using()
+        built = call.definition.build(payload, call.options)
         validate_payload(payload)
         return _lookup(built.key)
 
@@ -91,7 +103,7 @@ class Scheduler:
             Q(id__in=TaskTag.objects.filter(key=key, value=value).values("task_id"))
         )
 
-    def cancel_where(self, condition: Q | Callable[[Any], bool]) -> int:
+    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> int:
         from .handles import cancel_where
 
         return cancel_where(condition)
@@ -143,7 +155,7 @@ class Scheduler:
 
         control.remove_group_limit(group)
 
-    def pause_group(self, group: str, until: Any = None) -> None:
+    def pause_group(self, group: str, until: datetime | None = None) -> None:
         from .store import control
 
         control.pause_group(group, until)
@@ -153,12 +165,12 @@ class Scheduler:
 
         return control.resume_group(group)
 
-    def set_rate_limit(self, task_type: str, limit: Any) -> None:
+    def set_rate_limit(self, task_type: str, limit: RateLimit | None) -> None:
         from .store import control
 
         control.set_rate_limit(task_type, limit)
 
-    def set_group_rate_limit(self, group: str, limit: Any) -> None:
+    def set_group_rate_limit(self, group: str, limit: RateLimit | None) -> None:
         from .store import control
 
         control.set_group_rate_limit(group, limit)
@@ -183,13 +195,13 @@ class Scheduler:
 
         control.set_group_minimum_slots(group, slots)
 
-    def metrics_snapshot(self) -> Any:
+    def metrics_snapshot(self) -> Metrics:
         """Cluster counters and gauges (see records.Metrics)."""
         from .handles import metrics_snapshot
 
         return metrics_snapshot()
 
-    def explain(self, task_id: int) -> list[Any]:
+    def explain(self, task_id: int) -> list[Reason]:
         """Every reason task ``task_id`` is not running now, as ``explain.Reason`` values
         (dependency not done, run_after in the future, a pause, a cap, a rate limit, no live
         worker, ...). Raises TaskNotFound."""
