@@ -62,7 +62,7 @@ NO_LIVE_WORKER = "no_live_worker"
 READY = "ready"
 FINISHED = "finished"
 
-_PAUSE_MESSAGES = {
+_PAUSE_MESSAGES: dict[str, str] = {
     InterruptReason.MANUAL: "paused by hand; resume it to let it run",
     InterruptReason.PREEMPTED: "paused by preemption; it resumes when no task at or above "
     "PREEMPT_PRIORITY is pending or running",
