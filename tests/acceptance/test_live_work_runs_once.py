@@ -33,6 +33,15 @@ def insert_old_history(count: int) -> None:
                 " NOW() - INTERVAL '400 days', 0, 0, 0, 0 FROM generate_series(1, %s) AS n",
                 [count],
             )
+        elif connection.vendor == "mysql":  # MariaDB's sequence tables
+            cursor.execute(
+                "INSERT INTO taskmill_task_history (id, task_type, domain, `key`, label, priority,"  # noqa: S608 - a constant count
+                " status, payload, retry_count, max_retries, rescue_count, last_error, traceback,"
+                " created_at, finished_at, read_bytes, write_bytes, net_rx_bytes, net_tx_bytes)"
+                " SELECT 10000000 + seq, 'tests::noop', 'tests', LPAD(seq, 64, '0'), '', 128,"
+                " 'completed', '{}', 0, 3, 0, '', '', '2000-01-01 00:00:00',"
+                f" '2000-01-01 00:00:00', 0, 0, 0, 0 FROM seq_1_to_{int(count)}"
+            )
         else:
             cursor.execute(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "
