@@ -15,7 +15,7 @@ _POSITIVE_NUMBERS = (
     "EXPIRY_SWEEP_INTERVAL",
     "PROGRESS_INTERVAL",
 )
-_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT", "TIMEOUT_GRACE")
+_NON_NEGATIVE_NUMBERS = ("SHUTDOWN_TIMEOUT", "TIMEOUT_GRACE", "COALESCE_WINDOW")
 _POSITIVE_INTS = ("PRUNE_INTERVAL", "CLAIM_BATCH_SIZE", "MAX_RESCUES")
 
 
@@ -89,7 +89,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
 
 
 def _check_worker_connections(s: Any) -> list[CheckMessage]:
-    """Timeouts of worker connections, the pooler flag and the LISTEN alias (E061-E063)."""
+    """Timeouts of worker connections, the pooler flag, the LISTEN alias, claiming ahead
+    (E061-E064)."""
     from django.conf import settings
 
     errors: list[CheckMessage] = []
@@ -101,6 +102,9 @@ def _check_worker_connections(s: Any) -> list[CheckMessage]:
         errors.append(
             _error("TRANSACTION_POOLING", s.TRANSACTION_POOLING, "True or False", "taskmill.E062")
         )
+    ahead = s.CLAIM_AHEAD
+    if ahead is not None and (not isinstance(ahead, int) or isinstance(ahead, bool) or ahead < 0):
+        errors.append(_error("CLAIM_AHEAD", ahead, "None or an integer >= 0", "taskmill.E064"))
     alias = s.LISTEN_DATABASE
     if alias is not None and alias not in settings.DATABASES:
         errors.append(

@@ -61,6 +61,12 @@ DEFAULTS: dict[str, Any] = {
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).
     "API_SUBMIT_THROTTLE_RATE": None,
+    # Tasks a worker claims beyond its free threads while tasks are short (under 50 ms on
+    # average), so threads never wait for a claim's round trip; None = --concurrency, 0 = off.
+    "CLAIM_AHEAD": None,
+    # Seconds a busy worker lets finished tasks pile up before writing them and claiming more
+    # (one transaction per cycle, however many it carries); 0 = never wait.
+    "COALESCE_WINDOW": 0.002,
     # Seconds a task past its time limit may take to stop before it is abandoned (its slot
     # goes to a fresh thread, the attempt is recorded as timed out).
     "TIMEOUT_GRACE": 10.0,

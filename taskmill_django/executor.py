@@ -48,6 +48,8 @@ def run_sync(
     (``testing.run_pending`` inside a test transaction).
     """
     started = time.monotonic()
+    if ctx.is_cancelled():  # asked to stop while it waited in the worker's buffer
+        return finish(not_started(task, ctx, definition), ctx, started)
     if manage_connections:
         close_old_connections()
     try:
@@ -67,6 +69,8 @@ def run_sync(
 async def run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) -> lifecycle.Outcome:
     """Run an ``async def`` task on the worker's event loop."""
     started = time.monotonic()
+    if ctx.is_cancelled():
+        return finish(not_started(task, ctx, definition), ctx, started)
     try:
         result = _entry_point(task, definition)(*_arguments(task, ctx), **task.payload)
         if asyncio.iscoroutine(result):
@@ -146,6 +150,21 @@ def classify_failure(
         _retry_or_dead_letter(base, task, definition)
     _log_failure(base)
     return base
+
+
+def not_started(
+    task: Task, ctx: TaskContext, definition: TaskDefinition | None
+) -> lifecycle.Outcome:
+    """The end of an attempt stopped before its body began (cancelled, paused, shut down or
+    its lease lost while it waited for a free thread): as if the body had raised at once."""
+    return classify_failure(task, ctx, definition, NotStarted(ctx.cancel_reason))
+
+
+class NotStarted(Exception):
+    """An attempt was stopped before its body began."""
+
+    def __str__(self) -> str:
+        return f"stopped before it started ({self.args[0]})"
 
 
 def timed_out(task: Task, definition: TaskDefinition | None, trace: str = "") -> lifecycle.Outcome:

@@ -45,6 +45,8 @@ class Ahead:
 
     statements: Statements
     rows: list[list[tuple[Any, ...]]] | None = None
+    # Statements sent first whose rows nobody reads (a SET LOCAL, say).
+    prelude: Statements = ()
 
     def send(self) -> None:
         if self.rows is None:
@@ -62,7 +64,8 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
     granted. Other drivers and settings run them one by one.
     """
     if ahead is not None and ahead.rows is None:
-        results = run_together([*ahead.statements, *statements])
+        results = run_together([*ahead.prelude, *ahead.statements, *statements])
+        results = results[len(ahead.prelude) :]
         ahead.rows = results[: len(ahead.statements)]
         return results[len(ahead.statements) :]
     if not statements:

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .. import executor
@@ -35,7 +35,8 @@ class Execution:
     task: Task
     ctx: TaskContext
     definition: TaskDefinition | None
-    started: float = field(default_factory=time.monotonic)
+    # When its body began (None while it waits in the pool's queue, claimed ahead).
+    started: float | None = None
     # Monotonic time by which the body must be done (time limit), and by which it must have
     # stopped once asked (grace), None without a limit.
     deadline: float | None = None
@@ -91,7 +92,8 @@ class TaskPool:
 
     def __init__(self, concurrency: int, report: Callable[[Execution, Outcome], None]) -> None:
         self._report = report
-        self._work: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
+        # In dispatch order: a task claimed ahead never keeps a more urgent one waiting.
+        self._work: queue.PriorityQueue[tuple[int, int, Execution | None]] = queue.PriorityQueue()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._concurrency = concurrency
@@ -107,7 +109,7 @@ class TaskPool:
             loop = self._event_loop()
             execution.future = asyncio.run_coroutine_threadsafe(self._run_async(execution), loop)
         else:
-            self._work.put(execution)
+            self._work.put((execution.task.priority, execution.task_id, execution))
 
     def cancel(self, execution: Execution, reason: str) -> bool:
         """Ask the body to stop for ``reason``; False when it was asked already."""
@@ -139,7 +141,7 @@ class TaskPool:
         with self._lock:
             count = len(self._threads)
         for _ in range(count):
-            self._work.put(None)
+            self._work.put((LAST, 0, None))
 
     def _spawn(self) -> None:
         with self._lock:
@@ -150,9 +152,10 @@ class TaskPool:
 
     def _serve(self) -> None:
         while True:
-            execution = self._work.get()
+            execution = self._work.get()[2]
             if execution is None:
                 return
+            begin(execution)
             outcome = executor.run_sync(execution.task, execution.ctx, execution.definition)
             if execution.abandoned:
                 logger.warning(
@@ -165,6 +168,7 @@ class TaskPool:
 
     async def _run_async(self, execution: Execution) -> None:
         assert execution.definition is not None  # noqa: S101 - only async definitions come here
+        begin(execution)
         outcome = await executor.run_async(execution.task, execution.ctx, execution.definition)
         if not execution.abandoned:
             self._report(execution, outcome)
@@ -178,3 +182,14 @@ class TaskPool:
                 ).start()
                 self._loop = loop
             return self._loop
+
+
+# Sorts after every priority: threads finish the queued work before they stop.
+LAST = 1 << 16
+
+
+def begin(execution: Execution) -> None:
+    """Its body starts now: the time limit counts from here, not from the claim."""
+    execution.started = time.monotonic()
+    if execution.task.timeout_seconds:
+        execution.deadline = execution.started + execution.task.timeout_seconds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from taskmill_django import RateLimit, scheduler, signals
@@ -151,3 +151,48 @@ def _claim_after_submitting(n: int) -> list[Task]:
     for i in range(n):
         record.submit(n=i)
     return _claim(n)
+
+
+DISPATCH_ORDER = (
+    "SELECT id FROM taskmill_task WHERE status = 'pending' AND (run_after IS NULL OR "
+    "run_after <= NOW()) ORDER BY priority, id LIMIT 32 FOR UPDATE SKIP LOCKED"
+)
+
+
+def _plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}")
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+@executes
+@pytest.mark.postgres_only
+def test_cycle__claims_walk_the_dispatch_index_even_with_statistics_of_an_empty_table():
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE taskmill_task SET (autovacuum_enabled = false)")
+        cursor.execute("ANALYZE taskmill_task")  # the table is empty: so say the statistics
+    record.submit_batch([{"n": n} for n in range(5000)])  # no ANALYZE after this bulk load
+
+    try:
+        with transaction.atomic():
+            assert "Sort" in _plan(DISPATCH_ORDER)  # what the planner does left to itself
+            for sql, _ in cycle.PLAN_HINT:
+                with connection.cursor() as cursor:
+                    cursor.execute(sql)
+            plan = _plan(DISPATCH_ORDER)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE taskmill_task RESET (autovacuum_enabled)")
+    assert "Index Scan using taskmill_task_dispatch" in plan, plan
+    assert "Sort" not in plan, plan
+
+
+@executes
+@pytest.mark.postgres_only
+def test_cycle__sends_the_plan_hint_first_in_its_transaction():
+    record.submit(n=1)
+    with CaptureQueriesContext(connection) as queries:
+        cycle.write_and_claim([], uuid.uuid4(), 1, None, None)
+    sent = [q["sql"] for q in queries.captured_queries]
+    claiming = next(sql for sql in sent if "FOR UPDATE SKIP LOCKED" in sql)
+    assert claiming.startswith(cycle.PLAN_HINT[0][0]), sent

@@ -221,6 +221,11 @@ def test_checks__worker_timeouts_may_be_none():
     assert _ids({"STATEMENT_TIMEOUT": None, "LOCK_TIMEOUT": None}) == []
 
 
+@pytest.mark.parametrize("value", [-1, 1.5, "4", True])
+def test_checks__claim_ahead_must_be_none_or_a_count_e064(value):
+    assert _ids({"CLAIM_AHEAD": value}) == ["taskmill.E064"]
+
+
 def test_checks__transaction_pooling_must_be_a_bool_e062():
     assert _ids({"TRANSACTION_POOLING": "yes"}) == ["taskmill.E062"]
 
