@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from django.core.checks import CheckMessage, Error, Warning, register
@@ -63,6 +64,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     errors.extend(_check_retention(s.RETENTION))
     errors.extend(_check_api())
+    errors.extend(_check_security(s))
     errors.extend(_check_policy_settings(s))
     if _is_number(s.HEARTBEAT_INTERVAL) and _is_number(s.LEASE_TIMEOUT):
         if s.LEASE_TIMEOUT < 2 * s.HEARTBEAT_INTERVAL:
@@ -137,6 +139,48 @@ def _check_api() -> list[CheckMessage]:
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), id=check_id))
     return errors
+
+
+def _check_security(s: Any) -> list[CheckMessage]:
+    """Submission over HTTP, redaction and the payload size limit (E030-E032, W030)."""
+    from . import registry
+
+    errors: list[CheckMessage] = []
+    patterns = s.API_SUBMIT_TYPES
+    if not _is_string_list(patterns):
+        errors.append(
+            _error(
+                "API_SUBMIT_TYPES",
+                patterns,
+                "a list of qualified task types or shell patterns such as 'media::*'",
+                "taskmill.E030",
+            )
+        )
+    else:
+        declared = [t.task_type for t in registry.all_tasks()]
+        for pattern in patterns:
+            if not fnmatch.filter(declared, pattern):
+                errors.append(
+                    Warning(
+                        f"TASKMILL['API_SUBMIT_TYPES'] entry {pattern!r} matches no declared "
+                        "task type.",
+                        hint="Spell it as 'domain::name' or a pattern such as 'domain::*'.",
+                        id="taskmill.W030",
+                    )
+                )
+    keys = s.SENSITIVE_KEYS
+    if not _is_string_list(keys) or not all(keys):
+        errors.append(
+            _error("SENSITIVE_KEYS", keys, "a list of non-empty key names", "taskmill.E031")
+        )
+    size = s.MAX_PAYLOAD_BYTES
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        errors.append(_error("MAX_PAYLOAD_BYTES", size, "an integer >= 1", "taskmill.E032"))
+    return errors
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
 
 
 def _check_retention(retention: Any) -> list[CheckMessage]:

@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "IO_SAMPLER": None,
     "SCHEDULES": {},
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Qualified task types (or shell patterns such as "media::*") the REST API may submit.
+    # Empty: the API submits nothing, whatever the user's permissions.
+    "API_SUBMIT_TYPES": [],
     # Throttle rate of the REST API's submit endpoint per user, e.g. "100/min" (None = off).
     "API_SUBMIT_THROTTLE_RATE": None,
     # Tasks a worker claims beyond its free threads while tasks are short (under 50 ms on
@@ -80,6 +83,25 @@ DEFAULTS: dict[str, Any] = {
     # Alias of a database connection that reaches PostgreSQL directly (or in session mode), for
     # LISTEN; None = the default alias, unless TRANSACTION_POOLING (then workers poll).
     "LISTEN_DATABASE": None,
+    # Payload key names masked at any depth wherever a person or a log sees a payload (the
+    # REST API, the admin, worker logs), on top of each task's own ``sensitive=`` paths. A key
+    # is masked when one of these occurs in it, ignoring case ("password" masks "db_password").
+    "SENSITIVE_KEYS": [
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "access_key",
+        "private_key",
+        "authorization",
+        "credential",
+        "cookie",
+    ],
+    # Largest payload accepted, in bytes of its canonical JSON.
+    "MAX_PAYLOAD_BYTES": 1024 * 1024,
 }
 
 

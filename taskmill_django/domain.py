@@ -35,6 +35,7 @@ from .validation import (
     validate_priority,
     validate_run_after,
     validate_seconds,
+    validate_sensitive,
     validate_tags,
     validate_timeout,
 )
@@ -100,6 +101,7 @@ class Domain:
         duplicate: str = DuplicateStrategy.SKIP,
         tags: Mapping[str, str] | None = None,
         schedule: RecurringSchedule | None = None,
+        sensitive: Iterable[str] = (),
     ) -> Callable[[TaskFunc], TaskDefinition]:
         """Register the decorated function as task type ``<domain>::<name>``.
 
@@ -109,9 +111,13 @@ class Domain:
         ``timeout`` limits each attempt: past it the attempt is asked to stop (reason
         ``"timeout"``, ``on_cancel`` runs) and fails "timed out after N s", retried per
         ``retry``.
+        ``sensitive`` names payload keys, as dotted paths into nested objects
+        (``("password", "card.number")``), whose values are masked wherever a person or a log
+        sees them (``taskmill_django.redaction``); the task itself receives the real values.
         """
         if schedule is not None and not isinstance(schedule, RecurringSchedule):
             raise ValidationError("schedule", "must be a RecurringSchedule")
+        sensitive_paths = validate_sensitive(sensitive)
 
         def decorate(func: TaskFunc) -> TaskDefinition:
             definition = TaskDefinition(
@@ -127,6 +133,7 @@ class Domain:
                 key_func=key,
                 duplicate=validate_choice("duplicate", duplicate, DuplicateStrategy),
                 tags={**self.default_tags, **validate_tags(tags)},
+                sensitive=sensitive_paths,
             )
             definition.schedule = schedule
             registry.register_task(definition)
@@ -244,6 +251,7 @@ class TaskDefinition:
         key_func: KeyFunc | None,
         duplicate: str,
         tags: dict[str, str],
+        sensitive: tuple[str, ...] = (),
     ) -> None:
         self.domain = domain
         self.name = name
@@ -261,6 +269,10 @@ class TaskDefinition:
         self.key_func = key_func
         self.duplicate = duplicate
         self.tags = tags
+        self.sensitive = sensitive
+        # Internal task types (the Django Tasks backend's) are never submitted over HTTP,
+        # whatever API_SUBMIT_TYPES says: their payloads are written by taskmill itself.
+        self.internal = False
         self.schedule: RecurringSchedule | None = None
         self.finalize_func: TaskFunc | None = None
         self.on_cancel_func: TaskFunc | None = None

@@ -18,6 +18,7 @@ from .domain import TaskDefinition
 from .enums import INTERRUPTIONS, HistoryStatus, InterruptReason
 from .exceptions import PermanentError
 from .models import Task
+from .redaction import mask_text
 from .retry import RetryPolicy
 from .storable import storable_json, storable_text
 from .store import lifecycle
@@ -148,7 +149,7 @@ def classify_failure(
         base.kind = lifecycle.FAILED
     else:
         _retry_or_dead_letter(base, task, definition)
-    _log_failure(base)
+    _log_failure(base, task)
     return base
 
 
@@ -174,7 +175,7 @@ def timed_out(task: Task, definition: TaskDefinition | None, trace: str = "") ->
         task.id, task.lease_token, "", task.task_type, f"timed out after {limit} s", trace
     )
     _retry_or_dead_letter(base, task, definition)
-    _log_failure(base)
+    _log_failure(base, task)
     return base
 
 
@@ -191,13 +192,13 @@ def _retry_or_dead_letter(
         base.kind = lifecycle.DEAD_LETTER
 
 
-def _log_failure(outcome: lifecycle.Outcome) -> None:
+def _log_failure(outcome: lifecycle.Outcome, task: Task) -> None:
     logger.warning(
         "task failed task_id=%s type=%s outcome=%s error=%s",
         outcome.task_id,
         outcome.task_type,
         outcome.kind,
-        outcome.error,
+        mask_text(outcome.error, task.task_type, task.payload),
     )
 
 

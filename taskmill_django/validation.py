@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from .conf import app_settings
 from .enums import MAX_PRIORITY, MIN_PRIORITY
 from .exceptions import ValidationError
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
 
-MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_TAGS = 32
 MAX_TAG_KEY = 64
 MAX_TAG_VALUE = 256
@@ -47,7 +47,8 @@ def canonical_json(payload: Any) -> str:
 
 
 def validate_payload(payload: Any) -> str:
-    """Check the payload is a JSON object under 1 MiB; return its canonical text."""
+    """Check the payload is a JSON object of at most ``MAX_PAYLOAD_BYTES`` (1 MiB by default);
+    return its canonical text."""
     if not isinstance(payload, Mapping):
         raise ValidationError("payload", f"must be a JSON object, got {type(payload).__name__}")
     for name in payload:
@@ -60,8 +61,11 @@ def validate_payload(payload: Any) -> str:
         size = len(text.encode())
     except UnicodeEncodeError as exc:
         raise ValidationError("payload", f"is not valid Unicode text: {exc.reason}") from None
-    if size > MAX_PAYLOAD_BYTES:
-        raise ValidationError("payload", f"is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+    limit = app_settings.MAX_PAYLOAD_BYTES
+    if size > limit:
+        raise ValidationError(
+            "payload", f"is {size} bytes; the limit is {limit} (TASKMILL['MAX_PAYLOAD_BYTES'])"
+        )
     return text
 
 
@@ -116,6 +120,22 @@ def validate_tags(tags: Any) -> dict[str, str]:
             raise ValidationError("tags", f"value of {key!r} is over {MAX_TAG_VALUE} characters")
         clean[key] = value
     return clean
+
+
+def validate_sensitive(paths: Any) -> tuple[str, ...]:
+    """``sensitive=`` of a task: dotted paths into the payload (``"card.number"``)."""
+    if isinstance(paths, str) or not isinstance(paths, list | tuple | set | frozenset):
+        raise ValidationError(
+            "sensitive", f"must be a list or tuple of dotted payload paths, got {paths!r}"
+        )
+    clean = []
+    for path in paths:
+        if not isinstance(path, str) or not all(path.split(".")):
+            raise ValidationError(
+                "sensitive", f"each path is a non-empty dotted name like 'card.number': {path!r}"
+            )
+        clean.append(path)
+    return tuple(clean)
 
 
 def validate_label(label: Any) -> str:

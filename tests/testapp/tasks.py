@@ -280,3 +280,15 @@ def poison(ctx: TaskContext) -> None:
 
     _log("start", task_id=ctx.task_id, rescue_count=ctx.record.rescue_count)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@tests.task("charge", sensitive=("card.number", "pin"), retry=RetryPolicy.constant(0, 0))
+def charge(
+    ctx: TaskContext, card: dict, pin: str, api_key: str = "", amount: int = 0, fail: bool = False
+) -> dict[str, object]:
+    """Carries secrets: ``card.number`` and ``pin`` are declared sensitive, ``api_key`` is a
+    SENSITIVE_KEYS name. Records what it received; with ``fail`` its error echoes them all."""
+    _log("charge", task_id=ctx.task_id, number=card.get("number"), pin=pin, api_key=api_key)
+    if fail:
+        raise ValueError(f"card declined: card={card!r} pin={pin} api_key={api_key} {ctx.record}")
+    return {"charged": amount, "receipt": {"api_key": api_key}}

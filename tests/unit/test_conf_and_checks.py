@@ -152,6 +152,37 @@ def test_checks__good_api_settings_are_clean():
     assert _ids(good) == []
 
 
+@pytest.mark.parametrize("value", ["media::*", [1], None])
+def test_checks__bad_api_submit_types_is_e030(value):
+    assert _ids({"API_SUBMIT_TYPES": value}) == ["taskmill.E030"]
+
+
+def test_checks__api_submit_types_matching_nothing_warns_w030():
+    with override_settings(TASKMILL={"API_SUBMIT_TYPES": ["tests::*", "tests:record"]}):
+        messages = check_settings()
+    assert [m.id for m in messages] == ["taskmill.W030"]
+    assert "tests:record" in messages[0].msg
+
+
+@pytest.mark.parametrize("value", ["password", [""], [None], {"password": 1}])
+def test_checks__bad_sensitive_keys_is_e031(value):
+    assert _ids({"SENSITIVE_KEYS": value}) == ["taskmill.E031"]
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "1MB", True, None])
+def test_checks__bad_max_payload_bytes_is_e032(value):
+    assert _ids({"MAX_PAYLOAD_BYTES": value}) == ["taskmill.E032"]
+
+
+def test_checks__good_security_settings_are_clean():
+    good = {
+        "API_SUBMIT_TYPES": ["tests::record", "flows::*"],
+        "SENSITIVE_KEYS": ["iban"],
+        "MAX_PAYLOAD_BYTES": 4096,
+    }
+    assert _ids(good) == []
+
+
 @pytest.mark.parametrize("value", [-1, "30", None])
 def test_checks__bad_shutdown_timeout_is_e002(value):
     assert _ids({"SHUTDOWN_TIMEOUT": value}) == ["taskmill.E002"]

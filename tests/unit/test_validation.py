@@ -6,10 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import override_settings
 
 from taskmill_django import IoBudget, Priority, ValidationError
+from taskmill_django.conf import DEFAULTS
 from taskmill_django.validation import (
-    MAX_PAYLOAD_BYTES,
     dedup_key,
     validate_ids,
     validate_payload,
@@ -17,6 +18,8 @@ from taskmill_django.validation import (
     validate_run_after,
     validate_tags,
 )
+
+MAX_PAYLOAD_BYTES = DEFAULTS["MAX_PAYLOAD_BYTES"]
 
 
 def _field(call, *args):
@@ -69,6 +72,14 @@ def test_validate_payload__exactly_one_mebibyte_is_accepted():
     overhead = len(json.dumps({"x": ""}, separators=(",", ":")))
     text = validate_payload({"x": "a" * (MAX_PAYLOAD_BYTES - overhead)})
     assert len(text.encode()) == MAX_PAYLOAD_BYTES
+
+
+def test_validate_payload__max_payload_bytes_setting_sets_the_limit():
+    with override_settings(TASKMILL={"MAX_PAYLOAD_BYTES": 100}):
+        validate_payload({"x": "a" * 90})
+        with pytest.raises(ValidationError, match="MAX_PAYLOAD_BYTES") as info:
+            validate_payload({"x": "a" * 100})
+    assert info.value.field == "payload"
 
 
 def test_validate_payload__size_counts_utf8_bytes_not_characters():
