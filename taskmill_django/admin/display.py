@@ -124,7 +124,7 @@ def tag_table(tags: Iterable[tuple[str, str]], filter_url: str | None) -> SafeSt
         if filter_url:
             cells.append(
                 format_html(
-                    '<tr><th>{}</th><td><a href="{}?tag={}%3D{}" title="Tasks with this tag">'
+                    '<tr><th>{}</th><td><a href="{}?tag={}%3A{}" title="Tasks with this tag">'
                     "{}</a></td></tr>",
                     key,
                     filter_url,

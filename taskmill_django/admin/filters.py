@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Q, QuerySet
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .. import registry
 from ..enums import MAX_PRIORITY, Priority
+from ..exceptions import ValidationError
 from ..models import Task, TaskHistoryTag, TaskTag
+from ..tag_filters import parse_tag_filter, with_tags
 
 
 class DomainFilter(admin.SimpleListFilter):
@@ -170,7 +173,8 @@ class HistoryGroupFilter(TextInputFilter):
 
 
 class TagFilter(admin.ListFilter):
-    """``?tag=key=value`` (repeatable; ``?tag=key`` = has the key) and ``?tag_prefix=``."""
+    """``?tag=key:value`` (repeatable) and ``?tag_prefix=``: the REST API's syntax
+    (``taskmill_django.tag_filters``). A malformed tag is the admin's "invalid filter"."""
 
     title = "tags"
     template = "admin/taskmill_django/filters/tags.html"
@@ -195,18 +199,11 @@ class TagFilter(admin.ListFilter):
         return ["tag", "tag_prefix"]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        for condition in self.conditions():
-            owners = self.tag_model.objects.filter(condition).values(self.owner)
-            queryset = queryset.filter(id__in=owners)
-        return queryset
-
-    def conditions(self) -> list[Q]:
-        found = []
-        for tag in self.tags:
-            key, sep, value = tag.partition("=")
-            found.append(Q(key=key, value=value) if sep else Q(key=key))
-        found += [Q(key__startswith=prefix) for prefix in self.prefixes]
-        return found
+        try:
+            pairs = [parse_tag_filter(tag) for tag in self.tags]
+        except ValidationError as exc:
+            raise IncorrectLookupParameters(str(exc)) from exc
+        return with_tags(queryset, self.tag_model, self.owner, pairs, self.prefixes)
 
     def choices(self, changelist: Any) -> Any:
         active = [

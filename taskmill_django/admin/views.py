@@ -213,7 +213,7 @@ def tag_browser(model_admin: OperatorAdmin, request: HttpRequest) -> HttpRespons
         {
             "value": v.value,
             "count": v.count,
-            "tasks_url": f"{list_url}?{urlencode({'tag': f'{key}={v.value}'})}",
+            "tasks_url": f"{list_url}?{urlencode({'tag': f'{key}:{v.value}'})}",
         }
         for v in (board.tag_values(key, history=history) if key else [])
     ]

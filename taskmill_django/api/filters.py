@@ -15,7 +15,9 @@ from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 
 from ..enums import HistoryStatus, TaskStatus
+from ..exceptions import ValidationError
 from ..models import Task, TaskHistory, TaskHistoryTag, TaskTag
+from ..tag_filters import parse_tag_filter, with_tags
 from .fields import MAX_ID
 
 
@@ -35,31 +37,26 @@ class RepeatedWidget(forms.TextInput):
 
 
 class TagPairsField(forms.Field):
-    """``key:value`` strings → [(key, value)]; the value may itself contain colons."""
+    """``key:value`` or ``key`` strings → [(key, value or None)] (``tag_filters``: the admin's
+    syntax too)."""
 
     widget = RepeatedWidget
 
-    def to_python(self, value: Any) -> list[tuple[str, str]]:
-        pairs = []
-        for raw in value or []:
-            if "\x00" in raw:
-                raise forms.ValidationError("must not contain NUL characters")
-            key, colon, tag_value = raw.partition(":")
-            if not colon or not key:
-                raise forms.ValidationError(
-                    "expected key:value, got %(raw)s", params={"raw": repr(raw[:80])}
-                )
-            pairs.append((key, tag_value))
-        return pairs
+    def to_python(self, value: Any) -> list[tuple[str, str | None]]:
+        try:
+            return [parse_tag_filter(raw) for raw in value or []]
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class TagFilter(django_filters.Filter):
-    """Rows carrying every given ``key:value`` tag (repeat the parameter to AND them)."""
+    """Rows carrying every given ``key:value`` tag, or ``key`` with any value (repeat the
+    parameter to AND them)."""
 
     field_class = TagPairsField
     openapi_schema: ClassVar[dict[str, Any]] = {
         "type": "array",
-        "items": {"type": "string", "pattern": "^[^:]+:"},
+        "items": {"type": "string", "pattern": r"^([^:=]+|[^:]+:[\s\S]*)$"},
     }
 
     def __init__(self, tag_model: type[Model], owner: str, **kwargs: Any) -> None:
@@ -68,10 +65,7 @@ class TagFilter(django_filters.Filter):
         super().__init__(**kwargs)
 
     def filter(self, qs: QuerySet[Any], value: Any) -> QuerySet[Any]:
-        for key, tag_value in value or []:
-            tagged = self.tag_model.objects.filter(key=key, value=tag_value)  # type: ignore[attr-defined]
-            qs = qs.filter(id__in=tagged.values(self.owner))
-        return qs
+        return with_tags(qs, self.tag_model, self.owner, pairs=value or [])
 
 
 class TagPrefixFilter(django_filters.CharFilter):
@@ -83,10 +77,7 @@ class TagPrefixFilter(django_filters.CharFilter):
         super().__init__(**kwargs)
 
     def filter(self, qs: QuerySet[Any], value: Any) -> QuerySet[Any]:
-        if not value:
-            return qs
-        tagged = self.tag_model.objects.filter(key__startswith=value)  # type: ignore[attr-defined]
-        return qs.filter(id__in=tagged.values(self.owner))
+        return with_tags(qs, self.tag_model, self.owner, prefixes=[value] if value else [])
 
 
 class NotEmptyMixin:

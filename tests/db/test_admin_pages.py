@@ -164,12 +164,24 @@ def test_admin_task_list__filters(admin_client_, family):
 
 def test_admin_task_list__tag_filters(admin_client_, family):
     url = "admin:taskmill_django_task_changelist"
-    assert _listed(admin_client_, url, "?tag=customer%3Dacme") == {family["dep"]}
-    assert _listed(admin_client_, url, "?tag=customer%3Dother") == set()
+    assert _listed(admin_client_, url, "?tag=customer%3Aacme") == {family["dep"]}
+    assert _listed(admin_client_, url, "?tag=customer%3Aother") == set()
     assert _listed(admin_client_, url, "?tag=region") == {family["dep"]}
     assert _listed(admin_client_, url, "?tag_prefix=cust") == {family["dep"]}
-    both = "?tag=customer%3Dacme&tag=region%3Deu"
+    both = "?tag=customer%3Aacme&tag=region%3Aeu"
     assert _listed(admin_client_, url, both) == {family["dep"]}
+
+
+def test_admin_task_list__malformed_tag_is_an_invalid_filter(admin_client_, family):
+    url = reverse("admin:taskmill_django_task_changelist")
+    response = admin_client_.get(url, {"tag": "customer=acme"})
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
+def test_admin_task_detail__tag_links_use_the_shared_filter_syntax(admin_client_, family):
+    page = admin_client_.get(reverse("admin:taskmill_django_task_change", args=[family["dep"]]))
+    assert "?tag=customer%3Aacme" in page.content.decode()
 
 
 def test_admin_task_list__group_and_error_filters(admin_client_):
@@ -274,7 +286,7 @@ def test_admin_history_list__tag_filter(admin_client_):
     record.submit(n=2)
     finish(claim_one())
     url = "admin:taskmill_django_taskhistory_changelist"
-    assert _listed(admin_client_, url, "?tag=customer%3Dacme") == {tagged.id}
+    assert _listed(admin_client_, url, "?tag=customer%3Aacme") == {tagged.id}
     assert _listed(admin_client_, url, "?tag_prefix=cus") == {tagged.id}
 
 
@@ -324,7 +336,7 @@ def test_admin_tag_browser__keys_values_and_links(admin_client_):
     page = admin_client_.get(url, {"prefix": "c", "key": "customer"})
     values = page.context["values"]
     assert [(v["value"], v["count"]) for v in values] == [("acme", 2), ("globex", 1)]
-    assert "tag=customer%3Dacme" in values[0]["tasks_url"]
+    assert "tag=customer%3Aacme" in values[0]["tasks_url"]
 
 
 def test_admin_tag_browser__history_source(admin_client_):

@@ -84,6 +84,12 @@ def test_list__filter_by_repeated_tags_and_prefix(api):
     assert len(ids(api.get(URL, {"tag_prefix": "ow"}))) == 1
 
 
+def test_list__tag_without_a_value_matches_the_key(api):
+    tagged = record.using(tags={"team": "a"}).submit(n=1)
+    record.using(tags={"teams": "a"}).submit(n=2)
+    assert ids(api.get(URL, {"tag": "team"})) == [tagged.id]
+
+
 def test_list__filter_by_created_range(api):
     old = record.submit(n=1)
     new = record.submit(n=2)

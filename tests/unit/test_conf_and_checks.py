@@ -14,6 +14,7 @@ import pytest
 from django.test import override_settings
 
 import taskmill_django.retry
+import taskmill_django.tag_filters
 import taskmill_django.validation
 from taskmill_django.checks import check_settings
 from taskmill_django.conf import DEFAULTS, app_settings
@@ -24,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 # --- doctests --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", [taskmill_django.retry, taskmill_django.validation])
+@pytest.mark.parametrize(
+    "module", [taskmill_django.retry, taskmill_django.validation, taskmill_django.tag_filters]
+)
 def test_doctests__module_examples_hold(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
