@@ -98,6 +98,8 @@ TASKMILL = {
     "MAX_CONCURRENCY": 8,
     "HEARTBEAT_INTERVAL": 2,
     "LEASE_TIMEOUT": 30,
+    # The REST API may submit these types (docs/howto/security.md); email stays Python-only.
+    "API_SUBMIT_TYPES": ["media::*", "reports::*"],
 }
 
 LOGGING = {

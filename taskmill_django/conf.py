@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path of the class whose counters() gives cumulative IO bytes (default: /proc).
     "IO_SAMPLER": None,
     "SCHEDULES": {},
-    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Who may do what over HTTP: Django model permissions by default (docs/howto/security.md).
+    "API_PERMISSION_CLASSES": ["taskmill_django.api.permissions.TaskmillPermission"],
     # Qualified task types (or shell patterns such as "media::*") the REST API may submit.
     # Empty: the API submits nothing, whatever the user's permissions.
     "API_SUBMIT_TYPES": [],

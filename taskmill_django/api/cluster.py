@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import registry, scheduler
+from .. import access, registry, scheduler
 from ..exceptions import TaskNotFound
 from ..handles import worker_infos
 from ..models import PausedGroup, RateBucket, Task, Worker
@@ -63,6 +63,7 @@ class SnapshotView(TaskmillAPIView):
     """``snapshot/``: the whole cluster at a glance (``scheduler.snapshot()``)."""
 
     schema = TaskmillAutoSchema(tags=["cluster"])
+    needs = {"get": access.READ_TASKS}  # noqa: RUF012
 
     @documented("getSnapshot", response=SnapshotSerializer)
     def get(self, request: Request) -> Response:
@@ -73,6 +74,7 @@ class StatsView(TaskmillAPIView):
     """``stats/?task_type=``: history statistics per task type."""
 
     schema = TaskmillAutoSchema(tags=["cluster"])
+    needs = {"get": access.READ_HISTORY}  # noqa: RUF012
 
     @documented(
         "getStats", response=StatsSerializer, query=StatsQuerySerializer,
@@ -96,6 +98,7 @@ class StatsView(TaskmillAPIView):
 
 class TagKeysView(TaskmillAPIView):
     schema = TaskmillAutoSchema(tags=["tags"])
+    needs = {"get": access.READ_TASKS}  # noqa: RUF012
 
     @documented(
         "listTagKeys", response=TagKeysSerializer, query=TagKeysQuerySerializer,
@@ -112,6 +115,7 @@ class TagKeysView(TaskmillAPIView):
 
 class TagValuesView(TaskmillAPIView):
     schema = TaskmillAutoSchema(tags=["tags"])
+    needs = {"get": access.READ_TASKS}  # noqa: RUF012
 
     @documented(
         "listTagValues", response=TagValuesSerializer, query=TagValuesQuerySerializer,
@@ -128,6 +132,7 @@ class TagValuesView(TaskmillAPIView):
 
 class TagCountsView(TaskmillAPIView):
     schema = TaskmillAutoSchema(tags=["tags"])
+    needs = {"get": access.READ_TASKS}  # noqa: RUF012
 
     @documented(
         "countTagValues", response=TagCountsSerializer, query=TagCountsQuerySerializer,
@@ -151,6 +156,11 @@ class DomainViewSet(TaskmillViewSet):
     lookup_value_regex = "[^/]+"
     serializer_class = DomainSerializer
     schema = TaskmillAutoSchema(tags=["cluster"])
+    needs = {  # noqa: RUF012
+        "list": access.READ_TASKS,
+        "retrieve": access.READ_TASKS,
+        "snapshot": access.READ_TASKS,
+    }
 
     @staticmethod
     def _info(domain: Any) -> dict[str, Any]:
@@ -182,6 +192,13 @@ class RecurringViewSet(TaskmillViewSet):
 
     serializer_class = RecurringSerializer
     schema = TaskmillAutoSchema(tags=["recurring"])
+    needs = {  # noqa: RUF012
+        "list": access.READ_SCHEDULES,
+        "retrieve": access.READ_SCHEDULES,
+        "pause": access.CHANGE_SCHEDULES,
+        "resume": access.CHANGE_SCHEDULES,
+        "cancel": access.CHANGE_SCHEDULES,
+    }
 
     @documented(
         "listRecurring", response=RecurringSerializer, many=True, paginated=True,
@@ -286,6 +303,23 @@ class GroupViewSet(TaskmillViewSet):
     lookup_value_regex = "[^/]+"
     serializer_class = GroupSerializer
     schema = TaskmillAutoSchema(tags=["groups"])
+    needs = {  # noqa: RUF012
+        "list": access.READ_TASKS,
+        "retrieve": access.READ_TASKS,
+        **dict.fromkeys(
+            (
+                "pause",
+                "resume",
+                "limit",
+                "remove_limit",
+                "rate_limit",
+                "remove_rate_limit",
+                "weight",
+                "remove_weight",
+            ),
+            access.CONTROL,
+        ),
+    }
 
     def get_serializer_class(self) -> Any:
         return {
@@ -397,6 +431,7 @@ class WorkerViewSet(TaskmillViewSet):
 
     serializer_class = WorkerDetailSerializer
     schema = TaskmillAutoSchema(tags=["cluster"])
+    needs = {"list": access.READ_WORKERS}  # noqa: RUF012
 
     @documented("listWorkers", response=WorkerDetailSerializer, many=True, paginated=True)
     def list(self, request: Request) -> Response:

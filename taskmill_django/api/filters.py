@@ -97,6 +97,16 @@ class IntegerFilter(django_filters.NumberFilter):
     field_class = IntegerField
 
 
+class ChoiceField(NotEmptyMixin, django_filters.fields.ChoiceField):
+    pass
+
+
+class ChoiceFilter(django_filters.ChoiceFilter):
+    """A choice; ``?retried=`` (empty) is an error, as the schema's enum says."""
+
+    field_class = ChoiceField
+
+
 class CheckedIsoDateTimeField(NotEmptyMixin, IsoDateTimeField):
     """An ISO 8601 datetime, converted to UTC: odd offsets (PostgreSQL refuses more than 16
     hours) and instants beyond year 9999 in UTC are handled here."""
@@ -179,7 +189,7 @@ class DeadLetterFilter(HistoryFilter):
     """The history filters, without ``status`` (always ``dead_letter``), plus ``retried``."""
 
     status = None
-    retried = django_filters.ChoiceFilter(
+    retried = ChoiceFilter(
         choices=(("true", "true"), ("false", "false")),
         method="filter_retried",
         label="true: entries submitted again already; false: entries still waiting.",

@@ -18,6 +18,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.schemas.openapi import AutoSchema, SchemaGenerator
 from rest_framework.schemas.views import SchemaView
 
+from .. import access
 from .fields import MAX_ID
 
 ERRORS = "Errors"
@@ -40,7 +41,7 @@ _STATUS_TEXT = {
     204: "No content",
     400: "Invalid input; the errors name the fields.",
     401: "Not authenticated.",
-    403: "Not authenticated, or not allowed by API_PERMISSION_CLASSES.",
+    403: "Not authenticated, or lacking the permission this needs (API_PERMISSION_CLASSES).",
     404: "No such object.",
     405: "Method not allowed.",
     406: "Not acceptable.",
@@ -78,13 +79,18 @@ def documented(operation_id: str, **kwargs: Any) -> Callable[[Any], Any]:
     return attach
 
 
+def operation_of(view: Any, method: str) -> Operation | None:
+    """The ``@documented`` description of the view method serving this action, if any."""
+    action = getattr(view, "action", None) or method.lower()
+    handler = getattr(view, action, None)
+    return getattr(handler, "openapi", None)
+
+
 class TaskmillAutoSchema(AutoSchema):
     """Reads ``@documented`` operations; falls back to DRF's inference otherwise."""
 
     def _operation(self, method: str) -> Operation | None:
-        action = getattr(self.view, "action", None) or method.lower()
-        handler = getattr(self.view, action, None)
-        return getattr(handler, "openapi", None)
+        return operation_of(self.view, method)
 
     def get_operation_id(self, path: str, method: str) -> str:
         op = self._operation(method)
@@ -248,6 +254,8 @@ class TaskmillSchemaGenerator(SchemaGenerator):
 class TaskmillSchemaView(SchemaView):
     """DRF's schema view (what ``get_schema_view`` builds), with the API's permissions, read
     per request, and its error body."""
+
+    needs = {"get": access.ANY}  # noqa: RUF012
 
     def get_permissions(self) -> list[BasePermission]:
         from .permissions import permission_classes

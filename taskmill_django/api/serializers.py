@@ -147,6 +147,15 @@ class SubmitSerializer(StrictSerializer):
     def validate_expected_io(self, value: dict[str, int] | None) -> IoBudget | None:
         return None if value is None else IoBudget(**value)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("recurring") is not None and attrs.get("key") is None:
+            # Over HTTP a retried request must not create a second schedule: the key names it,
+            # and submitting the same name again is a duplicate.
+            raise serializers.ValidationError(
+                {"key": ["required with recurring: it names the schedule"]}
+            )
+        return attrs
+
     def submission(self) -> tuple[TaskDefinition, dict[str, Any], dict[str, Any]]:
         """(task definition, ``using()`` options, payload) of the validated body. Options left
         out or null take the task's defaults."""
@@ -270,6 +279,10 @@ class HistorySerializer(serializers.ModelSerializer):
             "retried_as_id",
         )
         read_only_fields = fields
+
+
+class PrioritySerializer(StrictSerializer):
+    priority = Integer(min_value=0, max_value=255, help_text="0 runs first, 255 last.")
 
 
 class TaskActionSerializer(serializers.Serializer):

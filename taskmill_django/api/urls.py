@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 from rest_framework.renderers import JSONOpenAPIRenderer
-from rest_framework.routers import DefaultRouter
 
-from .base import not_found
+from .base import TaskmillRouter, not_found
 from .cluster import (
     DomainViewSet,
     GroupViewSet,
@@ -26,7 +25,7 @@ from .views import DeadLetterViewSet, HistoryViewSet, TaskViewSet
 
 app_name = "taskmill_api"
 
-router = DefaultRouter()
+router = TaskmillRouter()
 router.register("tasks", TaskViewSet, basename="task")
 router.register("history", HistoryViewSet, basename="history")
 router.register("dead-letter", DeadLetterViewSet, basename="dead-letter")

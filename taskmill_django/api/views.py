@@ -10,15 +10,17 @@ from typing import Any
 
 from rest_framework import serializers, status
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import scheduler
+from .. import access, scheduler
+from ..domain import TaskDefinition
 from ..enums import OutcomeKind, TaskStatus
 from ..exceptions import AlreadyRetried, DuplicateTaskError, TaskNotFound, ValidationError
 from ..models import Task, TaskHistory
 from ..records import SubmitOutcome
-from ..store import manual
+from ..store import manual, operator
 from .base import Conflict, TaskmillViewSet
 from .filters import DeadLetterFilter, FilterBackend, HistoryFilter, TaskFilter
 from .schema import TaskmillAutoSchema, documented
@@ -28,6 +30,7 @@ from .serializers import (
     BulkRetrySerializer,
     ExplainSerializer,
     HistorySerializer,
+    PrioritySerializer,
     RelatedTaskSerializer,
     SubmitOutcomeSerializer,
     SubmitSerializer,
@@ -78,6 +81,20 @@ def related_tasks(ids: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def check_submittable(definition: TaskDefinition) -> None:
+    """403 unless the REST API may submit this type (``API_SUBMIT_TYPES``, never internal)."""
+    if definition.internal:
+        why = f"{definition.task_type} is internal to taskmill and is never submitted over HTTP"
+    elif not access.submittable_over_http(definition):
+        why = (
+            f"{definition.task_type} may not be submitted over HTTP: list it (or a pattern "
+            "such as 'domain::*') in TASKMILL['API_SUBMIT_TYPES']"
+        )
+    else:
+        return
+    raise PermissionDenied({"task_type": [why]})
+
+
 class TaskViewSet(TaskmillViewSet):
     """Active tasks (pending, running, paused, blocked, waiting)."""
 
@@ -86,9 +103,23 @@ class TaskViewSet(TaskmillViewSet):
     filterset_class = TaskFilter
     filter_backends = (FilterBackend,)
     schema = TaskmillAutoSchema(tags=["tasks"])
+    needs = {  # noqa: RUF012
+        "list": access.READ_TASKS,
+        "retrieve": access.READ_TASKS,
+        "dependencies": access.READ_TASKS,
+        "dependents": access.READ_TASKS,
+        "explain": access.READ_TASKS,
+        "create": access.SUBMIT,
+        "cancel": access.CHANGE_TASKS,
+        "pause": access.CHANGE_TASKS,
+        "resume": access.CHANGE_TASKS,
+        "priority": access.CHANGE_TASKS,
+    }
 
     def get_serializer_class(self) -> Any:
-        return SubmitSerializer if self.action == "create" else TaskSerializer
+        return {"create": SubmitSerializer, "priority": PrioritySerializer}.get(
+            self.action or "", TaskSerializer
+        )
 
     def get_throttles(self) -> list[Any]:
         if self.action == "create":
@@ -121,12 +152,17 @@ class TaskViewSet(TaskmillViewSet):
         "submitTask", request=SubmitSerializer, response=SubmitOutcomeSerializer,
         statuses=(200, 201), errors=(409, 429),
         description="Submit a task with any option of using(). 201 when inserted or "
-        "superseding; 200 when an active twin absorbed it (duplicate, upgraded, requeued).",
+        "superseding; 200 when an active twin absorbed it (duplicate, upgraded, requeued). "
+        "403 for a type not in API_SUBMIT_TYPES, and for a preempting priority without "
+        "submit_urgent. With recurring, key names the schedule: submitting it again is a "
+        "duplicate.",
     )  # fmt: skip
     def create(self, request: Request) -> Response:
         body = SubmitSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         definition, options, payload = body.submission()
+        check_submittable(definition)
+        self.check_urgency(options.get("priority", definition.priority))
         return outcome_response(definition.using(**options).submit(**payload))
 
     @documented(
@@ -202,6 +238,24 @@ class TaskViewSet(TaskmillViewSet):
         raise Conflict({"status": [why]})
 
     @documented(
+        "setTaskPriority", request=PrioritySerializer, response=TaskActionSerializer,
+        description="Give the task a new priority (0..255, lower runs first). A preempting "
+        "priority (PREEMPT_PRIORITY or lower) needs submit_urgent and preempts less urgent "
+        "running work.",
+    )  # fmt: skip
+    @action(detail=True, methods=["post"])
+    def priority(self, request: Request, pk: str | None = None) -> Response:
+        task_id = self.object_id()
+        body = PrioritySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        value = body.validated_data["priority"]
+        self.check_urgency(value)
+        self._active(task_id)
+        changed = operator.set_priority([task_id], value) > 0
+        message = f"priority set to {value}" if changed else f"already at priority {value}"
+        return self._result(task_id, changed, current_status(task_id), message)
+
+    @documented(
         "listTaskDependencies", response=RelatedTaskSerializer, many=True,
         description="Tasks this task depends on, active or finished.",
     )  # fmt: skip
@@ -247,6 +301,7 @@ class HistoryViewSet(TaskmillViewSet):
     filterset_class = HistoryFilter
     filter_backends = (FilterBackend,)
     schema = TaskmillAutoSchema(tags=["history"])
+    needs = {"list": access.READ_HISTORY, "retrieve": access.READ_HISTORY}  # noqa: RUF012
 
     @documented("listHistory", response=HistorySerializer, many=True, paginated=True, filters=True)
     def list(self, request: Request) -> Response:
@@ -270,6 +325,12 @@ class DeadLetterViewSet(TaskmillViewSet):
     filterset_class = DeadLetterFilter
     filter_backends = (FilterBackend,)
     schema = TaskmillAutoSchema(tags=["dead-letter"])
+    needs = {  # noqa: RUF012
+        "list": access.READ_HISTORY,
+        "retrieve": access.READ_HISTORY,
+        "retry": access.RETRY_DEAD_LETTERS,
+        "retry_bulk": access.RETRY_DEAD_LETTERS,
+    }
 
     def get_serializer_class(self) -> Any:
         return BulkRetrySerializer if self.action == "retry_bulk" else HistorySerializer
@@ -292,11 +353,15 @@ class DeadLetterViewSet(TaskmillViewSet):
         "retryDeadLetter", response=SubmitOutcomeSerializer, statuses=(200, 201), errors=(409,),
         description="Submit the entry again: same type, payload, key, priority, tags, group. "
         "The entry records the task it became (retried_at, retried_as_id); an entry retried "
-        "before answers 409.",
+        "before answers 409. An entry at a preempting priority needs submit_urgent.",
     )  # fmt: skip
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
-        return outcome_response(scheduler.retry_dead_letter(self.object_id()))
+        history_id = self.object_id()
+        priority = self.get_queryset().filter(id=history_id).values_list("priority", flat=True)
+        if priority:
+            self.check_urgency(priority[0])
+        return outcome_response(scheduler.retry_dead_letter(history_id))
 
     @documented(
         "retryDeadLetters", request=BulkRetrySerializer, response=BulkRetryResultSerializer,
@@ -305,7 +370,8 @@ class DeadLetterViewSet(TaskmillViewSet):
         f"was not retried before (all_matching: true; the filters are ignored with ids); at "
         f"most {MAX_BULK} per "
         "request. Each retry is its own "
-        "transaction: one failing entry does not stop the others.",
+        "transaction: one failing entry does not stop the others. Entries at a preempting "
+        "priority fail without submit_urgent.",
     )  # fmt: skip
     @action(detail=False, methods=["post"], url_path="retry")
     def retry_bulk(self, request: Request) -> Response:
@@ -322,7 +388,14 @@ class DeadLetterViewSet(TaskmillViewSet):
                 )
         else:
             ids = list(dict.fromkeys(body.validated_data["ids"]))
-        results = [_retry_one(history_id) for history_id in ids]
+        urgent_ok = self.may_use_urgent()
+        priorities = dict(TaskHistory.objects.filter(id__in=ids).values_list("id", "priority"))
+        results = [
+            _retry_one(history_id)
+            if urgent_ok or not access.is_urgent(priorities.get(history_id, 255))
+            else _refused(history_id, access.urgent_refusal(priorities[history_id]))
+            for history_id in ids
+        ]
         failed = sum(1 for r in results if r["error"] is not None)
         data = {"retried": len(results) - failed, "failed": failed, "results": results}
         return Response(BulkRetryResultSerializer(data).data)
@@ -332,5 +405,9 @@ def _retry_one(history_id: int) -> dict[str, Any]:
     try:
         outcome = scheduler.retry_dead_letter(history_id)
     except (TaskNotFound, ValidationError, DuplicateTaskError, AlreadyRetried) as exc:
-        return {"history_id": history_id, "kind": None, "id": None, "error": str(exc)}
+        return _refused(history_id, str(exc))
     return {"history_id": history_id, "kind": outcome.kind, "id": outcome.id, "error": None}
+
+
+def _refused(history_id: int, error: str) -> dict[str, Any]:
+    return {"history_id": history_id, "kind": None, "id": None, "error": error}

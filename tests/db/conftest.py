@@ -1,4 +1,5 @@
-"""Fixtures for store and query tests: running rows, outcomes, raw history rows, signals."""
+"""Fixtures for store and query tests: running rows, outcomes, raw history rows, signals, and
+the people of the permission table (roles) with a snapshot of what they could have changed."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.dispatch import Signal
 from django.utils import timezone
 
 from taskmill_django import registry
-from taskmill_django.models import Task, TaskHistory
+from taskmill_django.models import (
+    PausedGroup,
+    Schedule,
+    SchedulerSetting,
+    Task,
+    TaskHistory,
+    TaskTag,
+)
 from taskmill_django.store import claim, lifecycle
 
 
@@ -78,3 +87,64 @@ def received() -> Iterator[Callable[[Signal], list[dict[str, Any]]]]:
     yield listen
     for signal, receiver in connected:
         signal.disconnect(receiver)
+
+
+# --- roles of the permission table (docs/howto/security.md) --------------------------------
+
+VIEW = ("view_task", "view_taskhistory", "view_deadletter", "view_worker", "view_schedule")
+ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "staff": (),  # is_staff and nothing else: grants nothing
+    "viewer": VIEW,
+    "operator": (*VIEW, "add_task", "change_task", "change_schedule"),
+    "controller": (*VIEW, "control_scheduler"),
+}
+ROLES = ("anonymous", "staff", "viewer", "operator", "controller", "superuser")
+# Task types the API tests may submit over HTTP (API_SUBMIT_TYPES is empty by default).
+SUBMITTABLE = ["tests::*", "other::*", "flows::*"]
+
+
+@pytest.fixture
+def user_factory() -> Callable[..., User | None]:
+    """``user_factory("operator")``: a staff user holding that role's permissions (plus
+    ``extra`` codenames); None for "anonymous"; a superuser for "superuser"; a plain user with
+    every permission of the app for "everything"."""
+
+    def make(role: str, extra: tuple[str, ...] = ()) -> User | None:
+        if role == "anonymous":
+            return None
+        name = f"{role}-{User.objects.count()}"
+        if role == "superuser":
+            return User.objects.create_superuser(name, f"{name}@example.com", "pw")
+        ours = Permission.objects.filter(content_type__app_label="taskmill_django")
+        user = User.objects.create_user(name, is_staff=role != "everything")
+        if role != "everything":
+            ours = ours.filter(codename__in=(*ROLE_PERMISSIONS[role], *extra))
+        user.user_permissions.set(ours)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api_submit_types(settings: Any) -> None:
+    """Let the REST API submit the test apps' task types."""
+    settings.TASKMILL = {**settings.TASKMILL, "API_SUBMIT_TYPES": SUBMITTABLE}
+
+
+def db_state() -> tuple[Any, ...]:
+    """Everything a request could change, to compare before and after a refused one."""
+    return (
+        sorted(
+            Task.objects.values_list(
+                "id", "status", "priority", "pause_reason", "cancel_reason", "group_key"
+            )
+        ),
+        sorted(TaskHistory.objects.values_list("id", "status", "retried_at")),
+        sorted(TaskTag.objects.values_list("task_id", "key", "value")),
+        sorted(Schedule.objects.values_list("id", "is_paused", "next_run_at")),
+        sorted(
+            (name, repr(value))
+            for name, value in SchedulerSetting.objects.values_list("name", "value")
+        ),
+        sorted(PausedGroup.objects.values_list("group_key", "paused_until")),
+    )

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from taskmill_django.models import Schedule, Task, TaskHistory, TaskTag
 from tests.testapp.tasks import record
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_submit_types")]
 
 TASKS = "/taskmill/api/tasks/"
 
 
 @pytest.fixture
-def api() -> APIClient:
-    user = get_user_model().objects.create_user("staff", is_staff=True)
+def api(user_factory) -> APIClient:
+    """A client holding every permission of the app (docs/howto/security.md)."""
     client = APIClient(raise_request_exception=False)
-    client.force_authenticate(user)
+    client.force_authenticate(user_factory("everything"))
     return client
 
 
@@ -76,7 +75,12 @@ def submit(api: APIClient, **body: object):
         ({"recurring": {"interval": 0}}, "recurring.interval", "greater than or equal"),
         ({"recurring": {"interval": 60, "timezone": "Mars/Base"}}, "recurring.timezone", "unknown"),
         ({"recurring": {"interval": 60, "max_occurrences": 0}}, "recurring.max_occurrences", ">"),
-        ({"recurring": {"interval": 60}, "depends_on": [1]}, "recurring", "cannot be combined"),
+        (
+            {"recurring": {"interval": 60}, "key": "k", "depends_on": [1]},
+            "recurring",
+            "cannot be combined",
+        ),
+        ({"recurring": {"interval": 60}}, "key", "names the schedule"),
         ({"prioirty": 3}, "prioirty", "unknown field"),
     ],
 )
@@ -96,7 +100,7 @@ def test_submit__bad_input_is_400_naming_the_field_and_writes_nothing(api, body,
 
 def test_submit__recurring_with_dependencies_is_rejected_by_the_core(api):
     existing = record.submit(n=1)
-    response = submit(api, recurring={"interval": 60}, depends_on=[existing.id])
+    response = submit(api, recurring={"interval": 60}, key="k", depends_on=[existing.id])
     assert response.status_code == 400
     assert "recurring" in response.json()["errors"]
     assert Task.objects.count() == 1
@@ -182,12 +186,52 @@ def test_task_list__bad_filters_are_400(api, params, field):
         ("/taskmill/api/tags/keys/", {"domain": "nowhere"}, "domain"),
         ("/taskmill/api/recurring/", {"domain": "nowhere"}, "domain"),
         ("/taskmill/api/groups/", {"offset": "-1"}, "offset"),
+        ("/taskmill/api/dead-letter/", {"retried": ""}, "retried"),
     ],
 )
 def test_other_lists__bad_query_parameters_are_400(api, url, params, field):
     response = api.get(url, params)
     assert response.status_code == 400, response.content
     assert field in response.json()["errors"]
+
+
+@pytest.mark.parametrize(
+    ("url", "params"),
+    [
+        ("/taskmill/api/tasks/", {"stauts": "pending"}),
+        ("/taskmill/api/history/", {"status": "failed", "stauts": "failed"}),
+        ("/taskmill/api/dead-letter/", {"retired": "true"}),
+        ("/taskmill/api/groups/", {"name": "g"}),
+        ("/taskmill/api/stats/", {"type": "tests::record"}),
+        ("/taskmill/api/snapshot/", {"domain": "tests"}),
+        ("/taskmill/api/recurring/", {"paused": "true"}),
+    ],
+)
+def test_lists__unknown_query_parameters_are_400_naming_them(api, url, params):
+    record.submit(n=1)
+    response = api.get(url, params)
+    assert response.status_code == 400, response.content
+    errors = response.json()["errors"]
+    unknown = (set(params) - {"status"}).pop()
+    assert list(errors) == [unknown]
+    assert "unknown query parameter" in errors[unknown][0]
+
+
+def test_lists__format_parameter_stays_allowed(api):
+    assert api.get("/taskmill/api/tasks/", {"format": "json", "limit": 5}).status_code == 200
+
+
+def test_dead_letter_bulk_retry__unknown_query_parameter_is_400_and_retries_nothing(
+    api, history_factory
+):
+    entry = history_factory(task_type="tests::record", status="dead_letter", payload={"n": 1})
+    response = api.post(
+        "/taskmill/api/dead-letter/retry/?domian=tests", {"all_matching": True}, format="json"
+    )
+    assert response.status_code == 400
+    assert "domian" in response.json()["errors"]
+    assert nothing_written()
+    assert TaskHistory.objects.get(id=entry.id).retried_at is None
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Schema-driven fuzzing of the REST API with schemathesis: no 5xx, no schema violations.
 
 Every operation of ``schema/`` gets generated requests, valid ones (positive mode) and
-invalid ones (negative mode), sent in-process to Django's WSGI handler as a staff user. The
+invalid ones (negative mode), sent in-process to Django's WSGI handler as a user holding every
+permission of the app (basic authentication), with the test apps' types submittable. The
 responses must never be 5xx, must use only documented status codes and content types, must
 match their documented schemas, and invalid input must be rejected with a 4xx.
 
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.test import override_settings
@@ -66,9 +68,12 @@ def wsgi_app() -> Iterator[object]:
 
 
 @pytest.fixture
-def auth() -> dict[str, str]:
+def auth(api_submit_types) -> dict[str, str]:
     with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
-        get_user_model().objects.create_user("fuzz", password="fuzz", is_staff=True)  # noqa: S106
+        user = get_user_model().objects.create_user("fuzz", password="fuzz")  # noqa: S106
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="taskmill_django")
+        )
         token = base64.b64encode(b"fuzz:fuzz").decode()
         yield {"Authorization": f"Basic {token}"}
 

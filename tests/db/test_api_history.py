@@ -5,23 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from taskmill_django.models import Task, TaskHistoryTag
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_submit_types")]
 
 HISTORY = "/taskmill/api/history/"
 DEAD = "/taskmill/api/dead-letter/"
 
 
 @pytest.fixture
-def api() -> APIClient:
-    user = get_user_model().objects.create_user("staff", is_staff=True)
+def api(user_factory) -> APIClient:
+    """A client holding every permission of the app (docs/howto/security.md)."""
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(user_factory("everything"))
     return client
 
 

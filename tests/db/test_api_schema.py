@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
@@ -20,6 +19,7 @@ EXPECTED = {
     ("/taskmill/api/tasks/{id}/cancel/", "post"),
     ("/taskmill/api/tasks/{id}/pause/", "post"),
     ("/taskmill/api/tasks/{id}/resume/", "post"),
+    ("/taskmill/api/tasks/{id}/priority/", "post"),
     ("/taskmill/api/tasks/{id}/dependencies/", "get"),
     ("/taskmill/api/tasks/{id}/dependents/", "get"),
     ("/taskmill/api/tasks/{id}/explain/", "get"),
@@ -57,10 +57,9 @@ EXPECTED = {
 
 
 @pytest.fixture
-def schema() -> dict[str, Any]:
-    user = get_user_model().objects.create_user("staff", is_staff=True)
+def schema(user_factory) -> dict[str, Any]:
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(user_factory("viewer"))
     response = client.get("/taskmill/api/schema/")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -16,16 +15,16 @@ from taskmill_django.validation import dedup_key
 from tests.db.conftest import claim_one
 from tests.testapp.tasks import echo, keyed, noop, other_noop, record
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_submit_types")]
 
 URL = "/taskmill/api/tasks/"
 
 
 @pytest.fixture
-def api() -> APIClient:
-    user = get_user_model().objects.create_user("staff", is_staff=True)
+def api(user_factory) -> APIClient:
+    """A client holding every permission of the app (docs/howto/security.md)."""
     client = APIClient()
-    client.force_authenticate(user)
+    client.force_authenticate(user_factory("everything"))
     return client
 
 
@@ -308,6 +307,7 @@ def test_submit__recurring_cron_with_timezone(api):
         URL,
         {
             "task_type": "tests::noop",
+            "key": "nightly",
             "recurring": {"cron": "0 3 * * *", "timezone": "Europe/Paris"},
         },
         format="json",
