@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
 from . import clock, registry
+from .redaction import mask_text
 from .storable import storable_text
 
 if TYPE_CHECKING:
@@ -18,10 +20,16 @@ if TYPE_CHECKING:
 
 class Progress:
     """Progress reports kept in memory; the worker persists them on its heartbeat (throttled),
-    so reporting is cheap, never blocks on the database, and is safe from async code."""
+    so reporting is cheap, never blocks on the database, and is safe from async code.
 
-    def __init__(self) -> None:
+    A message is for people only, so it is masked as it is reported (``mask``, the task's
+    ``redaction.mask_text``): every page, snapshot and API response that shows it, including
+    those that never load the payload, shows the masked text."""
+
+    def __init__(self, mask: Callable[[str], str] | None = None) -> None:
         self._lock = threading.Lock()
+        self._mask = mask
+        self._reported = ""
         self.fraction: float | None = None
         self.message: str = ""
         self.bytes_done: int | None = None
@@ -35,8 +43,10 @@ class Progress:
             value = float(fraction)
             # NaN is no fraction (and no JSON): report it as no progress rather than store it.
             self.fraction = min(max(value, 0.0), 1.0) if value == value else 0.0
-            if message is not None:
-                self.message = storable_text(message, 255)
+            if message is not None and str(message) != self._reported:
+                self._reported = str(message)
+                masked = self._mask(self._reported) if self._mask else self._reported
+                self.message = storable_text(masked, 255)
             self.changed_at = time.monotonic()
 
     def report_fraction(self, done: int, total: int, message: str | None = None) -> None:
@@ -72,7 +82,7 @@ class TaskContext:
     def __init__(self, record: Task, domain: Domain | None) -> None:
         self.record = record
         self.domain = domain
-        self.progress = Progress()
+        self.progress = Progress(mask=self._mask)
         self._cancelled = threading.Event()
         self.cancel_reason: str = ""
         self.io: dict[str, int] = {
@@ -85,6 +95,9 @@ class TaskContext:
     @property
     def task_id(self) -> int:
         return self.record.id
+
+    def _mask(self, text: str) -> str:
+        return mask_text(text, self.record.task_type, self.record.payload)
 
     def is_cancelled(self) -> bool:
         """True once the task was cancelled, preempted, or its worker is shutting down."""

@@ -28,6 +28,7 @@ from .records import (
     TypeStats,
     WorkerInfo,
 )
+from .redaction import mask_text
 from .store import cancel as cancel_store
 from .store import control, maintenance, queries, recurring
 from .store.queries import EVERYTHING
@@ -137,19 +138,21 @@ def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
 
 
 def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[RunningTask]:
+    """Running tasks as people see them: without payloads (never loaded), their label and
+    progress message masked (``redaction``)."""
     return [
         RunningTask(
             t.id,
             t.task_type,
-            t.label,
+            mask_text(t.label, t.task_type),
             t.priority,
             str(t.worker_id) if t.worker_id else None,
             t.started_at,
             t.progress,
-            t.progress_message,
+            mask_text(t.progress_message, t.task_type),
             t.effective_priority,
         )
-        for t in queries.running_tasks(scope, limit)
+        for t in queries.running_tasks(scope, limit, with_payloads=False)
     ]
 
 
@@ -270,8 +273,10 @@ class DomainHandle(TaskStore):
     def __repr__(self) -> str:
         return f"<DomainHandle {self.name}>"
 
-    def snapshot(self) -> Snapshot:
-        return build_snapshot(self.scope, self.name)
+    def snapshot(self, running_limit: int | None = None) -> Snapshot:
+        """This domain now; ``running_limit`` caps the running tasks listed (longest-running
+        first), ``running_count`` counts them all."""
+        return build_snapshot(self.scope, self.name, running_limit)
 
     def active_tasks(self) -> list[Task]:
         return list(Task.objects.filter(self.scope).order_by("priority", "id"))

@@ -41,10 +41,12 @@ class Scheduler:
 
         return TaskStore()
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, running_limit: int | None = None) -> Snapshot:
+        """The cluster now. ``running_limit`` caps the running tasks listed (longest-running
+        first); ``running_count`` counts them all."""
         from .handles import build_snapshot
 
-        return build_snapshot()
+        return build_snapshot(running_limit=running_limit)
 
     def task(self, task_id: int) -> Task | TaskHistory:
         """The active row, else the history row, with this id; raises TaskNotFound."""

@@ -59,15 +59,25 @@ def _query(serializer_class: type[serializers.Serializer], request: Request) -> 
     return data
 
 
+# Running tasks a snapshot lists (the longest-running ones); running_count counts them all.
+SNAPSHOT_RUNNING = 100
+
+
 class SnapshotView(TaskmillAPIView):
     """``snapshot/``: the whole cluster at a glance (``scheduler.snapshot()``)."""
 
     schema = TaskmillAutoSchema(tags=["cluster"])
     needs = {"get": access.READ_TASKS}  # noqa: RUF012
 
-    @documented("getSnapshot", response=SnapshotSerializer)
+    @documented(
+        "getSnapshot", response=SnapshotSerializer,
+        description=f"Counts, limits, workers and schedules; running lists the "
+        f"{SNAPSHOT_RUNNING} longest-running tasks (running_count counts all), without "
+        "payloads.",
+    )  # fmt: skip
     def get(self, request: Request) -> Response:
-        return Response(SnapshotSerializer(scheduler.snapshot()).data)
+        snapshot = scheduler.snapshot(running_limit=SNAPSHOT_RUNNING)
+        return Response(SnapshotSerializer(snapshot).data)
 
 
 class StatsView(TaskmillAPIView):
@@ -180,10 +190,15 @@ class DomainViewSet(TaskmillViewSet):
     def retrieve(self, request: Request, name: str) -> Response:
         return Response(DomainSerializer(self._info(registry.get_domain(name))).data)
 
-    @documented("getDomainSnapshot", response=SnapshotSerializer)
+    @documented(
+        "getDomainSnapshot", response=SnapshotSerializer,
+        description=f"The domain's snapshot; running lists its {SNAPSHOT_RUNNING} "
+        "longest-running tasks.",
+    )  # fmt: skip
     @action(detail=True, methods=["get"])
     def snapshot(self, request: Request, name: str) -> Response:
-        return Response(SnapshotSerializer(scheduler.domain(name).snapshot()).data)
+        snapshot = scheduler.domain(name).snapshot(running_limit=SNAPSHOT_RUNNING)
+        return Response(SnapshotSerializer(snapshot).data)
 
 
 class RecurringViewSet(TaskmillViewSet):

@@ -24,6 +24,7 @@ from ..enums import (
 from ..exceptions import ValidationError
 from ..models import Task, TaskHistory
 from ..records import IoBudget
+from ..redaction import mask_json, mask_payload, mask_text
 from ..validation import MAX_GROUP, MAX_LABEL, MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS
 from .fields import (
     MAX_ID,
@@ -183,7 +184,26 @@ class SubmitOutcomeSerializer(serializers.Serializer):
 # --- tasks and history ----------------------------------------------------------------------
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class RedactedRowMixin:
+    """Shows a task or history row as a person may see it: its payload through
+    ``redaction.mask_payload``, texts that may echo the payload through ``mask_text``, its
+    result through ``mask_json``. The row itself keeps the real values."""
+
+    TEXTS = ("label", "progress_message", "last_error", "traceback")
+
+    def to_representation(self, instance: Any) -> Any:
+        data = super().to_representation(instance)  # type: ignore[misc]
+        task_type, payload = instance.task_type, instance.payload
+        data["payload"] = mask_payload(payload, task_type)
+        for name in self.TEXTS:
+            if data.get(name):
+                data[name] = mask_text(data[name], task_type, payload)
+        if data.get("result") is not None:
+            data["result"] = mask_json(data["result"], task_type, payload)
+        return data
+
+
+class TaskSerializer(RedactedRowMixin, serializers.ModelSerializer):
     tags = Tags()
     effective_priority = serializers.IntegerField(
         read_only=True, help_text="The priority dispatch uses: priority after aging."
@@ -242,7 +262,7 @@ class TaskSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class HistorySerializer(serializers.ModelSerializer):
+class HistorySerializer(RedactedRowMixin, serializers.ModelSerializer):
     tags = Tags()
     result = AnyJson(read_only=True, allow_null=True)
 

@@ -20,6 +20,7 @@ from ..enums import OutcomeKind, TaskStatus
 from ..exceptions import AlreadyRetried, DuplicateTaskError, TaskNotFound, ValidationError
 from ..models import Task, TaskHistory
 from ..records import SubmitOutcome
+from ..redaction import mask_json, mask_text
 from ..store import manual, operator
 from .base import Conflict, TaskmillViewSet
 from .filters import DeadLetterFilter, FilterBackend, HistoryFilter, TaskFilter
@@ -284,7 +285,15 @@ class TaskViewSet(TaskmillViewSet):
     @action(detail=True, methods=["get"])
     def explain(self, request: Request, pk: str | None = None) -> Response:
         task_id = self.object_id()
-        reasons = scheduler.explain(task_id)
+        row = scheduler.task(task_id)
+        reasons = [
+            {
+                "code": reason.code,
+                "message": mask_text(reason.message, row.task_type, row.payload),
+                "data": mask_json(reason.data, row.task_type, row.payload),
+            }
+            for reason in scheduler.explain(task_id)
+        ]
         body = {"id": task_id, "status": current_status(task_id) or "", "reasons": reasons}
         return Response(ExplainSerializer(body).data)
 

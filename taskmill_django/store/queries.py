@@ -13,9 +13,14 @@ from ..records import IoTotals, TypeStats
 EVERYTHING = Q()  # the unscoped filter: every domain
 
 
-def running_tasks(scope: Q = EVERYTHING, limit: int | None = None) -> list[Task]:
-    """Running tasks, longest-running first (``limit`` of them, when given)."""
+def running_tasks(
+    scope: Q = EVERYTHING, limit: int | None = None, *, with_payloads: bool = True
+) -> list[Task]:
+    """Running tasks, longest-running first (``limit`` of them, when given).
+    ``with_payloads=False`` leaves payloads and memos in the database (an overview)."""
     rows = Task.objects.running().filter(scope).order_by("started_at", "id")
+    if not with_payloads:
+        rows = rows.defer("payload", "memo")
     return list(rows if limit is None else rows[:limit])
 
 

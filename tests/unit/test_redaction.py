@@ -9,6 +9,8 @@ from django.test import override_settings
 
 import taskmill_django.redaction
 from taskmill_django import Domain, ValidationError
+from taskmill_django.context import TaskContext
+from taskmill_django.models import Task
 from taskmill_django.redaction import MASK, mask_json, mask_payload, mask_text
 from tests.settings import TASKMILL
 
@@ -137,3 +139,10 @@ def test_sensitive_option__bad_paths_are_a_validation_error(isolated_registry, b
     with pytest.raises(ValidationError) as info:
         domain.task("t", sensitive=bad)
     assert info.value.field == "sensitive"
+
+
+def test_progress_message__is_masked_as_it_is_reported():
+    ctx = TaskContext(Task(id=1, task_type=CHARGE, payload=PAYLOAD), None)
+    ctx.progress.report(0.5, "charging 4111111111111111 token=abc123")
+    assert ctx.progress.message == f"charging {MASK} token={MASK}"
+    assert ctx.record.payload["card"]["number"] == "4111111111111111"

@@ -1,0 +1,113 @@
+"""Secrets of a payload (``sensitive=`` paths and SENSITIVE_KEYS names) appear in no REST
+response, while the task body receives them and the database keeps them."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from taskmill_django import RecurringSchedule, executor
+from taskmill_django.models import Task, TaskHistory
+from taskmill_django.redaction import MASK
+from taskmill_django.testing import run_pending
+from tests.db.conftest import claim_one
+from tests.testapp.tasks import charge
+
+pytestmark = pytest.mark.django_db
+
+NUMBER, PIN, API_KEY = "4111111111111111", "9876", "sk_live_abc123"
+SECRETS = (NUMBER, PIN, API_KEY)
+
+
+def _payload(**extra: object) -> dict[str, object]:
+    card = {"number": NUMBER, "holder": "Ann Smith"}
+    return {"card": card, "pin": PIN, "api_key": API_KEY, **extra}
+
+
+@pytest.fixture
+def world(task_log) -> dict[str, int]:
+    """A failed run (error and traceback echo the payload), a completed one (its result holds
+    the key), a pending task whose label names the pin, a running task reporting progress
+    with the card number, and a schedule with the secrets in its payload."""
+    failed = charge.submit(**_payload(fail=True))
+    done = charge.submit(**_payload(amount=5))
+    assert run_pending() == 2
+    pending = charge.using(label=f"retry pin={PIN}", priority=200).submit(**_payload(amount=6))
+    charge.submit(**_payload(amount=7))
+    running = claim_one()  # the more urgent one; as a worker reports its progress:
+    ctx, _ = executor.build_context(running)
+    ctx.progress.report(0.5, f"charging card {NUMBER} with api_key={API_KEY}")
+    Task.objects.filter(id=running.id).update(**ctx.progress.take_unsaved())
+    schedule = charge.using(
+        key="monthly", recurring=RecurringSchedule(interval=86400, initial_delay=86400)
+    ).submit(**_payload(amount=8))
+    return {
+        "failed": failed.id,
+        "done": done.id,
+        "pending": pending.id,
+        "running": running.id,
+        "schedule": schedule.schedule_id,
+    }
+
+
+def assert_no_secret(body: bytes, where: str) -> None:
+    text = body.decode()
+    for secret in SECRETS:
+        assert secret not in text, f"{secret} shown by {where}"
+
+
+def test_task_body__receives_the_real_values(world, task_log):
+    received = {e["task_id"]: e for e in task_log.events("charge")}
+    assert (received[world["failed"]]["number"], received[world["failed"]]["pin"]) == (
+        NUMBER,
+        PIN,
+    )
+    assert received[world["done"]]["api_key"] == API_KEY
+
+
+def test_database__keeps_the_real_values(world):
+    row = TaskHistory.objects.get(id=world["failed"])
+    assert row.payload["pin"] == PIN
+    assert NUMBER in row.last_error
+
+
+REST = [
+    "tasks/",
+    "tasks/{pending}/",
+    "tasks/{running}/",
+    "tasks/{pending}/explain/",
+    "history/",
+    "history/{failed}/",
+    "history/{done}/",
+    "dead-letter/",
+    "dead-letter/{failed}/",
+    "snapshot/",
+    "domains/tests/snapshot/",
+    "recurring/",
+]
+
+
+@pytest.mark.parametrize("path", REST)
+def test_rest_responses__show_no_secret(world, user_factory, path):
+    client = APIClient()
+    client.force_authenticate(user_factory("everything"))
+    response = client.get("/taskmill/api/" + path.format(**world))
+    assert response.status_code == 200, response.content
+    assert_no_secret(response.content, path)
+
+
+def test_rest_responses__mask_values_and_keep_the_rest(world, user_factory):
+    client = APIClient()
+    client.force_authenticate(user_factory("everything"))
+    failed = client.get(f"/taskmill/api/history/{world['failed']}/").json()
+    assert failed["payload"] == {
+        "card": {"number": MASK, "holder": "Ann Smith"},
+        "pin": MASK,
+        "api_key": MASK,
+        "fail": True,
+    }
+    assert failed["last_error"].startswith("ValueError: card declined")
+    assert "Ann Smith" in failed["last_error"]
+    assert MASK in failed["traceback"]
+    done = client.get(f"/taskmill/api/history/{world['done']}/").json()
+    assert done["result"] == {"charged": 5, "receipt": {"api_key": MASK}}
