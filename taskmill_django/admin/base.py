@@ -3,7 +3,7 @@
 Rows are never edited through a form and never deleted from the admin: every change goes
 through a core function (``scheduler``, ``store``) from an action or a small form, and is
 recorded as an admin ``LogEntry``. So the object pages are always read-only ("view") pages,
-while the *change* permission still decides who may run actions.
+while the permissions of ``taskmill_django.access`` decide who may read and who may act.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from .. import access
 from ..models import DeadLetter, Schedule, Task, TaskHistory, Worker
+from ..redaction import mask_text
 from . import display
 
 LOG_CHUNK = 500
@@ -41,8 +43,12 @@ class TaskRowsMixin:
     @admin.display(description="label / key")
     def label_or_key(self, obj: Any) -> str:
         if obj.label:
-            return obj.label
+            return self.label_display(obj)
         return obj.key if len(obj.key) <= 16 else f"{obj.key[:16]}…"
+
+    @admin.display(description="label")
+    def label_display(self, obj: Any) -> str:
+        return mask_text(obj.label, obj.task_type, obj.payload)
 
     @admin.display(description="priority", ordering="priority")
     def priority_display(self, obj: Any) -> str:
@@ -52,13 +58,17 @@ class TaskRowsMixin:
 
 
 class OperatorAdmin(admin.ModelAdmin):
-    """Read-only object pages; actions and tool pages need the model's change permission."""
+    """Read-only object pages; who may read and who may act is ``taskmill_django.access``'s
+    policy, the REST API's too: ``read_need`` to see the pages, ``change_need`` to run the
+    actions (None: this page has none)."""
 
     show_facets = admin.ShowFacets.NEVER  # facet counts over big tables cost a query per choice
     list_per_page = 50
     change_form_template = "admin/taskmill_django/change_form.html"
     change_list_template = "admin/taskmill_django/change_list.html"
     list_title = ""
+    read_need: access.Need = access.READ_TASKS
+    change_need: access.Need | None = None
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -66,21 +76,37 @@ class OperatorAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return access.allowed(request.user, self.read_need)
+
+    def has_view_or_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Django lets a change permission show the pages too; here reading needs read_need,
+        # exactly as over the API.
+        return self.has_view_permission(request, obj)
+
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if obj is not None:
+        if obj is not None or self.change_need is None:
             return False  # object pages are views; changes go through actions
-        return super().has_change_permission(request)
+        return access.allowed(request.user, self.change_need)
+
+    def has_urgent_permission(self, request: HttpRequest) -> bool:
+        """May this user put a task at a preempting priority (``submit_urgent``)?"""
+        return access.allowed(request.user, access.URGENT)
 
     def can_operate(self, request: HttpRequest) -> bool:
         """May this user run actions and tool forms on this model?"""
         return self.has_change_permission(request)
+
+    def require(self, request: HttpRequest, need: access.Need) -> None:
+        if not access.allowed(request.user, need):
+            raise PermissionDenied
 
     def require_operate(self, request: HttpRequest) -> None:
         if not self.can_operate(request):
             raise PermissionDenied
 
     def require_view(self, request: HttpRequest) -> None:
-        if not self.has_view_or_change_permission(request):
+        if not self.has_view_permission(request):
             raise PermissionDenied
 
     def back_to_next(self, request: HttpRequest, response: Any) -> Any:

@@ -11,10 +11,11 @@ from django.db.models.functions import Now
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from .. import scheduler
+from .. import access, scheduler
 from ..conf import app_settings
 from ..exceptions import TaskmillError
 from ..models import Schedule, ScheduleTick, Task, Worker
+from ..redaction import mask_payload
 from . import display
 from .base import OperatorAdmin, user_pk
 
@@ -22,6 +23,7 @@ from .base import OperatorAdmin, user_pk
 @admin.register(Worker)
 class WorkerAdmin(OperatorAdmin):
     list_title = "Workers"
+    read_need = access.READ_WORKERS
     list_display = (
         "name",
         "alive_display",
@@ -92,6 +94,8 @@ class WorkerAdmin(OperatorAdmin):
 @admin.register(Schedule)
 class ScheduleAdmin(OperatorAdmin):
     list_title = "Recurring schedules"
+    read_need = access.READ_SCHEDULES
+    change_need = access.CHANGE_SCHEDULES
     list_display = (
         "id",
         "name_display",
@@ -149,7 +153,7 @@ class ScheduleAdmin(OperatorAdmin):
     @admin.display(description="next run", ordering="next_run_at")
     def next_display(self, obj: Schedule) -> Any:
         if obj.is_paused:
-            return format_html('<span class="tm-quiet">paused</span>')
+            return format_html('<span class="tm-quiet">{}</span>', "paused")
         return display.relative(obj.next_run_at) if obj.next_run_at else "finished"
 
     @admin.display(description="occurrences")
@@ -164,7 +168,7 @@ class ScheduleAdmin(OperatorAdmin):
 
     @admin.display(description="payload")
     def payload_display(self, obj: Schedule) -> Any:
-        return display.pretty_json(obj.payload)
+        return display.pretty_json(mask_payload(obj.payload, obj.task_type))
 
     @admin.display(description="submission options")
     def options_display(self, obj: Schedule) -> Any:

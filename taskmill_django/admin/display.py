@@ -15,6 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from ..enums import HistoryStatus, Priority
 from ..models import Task, TaskHistory
+from ..redaction import mask_text
 
 DASH = "\u2013"  # what an empty cell shows
 EMPTY = format_html('<span class="tm-quiet">{}</span>', DASH)
@@ -102,6 +103,20 @@ def children(site_name: str, parent_id: int, limit: int = 50) -> SafeString:
             format_html('<a href="{}?parent_id={}">finished children</a>', history_url, parent_id)
         )
     return format_html_join(mark_safe(" · "), "{}", ((part,) for part in parts)) or EMPTY
+
+
+def sample_rows(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """A few task or history rows for a confirmation page, their texts masked (``redaction``)."""
+    return [
+        {
+            "pk": row.pk,
+            "task_type": row.task_type,
+            "priority": row.priority,
+            "label": mask_text(row.label, row.task_type, row.payload),
+            "last_error": mask_text(row.last_error, row.task_type, row.payload),
+        }
+        for row in rows
+    ]
 
 
 def pretty_json(value: Any) -> SafeString:

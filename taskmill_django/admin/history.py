@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
@@ -15,9 +15,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from .. import scheduler
+from .. import access, scheduler
 from ..exceptions import TaskmillError
 from ..models import DeadLetter, Task, TaskDependency, TaskHistory, Worker
+from ..redaction import mask_json, mask_payload, mask_text
 from . import charts, display
 from .base import OperatorAdmin, TaskRowsMixin, log_operation
 from .filters import (
@@ -32,6 +33,10 @@ from .filters import (
 from .forms import PruneForm
 
 RETRY_REPORT_LIMIT = 5
+# Entries one retry request submits at most (each is its own transaction), read RETRY_CHUNK
+# ids at a time: a request never loads or works through an unbounded list.
+RETRY_LIMIT = 1000
+RETRY_CHUNK = 100
 
 
 def _excerpt(text: str, length: int = 80) -> str:
@@ -42,6 +47,7 @@ def _excerpt(text: str, length: int = 80) -> str:
 @admin.register(TaskHistory)
 class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
     list_title = "Task history"
+    read_need = access.READ_HISTORY
     list_display = (
         "id",
         "task_type",
@@ -73,7 +79,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
                 "fields": (
                     "id",
                     "task_type",
-                    "label",
+                    "label_display",
                     "status_badge",
                     "priority_display",
                     "group_key",
@@ -120,6 +126,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
         ),
     )
     readonly_fields = (
+        "label_display",
         "status_badge",
         "priority_display",
         "duration_display",
@@ -151,10 +158,11 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="error")
     def error_excerpt(self, obj: TaskHistory) -> Any:
+        error = mask_text(obj.last_error, obj.task_type, obj.payload)
         return format_html(
             '<span class="tm-error-excerpt" title="{}">{}</span>',
-            obj.last_error[:500],
-            _excerpt(obj.last_error, 70),
+            error[:500],
+            _excerpt(error, 70),
         )
 
     @admin.display(description="finished", ordering="finished_at")
@@ -163,15 +171,15 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="error")
     def error_display(self, obj: TaskHistory) -> Any:
-        return display.preformatted(obj.last_error)
+        return display.preformatted(mask_text(obj.last_error, obj.task_type, obj.payload))
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: TaskHistory) -> Any:
-        return display.preformatted(obj.traceback)
+        return display.preformatted(mask_text(obj.traceback, obj.task_type, obj.payload))
 
     @admin.display(description="result")
     def result_display(self, obj: TaskHistory) -> Any:
-        return display.pretty_json(obj.result)
+        return display.pretty_json(mask_json(obj.result, obj.task_type, obj.payload))
 
     @admin.display(description="IO (read / write / net in / net out)")
     def io_display(self, obj: TaskHistory) -> str:
@@ -182,7 +190,7 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="payload")
     def payload_display(self, obj: TaskHistory) -> Any:
-        return display.pretty_json(obj.payload)
+        return display.pretty_json(mask_payload(obj.payload, obj.task_type))
 
     @admin.display(description="tags")
     def tags_display(self, obj: TaskHistory) -> Any:
@@ -263,6 +271,10 @@ class TaskHistoryAdmin(TaskRowsMixin, OperatorAdmin):
             *super().get_urls(),
         ]
 
+    def can_operate(self, request: HttpRequest) -> bool:
+        """Pruning deletes history: ``delete_taskhistory``."""
+        return access.allowed(request.user, access.PRUNE_HISTORY)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> Any:
@@ -337,6 +349,13 @@ class DeadLetterAdmin(TaskHistoryAdmin):
     )
     actions = ("retry_entries",)
 
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        """Retrying submits anew: ``add_task`` and ``view_taskhistory``, as over the API."""
+        return access.allowed(request.user, access.RETRY_DEAD_LETTERS)
+
+    def can_operate(self, request: HttpRequest) -> bool:
+        return self.has_retry_permission(request)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         active = Task.objects.filter(key=OuterRef("key"))
         return (
@@ -400,12 +419,13 @@ class DeadLetterAdmin(TaskHistoryAdmin):
             *[u for u in super().get_urls() if not str(u.pattern).startswith("prune/")],
         ]
 
-    @admin.action(description="Retry selected entries (submit them again)", permissions=["change"])
+    @admin.action(description="Retry selected entries (submit them again)", permissions=["retry"])
     def retry_entries(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        self.retry(request, list(queryset.order_by("id").values_list("id", flat=True)))
+        self.retry(request, queryset)
 
     def retry_all_view(self, request: HttpRequest) -> HttpResponse:
-        """Retry every entry the list's current filters match, after a confirmation."""
+        """Retry the entries the list's current filters match (``RETRY_LIMIT`` at a time),
+        after a confirmation."""
         self.require_operate(request)
         changelist = display.admin_url(self.admin_site.name, DeadLetter, "changelist") or ""
         query = request.GET.urlencode()
@@ -418,7 +438,7 @@ class DeadLetterAdmin(TaskHistoryAdmin):
         # Entries retried before are done with; "all" means all still waiting.
         matching = cl.get_queryset(request).filter(retried_at__isnull=True)
         if request.method == "POST":
-            self.retry(request, list(matching.order_by("id").values_list("id", flat=True)))
+            self.retry(request, matching)
             return HttpResponseRedirect(back)
         context = {
             **self.admin_site.each_context(request),
@@ -426,19 +446,26 @@ class DeadLetterAdmin(TaskHistoryAdmin):
             "title": "Retry all matching dead-letter entries",
             "opts": self.opts,
             "count": matching.count(),
-            "sample": matching[:10],
+            "limit": RETRY_LIMIT,
+            "sample": display.sample_rows(matching[:10]),
             "filters": [(k, v) for k, values in request.GET.lists() for v in values],
             "back_url": back,
         }
         return TemplateResponse(request, "admin/taskmill_django/retry_all.html", context)
 
-    def retry(self, request: HttpRequest, ids: Iterable[int]) -> None:
-        """Submit each entry again (one transaction each) and tell the operator what happened."""
+    def retry(self, request: HttpRequest, entries: QuerySet[Any]) -> None:
+        """Submit the first ``RETRY_LIMIT`` of ``entries`` again (one transaction each) and tell
+        the operator what happened. Entries at a preempting priority need ``submit_urgent``."""
         kinds: Counter[str] = Counter()
         errors: list[str] = []
         new_ids: list[int] = []
         done: list[int] = []
-        for history_id in ids:
+        urgent_ok = self.has_urgent_permission(request)
+        beyond_limit = _more_than(entries, RETRY_LIMIT)
+        for history_id, priority in _in_chunks(entries, RETRY_LIMIT):
+            if access.is_urgent(priority) and not urgent_ok:
+                errors.append(f"#{history_id}: {access.urgent_refusal(priority)}")
+                continue
             try:
                 outcome = scheduler.retry_dead_letter(history_id)
             except TaskmillError as exc:
@@ -475,3 +502,29 @@ class DeadLetterAdmin(TaskHistoryAdmin):
             self.message_user(request, f"Not retried: {shown}", messages.ERROR)
         if not kinds and not errors:
             self.message_user(request, "Nothing to retry.", messages.WARNING)
+        if beyond_limit:
+            self.message_user(
+                request,
+                f"At most {RETRY_LIMIT} entries are retried at once: retry again for the rest.",
+                messages.WARNING,
+            )
+
+
+def _in_chunks(entries: QuerySet[Any], limit: int) -> Iterator[tuple[int, int]]:
+    """(id, priority) of the first ``limit`` entries by id, read ``RETRY_CHUNK`` at a time
+    (keyset: entries retried meanwhile are not read twice)."""
+    last, taken = 0, 0
+    while taken < limit:
+        rows = list(
+            entries.filter(id__gt=last)
+            .order_by("id")
+            .values_list("id", "priority")[: min(RETRY_CHUNK, limit - taken)]
+        )
+        if not rows:
+            return
+        yield from rows
+        last, taken = rows[-1][0], taken + len(rows)
+
+
+def _more_than(entries: QuerySet[Any], limit: int) -> bool:
+    return bool(entries.order_by("id").values_list("id", flat=True)[limit : limit + 1])

@@ -14,10 +14,11 @@ from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from .. import access, scheduler
 from .. import dashboard as board
-from .. import scheduler
 from ..exceptions import TaskmillError
 from ..models import Task, TaskDependency, TaskHistory, Worker
+from ..redaction import mask_json, mask_payload, mask_text
 from ..store import operator
 from . import display, views
 from .base import OperatorAdmin, TaskRowsMixin
@@ -58,6 +59,8 @@ class TaskChangeList(ChangeList):
 @admin.register(Task)
 class TaskAdmin(TaskRowsMixin, OperatorAdmin):
     list_title = "Active tasks"
+    read_need = access.READ_TASKS
+    change_need = access.CHANGE_TASKS
     list_display = (
         "id",
         "task_type",
@@ -90,7 +93,7 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
                 "fields": (
                     "id",
                     "task_type",
-                    "label",
+                    "label_display",
                     "status_badge",
                     "priority_display",
                     "group_key",
@@ -155,6 +158,7 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
         ),
     )
     readonly_fields = (
+        "label_display",
         "status_badge",
         "priority_display",
         "explanation",
@@ -198,7 +202,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
     @admin.display(description="progress")
     def progress_display(self, obj: Task) -> Any:
         if obj.progress is not None:
-            return display.progress_bar(obj.progress, obj.progress_message)
+            message = mask_text(obj.progress_message, obj.task_type, obj.payload)
+            return display.progress_bar(obj.progress, message)
         if obj.status != "running":
             return display.EMPTY
         return format_html('<span class="tm-quiet">{}</span>', "no report yet")
@@ -242,7 +247,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             reasons = scheduler.explain(obj.id)
         except TaskmillError:
             return display.EMPTY
-        items = format_html_join("", "<li>{}</li>", ((r.message,) for r in reasons))
+        messages = (mask_text(r.message, obj.task_type, obj.payload) for r in reasons)
+        items = format_html_join("", "<li>{}</li>", ((m,) for m in messages))
         return format_html('<ul class="tm-reasons">{}</ul>', items)
 
     @admin.display(description="IO (done / expected)")
@@ -258,7 +264,7 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="payload")
     def payload_display(self, obj: Task) -> Any:
-        return display.pretty_json(obj.payload)
+        return display.pretty_json(mask_payload(obj.payload, obj.task_type))
 
     @admin.display(description="tags")
     def tags_display(self, obj: Task) -> Any:
@@ -294,11 +300,11 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="last error")
     def last_error_display(self, obj: Task) -> Any:
-        return display.preformatted(obj.last_error)
+        return display.preformatted(mask_text(obj.last_error, obj.task_type, obj.payload))
 
     @admin.display(description="memo")
     def memo_display(self, obj: Task) -> Any:
-        return display.pretty_json(obj.memo)
+        return display.pretty_json(mask_json(obj.memo, obj.task_type, obj.payload))
 
     def change_view(
         self,
@@ -378,6 +384,11 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             form = ChangePriorityForm(request.POST)
             if form.is_valid():
                 value = form.cleaned_data["value"]
+                if access.is_urgent(value) and not self.has_urgent_permission(request):
+                    self.message_user(
+                        request, f"Nothing changed: {access.urgent_refusal(value)}.", messages.ERROR
+                    )
+                    return None
                 ids = _ids(queryset)
                 try:
                     count = operator.set_priority(ids, value)
@@ -402,7 +413,7 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             "title": "Change priority",
             "opts": self.opts,
             "form": form,
-            "queryset": queryset[:20],
+            "sample": display.sample_rows(queryset[:20]),
             "count": queryset.count(),
             "select_across": request.POST.get("select_across", "0"),
             "action": "change_priority",

@@ -13,14 +13,15 @@ from urllib.parse import quote, urlencode
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
+from .. import access, registry, scheduler
 from .. import dashboard as board
-from .. import registry, scheduler
 from ..exceptions import TaskmillError
 from ..models import DeadLetter, PausedGroup, SchedulerSetting, Task, TaskHistory, Worker
 from ..policy import config
@@ -191,6 +192,8 @@ def tag_browser(model_admin: OperatorAdmin, request: HttpRequest) -> HttpRespons
     model_admin.require_view(request)
     site = model_admin.admin_site.name
     history = request.GET.get("source") == "history"
+    if history:
+        model_admin.require(request, access.READ_HISTORY)
     prefix = request.GET.get("prefix", "")[:64]
     key = request.GET.get("key", "")[:64]
     list_url = display.admin_url(site, TaskHistory if history else Task, "changelist")
@@ -354,10 +357,12 @@ OPERATIONS: dict[str, tuple[type[forms.Form], Handler]] = {
 def controls(model_admin: OperatorAdmin, request: HttpRequest) -> HttpResponse:
     """Cluster, domain, group and rate-limit controls: one small form per operation."""
     model_admin.require_view(request)
+    may_control = access.allowed(request.user, access.CONTROL)
     if request.method == "POST":
-        model_admin.require_operate(request)
+        if not may_control:
+            raise PermissionDenied
         return _operate(model_admin, request)
-    snapshot = scheduler.snapshot()
+    snapshot = scheduler.snapshot(running_limit=0)  # counts only: the page lists no task
     policy = board.current_policy(snapshot)
     now = timezone.now()
     rate_limits = board.rate_limit_rows(policy, now)
@@ -372,7 +377,7 @@ def controls(model_admin: OperatorAdmin, request: HttpRequest) -> HttpResponse:
         **model_admin.nav_context(request, "controls"),
         "title": "Controls",
         "opts": model_admin.opts,
-        "can_operate": model_admin.can_operate(request),
+        "can_operate": may_control,
         "snapshot": snapshot,
         "policy": policy,
         "domains": board.domain_rows(snapshot, policy, []),

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from taskmill_django import scheduler
+from taskmill_django.admin import history as history_admin
 from taskmill_django.models import PausedGroup, Schedule, SchedulerSetting, Task, TaskHistory
 from taskmill_django.store import control
 from tests.db.conftest import claim_one
@@ -255,6 +256,27 @@ def test_admin_retry__all_matching_the_filter(operator, dead_letters):
     assert response["Location"].endswith("?group=mail")
     assert set(Task.objects.values_list("key", flat=True)) == {"dead-0", "dead-1"}
     assert len(logged("deadletter")) == 2
+
+
+def test_admin_retry__all_matching_is_capped_per_request(operator, dead_letters, monkeypatch):
+    monkeypatch.setattr(history_admin, "RETRY_LIMIT", 2)
+    monkeypatch.setattr(history_admin, "RETRY_CHUNK", 1)  # read one id at a time
+    url = reverse("admin:taskmill_django_deadletter_retry_all")
+    page = operator.get(url)
+    assert page.context["count"] == 3
+    assert "at most 2 entries" in page.content.decode()
+    response = operator.post(url)
+    assert set(Task.objects.values_list("key", flat=True)) == {"dead-0", "dead-1"}
+    assert "retry again for the rest" in texts(response)[-1]
+    operator.post(url)
+    assert Task.objects.count() == 3
+
+
+def test_admin_retry__selected_entries_are_capped_too(operator, dead_letters, monkeypatch):
+    monkeypatch.setattr(history_admin, "RETRY_LIMIT", 2)
+    response = act(operator, DEAD, "retry_entries", [d.id for d in dead_letters])
+    assert Task.objects.count() == 2
+    assert "retry again for the rest" in texts(response)[-1]
 
 
 def test_admin_retry__list_links_retry_all_with_filters(operator, dead_letters):

@@ -1,9 +1,11 @@
 """Secrets of a payload (``sensitive=`` paths and SENSITIVE_KEYS names) appear in no REST
-response, while the task body receives them and the database keeps them."""
+response and no admin page, while the task body receives them and the database keeps them."""
 
 from __future__ import annotations
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from taskmill_django import RecurringSchedule, executor
@@ -111,3 +113,40 @@ def test_rest_responses__mask_values_and_keep_the_rest(world, user_factory):
     assert MASK in failed["traceback"]
     done = client.get(f"/taskmill/api/history/{world['done']}/").json()
     assert done["result"] == {"charged": 5, "receipt": {"api_key": MASK}}
+
+
+ADMIN = [
+    ("admin:taskmill_django_task_changelist", None),
+    ("admin:taskmill_django_task_change", "pending"),
+    ("admin:taskmill_django_task_change", "running"),
+    ("admin:taskmill_django_taskhistory_changelist", None),
+    ("admin:taskmill_django_taskhistory_change", "failed"),
+    ("admin:taskmill_django_taskhistory_change", "done"),
+    ("admin:taskmill_django_deadletter_changelist", None),
+    ("admin:taskmill_django_deadletter_change", "failed"),
+    ("admin:taskmill_django_deadletter_retry_all", None),
+    ("admin:taskmill_django_schedule_change", "schedule"),
+    ("admin:taskmill_django_dashboard", None),
+    ("admin:taskmill_django_dashboard_data", None),
+]
+
+
+@pytest.mark.parametrize(("name", "obj"), ADMIN)
+def test_admin_pages__show_no_secret(world, user_factory, name, obj):
+    client = Client()
+    client.force_login(user_factory("superuser"))
+    response = client.get(reverse(name, args=[world[obj]] if obj else []))
+    assert response.status_code == 200
+    assert_no_secret(response.content, name)
+
+
+def test_admin_change_priority_page__shows_no_secret(world, user_factory):
+    client = Client()
+    client.force_login(user_factory("superuser"))
+    response = client.post(
+        reverse("admin:taskmill_django_task_changelist"),
+        {"action": "change_priority", "_selected_action": [world["pending"]], "index": 0},
+    )
+    assert response.status_code == 200
+    assert "retry pin=" in response.content.decode()
+    assert_no_secret(response.content, "change priority")
