@@ -5,8 +5,11 @@ taskmill workers, with leases, crash rescue, priorities, per-queue limits and th
                          "QUEUES": ["default", "emails"]}}
 
 Every enqueued call becomes one taskmill task of type ``django::call`` whose JSON payload names
-the task by its module path. A worker only runs a path that imports to a ``django.tasks.Task``
-bound to a TaskmillBackend, so a row can never name arbitrary code (RELIABILITY G10).
+the task by its module path. That path is looked up, never imported: only functions declared
+with ``@django.tasks.task`` on a TaskmillBackend in this process (which registers them as Django
+creates them) can run, so a row can never name arbitrary code (RELIABILITY G10). Workers import
+every installed app's ``tasks.py``; a task declared elsewhere must be imported from there.
+``django::call`` is internal: the REST API never submits it, whatever API_SUBMIT_TYPES says.
 Queues map to taskmill groups (``default`` to none), so group limits, pauses and rate limits
 apply per queue. Django priorities (-100..100, higher first) map onto 0..255 (lower first);
 the most urgent ones stop just short of preemption unless OPTIONS["ALLOW_PREEMPTION"] is true.
@@ -19,7 +22,6 @@ from datetime import datetime
 from typing import Any
 
 from django.utils.dateparse import parse_datetime
-from django.utils.module_loading import import_string
 
 try:
     from django.tasks import TaskContext as DjangoTaskContext
@@ -47,6 +49,9 @@ DEFAULT_QUEUE = "default"
 
 django_domain = Domain("django")
 
+# module path -> the @django.tasks.task declared on a TaskmillBackend in this process.
+_declared: dict[str, DjangoTask] = {}
+
 
 def to_taskmill_priority(priority: int) -> int:
     """-100..100 (higher first) onto 0..255 (lower first): 0 → NORMAL (128), 50 → HIGH (64),
@@ -56,13 +61,15 @@ def to_taskmill_priority(priority: int) -> int:
     return 128 + round(-priority * 127 / 100)
 
 
-def _resolve(path: str) -> DjangoTask:
-    try:
-        task = import_string(path)
-    except ImportError as exc:
-        raise PermanentError(f"cannot import django task {path!r}: {exc}") from exc
-    if not isinstance(task, DjangoTask) or not isinstance(task.get_backend(), TaskmillBackend):
-        raise PermanentError(f"{path!r} is not a django.tasks Task on a TaskmillBackend")
+def _resolve(path: Any) -> DjangoTask:
+    """The declared django task at ``path``; a payload's path is never imported."""
+    task = _declared.get(path) if isinstance(path, str) else None
+    if task is None:
+        raise PermanentError(
+            f"{str(path)[:200]!r} is no @django.tasks.task declared on a TaskmillBackend in "
+            "this process; declare it in an installed app's tasks.py (or import its module "
+            "from there) so that workers know it"
+        )
     return task
 
 
@@ -98,6 +105,9 @@ def call(
     return value
 
 
+call.internal = True  # its payload names code: written by enqueue() only, never over HTTP
+
+
 def _with_status(result: TaskResult, status: TaskResultStatus) -> TaskResult:
     from dataclasses import replace
 
@@ -113,6 +123,12 @@ class TaskmillBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         self.allow_preemption = bool(self.options.get("ALLOW_PREEMPTION", False))
+
+    def validate_task(self, task: DjangoTask) -> None:
+        """Django validates every Task it creates (``@task``, ``using()``) with its backend:
+        the valid ones are what workers may run, found by module path."""
+        super().validate_task(task)
+        _declared.setdefault(task.module_path, task)
 
     def _priority(self, priority: int) -> int:
         from .conf import app_settings

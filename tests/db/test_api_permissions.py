@@ -9,7 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from taskmill_django import RecurringSchedule
+from taskmill_django import Domain, RecurringSchedule
 from taskmill_django.api.schema import TaskmillSchemaGenerator
 from taskmill_django.api.urls import api_patterns
 from taskmill_django.models import Schedule, Task, TaskHistory
@@ -181,6 +181,19 @@ def test_submit__unknown_type_stays_400(client_for):
     response = client_for("operator").post(f"{API}tasks/", body, format="json")
     assert response.status_code == 400
     assert "task_type" in response.json()["errors"]
+    assert not Task.objects.exists()
+
+
+@override_settings(TASKMILL={**TASKMILL, "API_SUBMIT_TYPES": ["*"]})
+def test_submit__internal_type_is_refused_whatever_the_setting(client_for, isolated_registry):
+    @Domain("internal_probe").task("t")
+    def t(ctx, **payload): ...
+
+    t.internal = True
+    body = {"task_type": "internal_probe::t", "payload": {}}
+    response = client_for("superuser").post(f"{API}tasks/", body, format="json")
+    assert response.status_code == 403
+    assert "internal" in response.json()["errors"]["task_type"][0]
     assert not Task.objects.exists()
 
 

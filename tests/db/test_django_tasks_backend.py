@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import pytest
 from django.tasks import TaskResultStatus, signals
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils import timezone
+from rest_framework.test import APIClient
 
-from taskmill_django.backend import TaskmillBackend, to_taskmill_priority
+from taskmill_django.backend import TaskmillBackend, call, to_taskmill_priority
 from taskmill_django.models import Task, TaskHistory
 from taskmill_django.testing import run_pending
 from tests.testapp import django_tasks as dt
@@ -126,3 +128,24 @@ def test_backend__sends_django_task_signals(django_capture_on_commit_callbacks):
         TaskResultStatus.RUNNING,
         TaskResultStatus.SUCCESSFUL,
     ]
+
+
+def test_backend__a_payload_path_is_looked_up_never_imported():
+    path = "tests.testapp.unimported_tasks.never_declared_here"
+    outcome = call.submit(path=path, args=[], kwargs={})
+    run_pending()
+    row = TaskHistory.objects.get(id=outcome.id)
+    assert row.status == "failed"
+    assert "no @django.tasks.task declared" in row.last_error
+    assert "tests.testapp.unimported_tasks" not in sys.modules
+
+
+def test_backend__call_type_is_never_submitted_over_http(user_factory, settings):
+    settings.TASKMILL = {**settings.TASKMILL, "API_SUBMIT_TYPES": ["*"]}
+    client = APIClient()
+    client.force_authenticate(user_factory("superuser"))
+    body = {"task_type": "django::call", "payload": {"path": "os.system", "args": ["true"]}}
+    response = client.post("/taskmill/api/tasks/", body, format="json")
+    assert response.status_code == 403
+    assert "internal" in response.json()["errors"]["task_type"][0]
+    assert not Task.objects.exists()
