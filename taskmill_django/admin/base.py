@@ -13,6 +13,7 @@ from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
@@ -108,6 +109,14 @@ class OperatorAdmin(admin.ModelAdmin):
     def require_view(self, request: HttpRequest) -> None:
         if not self.has_view_permission(request):
             raise PermissionDenied
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        """A filter or search with a NUL character is an invalid filter (the admin's "?e=1"
+        page), not a query that PostgreSQL refuses with a server error."""
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                raise IncorrectLookupParameters("NUL characters in the query")
+        return super().get_changelist_instance(request)
 
     def back_to_next(self, request: HttpRequest, response: Any) -> Any:
         """After an action started from an object's page (``_next``), return to that page."""

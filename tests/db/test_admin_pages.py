@@ -179,6 +179,16 @@ def test_admin_task_list__malformed_tag_is_an_invalid_filter(admin_client_, fami
     assert response["Location"].endswith("?e=1")
 
 
+@pytest.mark.parametrize(
+    "name", ["task_changelist", "taskhistory_changelist", "deadletter_changelist"]
+)
+@pytest.mark.parametrize("query", [{"group": "\x00"}, {"q": "a\x00"}, {"tag_prefix": "\x00"}])
+def test_admin_lists__nul_in_a_filter_is_an_invalid_filter(admin_client_, name, query):
+    response = admin_client_.get(reverse(f"admin:taskmill_django_{name}"), query)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")
+
+
 def test_admin_task_detail__tag_links_use_the_shared_filter_syntax(admin_client_, family):
     page = admin_client_.get(reverse("admin:taskmill_django_task_change", args=[family["dep"]]))
     assert "?tag=customer%3Aacme" in page.content.decode()
