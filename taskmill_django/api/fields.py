@@ -216,14 +216,15 @@ class Mapping(serializers.DictField):
 
 
 class TaskType(Text):
-    """A qualified task type; the schema lists the types declared in this process."""
+    """A qualified task type; the schema lists the declared types the API may submit
+    (``API_SUBMIT_TYPES``)."""
 
     @property
     def openapi_schema(self) -> dict[str, Any]:
-        from .. import registry
+        from .. import access, registry
 
-        declared = [t.task_type for t in registry.all_tasks()]
+        allowed = [t.task_type for t in registry.all_tasks() if access.submittable_over_http(t)]
         schema: dict[str, Any] = {"type": "string", "maxLength": 200}
-        if declared:
-            schema["enum"] = declared
+        if allowed:
+            schema["enum"] = allowed
         return schema

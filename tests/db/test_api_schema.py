@@ -58,6 +58,10 @@ EXPECTED = {
 
 @pytest.fixture
 def schema(user_factory) -> dict[str, Any]:
+    return schema_of(user_factory)
+
+
+def schema_of(user_factory) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     client = APIClient()
     client.force_authenticate(user_factory("viewer"))
     response = client.get("/taskmill/api/schema/")
@@ -170,9 +174,13 @@ def test_generateschema__command_includes_the_api():
     assert operations(json.loads(out.getvalue())) == EXPECTED
 
 
-def test_schema__submit_lists_declared_task_types_and_marks_required_bodies(schema):
+def test_schema__submit_lists_submittable_task_types_and_marks_required_bodies(
+    user_factory, settings
+):
+    settings.TASKMILL = {**settings.TASKMILL, "API_SUBMIT_TYPES": ["tests::record", "other::*"]}
+    schema = schema_of(user_factory)
     submit = schema["components"]["schemas"]["Submit"]["properties"]["task_type"]
-    assert {"tests::record", "other::noop"} <= set(submit["enum"])
+    assert set(submit["enum"]) == {"tests::record", "other::noop", "other::wf_step"}
     paths = schema["paths"]
     assert paths["/taskmill/api/tasks/"]["post"]["requestBody"]["required"] is True
     assert paths["/taskmill/api/groups/{name}/limit/"]["post"]["requestBody"]["required"] is True
