@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.dispatch import Signal
+from django.test import Client
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from taskmill_django import registry
 from taskmill_django.models import (
@@ -123,6 +125,40 @@ def user_factory() -> Callable[..., User | None]:
         return user
 
     return make
+
+
+@pytest.fixture
+def api_client_for(user_factory: Callable[..., User | None]) -> Callable[..., APIClient]:
+    """``api_client_for("viewer")``: a REST client authenticated as a new user of that role."""
+
+    def make(role: str, extra: tuple[str, ...] = (), **client_options: Any) -> APIClient:
+        client = APIClient(**client_options)
+        user = user_factory(role, extra)
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_client_for(user_factory: Callable[..., User | None]) -> Callable[..., Client]:
+    """``admin_client_for("viewer")``: a browser session logged in as a new user of that role."""
+
+    def make(role: str, extra: tuple[str, ...] = ()) -> Client:
+        client = Client()
+        user = user_factory(role, extra)
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(api_client_for: Callable[..., APIClient]) -> APIClient:
+    """A REST client holding every permission of the app (docs/howto/security.md)."""
+    return api_client_for("everything")
 
 
 @pytest.fixture

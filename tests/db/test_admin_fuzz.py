@@ -79,10 +79,8 @@ def texts(response: Any) -> str:
 
 
 @pytest.fixture
-def admin(user_factory) -> Client:
-    client = Client()
-    client.force_login(user_factory("superuser"))
-    return client
+def admin(admin_client_for) -> Client:
+    return admin_client_for("superuser")
 
 
 def test_fuzz_controls__no_server_error_and_refused_input_changes_nothing(admin):

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from django.contrib.messages import get_messages
-from django.test import Client
 from django.urls import reverse
 
 from taskmill_django import RecurringSchedule
@@ -118,15 +117,8 @@ def world(history_factory) -> dict[str, int]:
 
 
 @pytest.fixture
-def client_for(user_factory):
-    def make(role: str, extra: tuple[str, ...] = ()) -> Client:
-        client = Client()
-        user = user_factory(role, extra)
-        if user is not None:
-            client.force_login(user)
-        return client
-
-    return make
+def client_for(admin_client_for):
+    return admin_client_for
 
 
 def _post_data(data: dict[str, str], world: dict[str, int]) -> dict[str, Any]:

@@ -14,11 +14,9 @@ TASKS = "/taskmill/api/tasks/"
 
 
 @pytest.fixture
-def api(user_factory) -> APIClient:
-    """A client holding every permission of the app (docs/howto/security.md)."""
-    client = APIClient(raise_request_exception=False)
-    client.force_authenticate(user_factory("everything"))
-    return client
+def api(api_client_for) -> APIClient:
+    """Every permission of the app; a server error is a response to assert on, not raised."""
+    return api_client_for("everything", raise_request_exception=False)
 
 
 def nothing_written() -> bool:

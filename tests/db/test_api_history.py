@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from taskmill_django.models import Task, TaskHistoryTag
 
@@ -14,14 +13,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_submit_types")
 
 HISTORY = "/taskmill/api/history/"
 DEAD = "/taskmill/api/dead-letter/"
-
-
-@pytest.fixture
-def api(user_factory) -> APIClient:
-    """A client holding every permission of the app (docs/howto/security.md)."""
-    client = APIClient()
-    client.force_authenticate(user_factory("everything"))
-    return client
 
 
 @pytest.fixture

@@ -94,15 +94,8 @@ def world(history_factory) -> dict[str, int]:
 
 
 @pytest.fixture
-def client_for(user_factory):
-    def make(role: str, extra: tuple[str, ...] = ()) -> APIClient:
-        client = APIClient()
-        user = user_factory(role, extra)
-        if user is not None:
-            client.force_authenticate(user)
-        return client
-
-    return make
+def client_for(api_client_for):
+    return api_client_for
 
 
 OBJECTS = {"tasks": "task", "history": "dead", "dead-letter": "dead", "recurring": "schedule"}

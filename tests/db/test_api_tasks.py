@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from taskmill_django import scheduler
 from taskmill_django.models import Schedule, Task, TaskDependency, TaskTag
@@ -18,14 +17,6 @@ from tests.testapp.tasks import echo, keyed, noop, other_noop, record
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_submit_types")]
 
 URL = "/taskmill/api/tasks/"
-
-
-@pytest.fixture
-def api(user_factory) -> APIClient:
-    """A client holding every permission of the app (docs/howto/security.md)."""
-    client = APIClient()
-    client.force_authenticate(user_factory("everything"))
-    return client
 
 
 def ids(response) -> list[int]:

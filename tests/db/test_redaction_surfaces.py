@@ -4,9 +4,7 @@ response and no admin page, while the task body receives them and the database k
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from django.urls import reverse
-from rest_framework.test import APIClient
 
 from taskmill_django import RecurringSchedule, executor
 from taskmill_django.models import Task, TaskHistory
@@ -90,18 +88,14 @@ REST = [
 
 
 @pytest.mark.parametrize("path", REST)
-def test_rest_responses__show_no_secret(world, user_factory, path):
-    client = APIClient()
-    client.force_authenticate(user_factory("everything"))
-    response = client.get("/taskmill/api/" + path.format(**world))
+def test_rest_responses__show_no_secret(world, api, path):
+    response = api.get("/taskmill/api/" + path.format(**world))
     assert response.status_code == 200, response.content
     assert_no_secret(response.content, path)
 
 
-def test_rest_responses__mask_values_and_keep_the_rest(world, user_factory):
-    client = APIClient()
-    client.force_authenticate(user_factory("everything"))
-    failed = client.get(f"/taskmill/api/history/{world['failed']}/").json()
+def test_rest_responses__mask_values_and_keep_the_rest(world, api):
+    failed = api.get(f"/taskmill/api/history/{world['failed']}/").json()
     assert failed["payload"] == {
         "card": {"number": MASK, "holder": "Ann Smith"},
         "pin": MASK,
@@ -111,7 +105,7 @@ def test_rest_responses__mask_values_and_keep_the_rest(world, user_factory):
     assert failed["last_error"].startswith("ValueError: card declined")
     assert "Ann Smith" in failed["last_error"]
     assert MASK in failed["traceback"]
-    done = client.get(f"/taskmill/api/history/{world['done']}/").json()
+    done = api.get(f"/taskmill/api/history/{world['done']}/").json()
     assert done["result"] == {"charged": 5, "receipt": {"api_key": MASK}}
 
 
@@ -132,18 +126,14 @@ ADMIN = [
 
 
 @pytest.mark.parametrize(("name", "obj"), ADMIN)
-def test_admin_pages__show_no_secret(world, user_factory, name, obj):
-    client = Client()
-    client.force_login(user_factory("superuser"))
-    response = client.get(reverse(name, args=[world[obj]] if obj else []))
+def test_admin_pages__show_no_secret(world, admin_client_for, name, obj):
+    response = admin_client_for("superuser").get(reverse(name, args=[world[obj]] if obj else []))
     assert response.status_code == 200
     assert_no_secret(response.content, name)
 
 
-def test_admin_change_priority_page__shows_no_secret(world, user_factory):
-    client = Client()
-    client.force_login(user_factory("superuser"))
-    response = client.post(
+def test_admin_change_priority_page__shows_no_secret(world, admin_client_for):
+    response = admin_client_for("superuser").post(
         reverse("admin:taskmill_django_task_changelist"),
         {"action": "change_priority", "_selected_action": [world["pending"]], "index": 0},
     )
