@@ -247,8 +247,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             reasons = scheduler.explain(obj.id)
         except TaskmillError:
             return display.EMPTY
-        messages = (mask_text(r.message, obj.task_type, obj.payload) for r in reasons)
-        items = format_html_join("", "<li>{}</li>", ((m,) for m in messages))
+        texts = (mask_text(r.message, obj.task_type, obj.payload) for r in reasons)
+        items = format_html_join("", "<li>{}</li>", ((text,) for text in texts))
         return format_html('<ul class="tm-reasons">{}</ul>', items)
 
     @admin.display(description="IO (done / expected)")

@@ -522,7 +522,7 @@ class ScheduleCancelledSerializer(serializers.Serializer):
     cancelled = serializers.BooleanField(read_only=True)
 
 
-# --- query parameters (other parameters, such as ``format``, are ignored) ------------------
+# --- query parameters (others are refused by TaskmillAPIMixin.check_query_parameters) ------
 
 
 class QuerySerializer(serializers.Serializer):
