@@ -52,8 +52,6 @@ class TaskmillAPIMixin:
     filter_backends: Sequence[Any] = ()
     needs: dict[str, access.Need] = {}  # noqa: RUF012 - read-only, replaced per view
 
-    request: Request
-
     def get_renderers(self) -> list[BaseRenderer]:
         return [renderer() for renderer in renderers()]
 
@@ -75,7 +73,7 @@ class TaskmillAPIMixin:
             return
         allowed = {"format"}  # DRF's renderer override (?format=json)
         if operation.paginated and self.pagination_class is not None:
-            paginator = self.pagination_class()
+            paginator: Any = self.pagination_class()
             allowed |= {paginator.limit_query_param, paginator.offset_query_param}
         if operation.filters:
             filterset_class = getattr(self, "filterset_class", None)
@@ -96,7 +94,7 @@ class TaskmillAPIMixin:
         """Whether the configured policy lets this request submit or move a task to a
         preempting priority (see ``TaskmillPermission.allows_urgent``)."""
         return all(
-            permission.allows_urgent(self.request)
+            permission.allows_urgent(self.request)  # type: ignore[attr-defined]
             for permission in self.get_permissions()
             if hasattr(permission, "allows_urgent")
         )

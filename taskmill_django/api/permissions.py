@@ -49,7 +49,7 @@ def required(view: Any, request: Any) -> access.Need | None:
     action = getattr(view, "action", None) or method
     table = getattr(view, "needs", None) or {}
     if action in table:
-        return table[action]  # type: ignore[no-any-return]
+        return table[action]
     if action in ("metadata", "options") or not _handles(view, method):
         return access.ANY  # OPTIONS, or a method the view answers with 405 anyway
     return None
