@@ -7,31 +7,20 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Avg, Count, Q
+from django.db.models import Avg, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import AlreadyRetried, TaskNotFound, ValidationError
-from .models import RateBucket, Schedule, Task, TaskHistory, Worker
-from .policy import config, pressure
-from .policy.config import Policy
-from .policy.ratelimit import RateLimit, refill
-from .records import (
-    IoTotals,
-    Metrics,
-    RecurringInfo,
-    RunningTask,
-    Snapshot,
-    SubmitOutcome,
-    TypeStats,
-    WorkerInfo,
-)
-from .redaction import mask_text
+from .models import Task, TaskHistory
+from .read import queries
+from .read.queries import EVERYTHING
+from .read.snapshot import build_snapshot, recurring_infos
+from .records import IoTotals, RecurringInfo, Snapshot, SubmitOutcome, TypeStats
 from .store import cancel as cancel_store
-from .store import control, maintenance, queries, recurring
-from .store.queries import EVERYTHING
+from .store import control, maintenance, recurring
 from .store.submit import submit_tasks
 
 if TYPE_CHECKING:
@@ -117,151 +106,6 @@ class TaskStore:
         return maintenance.prune_history_by_age(days, self.scope)
 
 
-def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
-    return [
-        RecurringInfo(
-            s.id,
-            s.name,
-            s.task_type,
-            s.interval_seconds,
-            s.cron,
-            s.timezone,
-            s.next_run_at,
-            s.occurrence_count,
-            s.remaining,
-            s.skipped_count,
-            s.is_paused,
-            s.is_declarative,
-        )
-        for s in Schedule.objects.filter(scope).order_by("id")
-    ]
-
-
-def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[RunningTask]:
-    """Running tasks as people see them: without payloads (never loaded), their label and
-    progress message masked (``redaction``)."""
-    return [
-        RunningTask(
-            t.id,
-            t.task_type,
-            mask_text(t.label, t.task_type),
-            t.priority,
-            str(t.worker_id) if t.worker_id else None,
-            t.started_at,
-            t.progress,
-            mask_text(t.progress_message, t.task_type),
-            t.effective_priority,
-        )
-        for t in queries.running_tasks(scope, limit, with_payloads=False)
-    ]
-
-
-def worker_infos() -> list[WorkerInfo]:
-    from .conf import app_settings
-
-    rows = Worker.objects.annotate(now=Now()).order_by("name")
-    infos = []
-    for w in rows:
-        age = max((w.now - w.heartbeat_at).total_seconds(), 0.0)
-        infos.append(
-            WorkerInfo(
-                str(w.id),
-                w.name,
-                w.hostname,
-                w.pid,
-                w.concurrency,
-                w.running_count,
-                age,
-                age < float(app_settings.LEASE_TIMEOUT),
-                w.io,
-            )
-        )
-    return infos
-
-
-def build_snapshot(
-    scope: Q = EVERYTHING, domain: str | None = None, running_limit: int | None = None
-) -> Snapshot:
-    """The cluster (or one domain) now. ``running_limit`` caps the running tasks listed (the
-    longest-running ones); ``running_count`` always counts them all."""
-
-    counts = queries.counts_by_domain()
-    if domain is not None:
-        counts = {domain: counts.get(domain, {})}
-    totals: dict[str, int] = {}
-    for per_status in counts.values():
-        for status, n in per_status.items():
-            totals[status] = totals.get(status, 0) + n
-    policy = control.load_policy(local_pressure())
-    buckets = {b.name: b for b in RateBucket.objects.all()}
-    now = timezone.now()
-
-    def tokens(name: str, limit: RateLimit) -> float:
-        """Tokens available now: the stored level refilled for the time since."""
-        bucket = buckets.get(name)
-        if bucket is None:
-            return limit.burst
-        return refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limit)
-
-    rate_limits = {
-        name: {"rate": limit.rate, "burst": limit.burst, "tokens": tokens(prefix + name, limit)}
-        for prefix, limits in (
-            (config.RATE, policy.rate_limits),
-            (config.GROUP_RATE, policy.group_rate_limits),
-        )
-        for name, limit in limits.items()
-    }
-    return Snapshot(
-        running=running_records(scope, running_limit),
-        pending_count=totals.get(TaskStatus.PENDING, 0),
-        running_count=totals.get(TaskStatus.RUNNING, 0),
-        paused_count=totals.get(TaskStatus.PAUSED, 0),
-        blocked_count=totals.get(TaskStatus.BLOCKED, 0),
-        waiting_count=totals.get(TaskStatus.WAITING, 0),
-        max_concurrency=policy.domain_caps.get(domain) if domain else policy.max_concurrency,
-        is_paused=policy.is_paused or (domain is not None and domain in policy.paused_domains),
-        counts_by_domain=counts,
-        workers=worker_infos(),
-        recurring=recurring_infos(scope),
-        paused_groups=sorted(policy.paused_groups),
-        rate_limits=rate_limits,
-        group_allocations=group_allocations(policy),
-        pressure=policy.pressure,
-        pressure_breakdown=policy.pressure_breakdown,
-        aging=policy.aging.as_dict() if policy.aging else None,
-    )
-
-
-def local_pressure() -> tuple[float, dict[str, float]]:
-    from .conf import app_settings
-
-    sources = pressure.load_sources(
-        list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
-    )
-    return pressure.measure(sources)
-
-
-def group_allocations(policy: Policy) -> dict[str, int]:
-    """Fair-share slots per group right now when weights are configured, else group caps."""
-    if policy.is_fair:
-        from .store.gated_claim import fair_shares
-
-        return fair_shares(policy)
-    return {g: cap for g, cap in policy.group_caps.items() if cap is not None}
-
-
-def metrics_snapshot() -> Metrics:
-    active = dict(Task.objects.values_list("status").annotate(n=Count("id")).order_by())
-    finished = dict(TaskHistory.objects.values_list("status").annotate(n=Count("id")).order_by())
-    alive = [w for w in worker_infos() if w.is_alive]
-    gauges: dict[str, float] = {f"tasks_{s}": float(active.get(s, 0)) for s in TaskStatus.values}
-    gauges["workers_alive"] = float(len(alive))
-    gauges["worker_slots"] = float(sum(w.concurrency for w in alive))
-    gauges["schedules"] = float(Schedule.objects.count())
-    counters = {f"tasks_{s}_total": finished.get(s, 0) for s in HistoryStatus.values}
-    return Metrics(counters=counters, gauges=gauges)
-
-
 class DomainHandle(TaskStore):
     """Queries and control scoped to one domain (``scheduler.domain("media")``)."""
 
@@ -273,10 +117,8 @@ class DomainHandle(TaskStore):
     def __repr__(self) -> str:
         return f"<DomainHandle {self.name}>"
 
-    def snapshot(self, running_limit: int | None = None) -> Snapshot:
-        """This domain now; ``running_limit`` caps the running tasks listed (longest-running
-        first), ``running_count`` counts them all."""
-        return build_snapshot(self.scope, self.name, running_limit)
+    def snapshot(self) -> Snapshot:
+        return build_snapshot(self.scope, self.name)
 
     def active_tasks(self) -> list[Task]:
         return list(Task.objects.filter(self.scope).order_by("priority", "id"))

@@ -44,7 +44,7 @@ class Scheduler:
     def snapshot(self, running_limit: int | None = None) -> Snapshot:
         """The cluster now. ``running_limit`` caps the running tasks listed (longest-running
         first); ``running_count`` counts them all."""
-        from .handles import build_snapshot
+        from .read.snapshot import build_snapshot
 
         return build_snapshot(running_limit=running_limit)
 
@@ -199,7 +199,7 @@ class Scheduler:
 
     def metrics_snapshot(self) -> Metrics:
         """Cluster counters and gauges (see records.Metrics)."""
-        from .handles import metrics_snapshot
+        from .read.metrics import metrics_snapshot
 
         return metrics_snapshot()
 
@@ -207,7 +207,7 @@ class Scheduler:
         """Every reason task ``task_id`` is not running now, as ``explain.Reason`` values
         (dependency not done, run_after in the future, a pause, a cap, a rate limit, no live
         worker, ...). Raises TaskNotFound."""
-        from .explain import explain
+        from .read.explain import explain
 
         return explain(task_id)
 

@@ -15,9 +15,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .. import access, scheduler
-from .. import dashboard as board
 from ..exceptions import TaskmillError
 from ..models import Task, TaskDependency, TaskHistory, Worker
+from ..read import dashboard as board
 from ..redaction import mask_json, mask_payload, mask_text
 from ..store import operator
 from . import display, views

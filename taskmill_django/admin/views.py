@@ -21,10 +21,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import access, registry, scheduler
-from .. import dashboard as board
 from ..exceptions import TaskmillError
 from ..models import DeadLetter, PausedGroup, SchedulerSetting, Task, TaskHistory, Worker
 from ..policy import config
+from ..read import dashboard as board
 from . import charts, display
 from .base import OperatorAdmin, log_operation
 from .forms import (

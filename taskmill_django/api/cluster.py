@@ -15,11 +15,11 @@ from rest_framework.response import Response
 
 from .. import access, registry, scheduler
 from ..exceptions import TaskNotFound
-from ..handles import worker_infos
 from ..models import PausedGroup, RateBucket, Task, Worker
 from ..policy import config
 from ..policy.ratelimit import RateLimit
-from ..store import queries
+from ..read import queries
+from ..read.snapshot import worker_infos
 from ..store.control import load_policy
 from ..validation import validate_group
 from .base import TaskmillAPIView, TaskmillViewSet

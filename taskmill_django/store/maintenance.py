@@ -24,7 +24,6 @@ from ..models import Task, TaskHistory, TaskHistoryTag, Worker
 from .db import notify_workers, send_on_commit
 from .history import Finish, move_to_history
 from .parking import park
-from .queries import EVERYTHING
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +132,14 @@ def forget_dead_workers() -> int:
 
 
 def prune_history_by_count(
-    keep: int, scope: Q = EVERYTHING, *, deadline: float | None = None
+    keep: int, scope: Q | None = None, *, deadline: float | None = None
 ) -> int:
-    """Delete all but the newest ``keep`` history rows; return how many were deleted.
+    """Delete all but the newest ``keep`` history rows (of ``scope``, a filter on history;
+    all of it by default); return how many were deleted.
 
     ``deadline`` (a ``time.monotonic()`` value): stop after the batch that passes it; a later
     call carries on where this one stopped."""
+    scope = scope or Q()
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise ValidationError("keep", f"must be an integer >= 0, got {keep!r}")
     newest = TaskHistory.objects.filter(scope).order_by("-finished_at", "-id")
@@ -153,10 +154,11 @@ def prune_history_by_count(
 
 
 def prune_history_by_age(
-    days: float, scope: Q = EVERYTHING, *, deadline: float | None = None
+    days: float, scope: Q | None = None, *, deadline: float | None = None
 ) -> int:
     """Delete history rows finished more than ``days`` days ago (database clock); return how
     many were deleted. ``deadline`` as for ``prune_history_by_count``."""
+    scope = scope or Q()
     if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
         raise ValidationError("days", f"must be a number >= 0, got {days!r}")
     old = TaskHistory.objects.filter(scope, finished_at__lt=Now() - timedelta(days=days))

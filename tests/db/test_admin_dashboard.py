@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from taskmill_django import dashboard, scheduler
+from taskmill_django import scheduler
 from taskmill_django.models import RateBucket, Task
 from taskmill_django.policy.ratelimit import RateLimit
+from taskmill_django.read import dashboard
 from taskmill_django.store import workers
 from tests.db.conftest import claim_one
 from tests.testapp.tasks import record

@@ -424,7 +424,7 @@ def test_admin_dashboard_data__json_numbers_and_panels(admin_client_):
 
 
 def test_admin_dashboard__lists_the_longest_running_and_counts_all(admin_client_, monkeypatch):
-    from taskmill_django import dashboard
+    from taskmill_django.read import dashboard
 
     monkeypatch.setattr(dashboard, "RUNNING_SHOWN", 2)
     for n in range(3):

@@ -10,8 +10,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from taskmill_django import RateLimit, TaskNotFound, scheduler
-from taskmill_django.explain import Reason
 from taskmill_django.models import RateBucket, Task, Worker
+from taskmill_django.read.explain import Reason
 from taskmill_django.store import manual, workers
 from tests.db.conftest import claim_one
 from tests.settings import TASKMILL

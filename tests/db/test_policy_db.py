@@ -1132,7 +1132,7 @@ def test_io_budget__saturated_direction_holds_back_only_tasks_declaring_it():
 
 
 def pressured_policy() -> Policy:
-    from taskmill_django.handles import local_pressure
+    from taskmill_django.read.snapshot import local_pressure
 
     return control.load_policy(local_pressure())
 

@@ -1,0 +1,145 @@
+"""Snapshots: the cluster (or one domain) at one moment, built once per request and shared by
+the query API, the REST API, the admin and the dashboard."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from ..conf import app_settings
+from ..enums import TaskStatus
+from ..models import RateBucket, Schedule, Worker
+from ..policy import config, pressure
+from ..policy.config import Policy
+from ..policy.ratelimit import RateLimit, refill
+from ..records import RecurringInfo, RunningTask, Snapshot, WorkerInfo
+from ..store import control
+from ..store.gated_claim import fair_shares
+from . import queries
+from .queries import EVERYTHING
+
+
+def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
+    return [
+        RecurringInfo(
+            s.id,
+            s.name,
+            s.task_type,
+            s.interval_seconds,
+            s.cron,
+            s.timezone,
+            s.next_run_at,
+            s.occurrence_count,
+            s.remaining,
+            s.skipped_count,
+            s.is_paused,
+            s.is_declarative,
+        )
+        for s in Schedule.objects.filter(scope).order_by("id")
+    ]
+
+
+def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[RunningTask]:
+    return [
+        RunningTask(
+            t.id,
+            t.task_type,
+            t.label,
+            t.priority,
+            str(t.worker_id) if t.worker_id else None,
+            t.started_at,
+            t.progress,
+            t.progress_message,
+            t.effective_priority,
+        )
+        for t in queries.running_tasks(scope, limit)
+    ]
+
+
+def worker_infos() -> list[WorkerInfo]:
+    rows = Worker.objects.annotate(now=Now()).order_by("name")
+    infos = []
+    for w in rows:
+        age = max((w.now - w.heartbeat_at).total_seconds(), 0.0)
+        infos.append(
+            WorkerInfo(
+                str(w.id),
+                w.name,
+                w.hostname,
+                w.pid,
+                w.concurrency,
+                w.running_count,
+                age,
+                age < float(app_settings.LEASE_TIMEOUT),
+                w.io,
+            )
+        )
+    return infos
+
+
+def build_snapshot(
+    scope: Q = EVERYTHING, domain: str | None = None, running_limit: int | None = None
+) -> Snapshot:
+    """The cluster (or one domain) now. ``running_limit`` caps the running tasks listed (the
+    longest-running ones); ``running_count`` always counts them all."""
+
+    counts = queries.counts_by_domain()
+    if domain is not None:
+        counts = {domain: counts.get(domain, {})}
+    totals: dict[str, int] = {}
+    for per_status in counts.values():
+        for status, n in per_status.items():
+            totals[status] = totals.get(status, 0) + n
+    policy = control.load_policy(local_pressure())
+    buckets = {b.name: b for b in RateBucket.objects.all()}
+    now = timezone.now()
+
+    def tokens(name: str, limit: RateLimit) -> float:
+        """Tokens available now: the stored level refilled for the time since."""
+        bucket = buckets.get(name)
+        if bucket is None:
+            return limit.burst
+        return refill(bucket.tokens, (now - bucket.refreshed_at).total_seconds(), limit)
+
+    rate_limits = {
+        name: {"rate": limit.rate, "burst": limit.burst, "tokens": tokens(prefix + name, limit)}
+        for prefix, limits in (
+            (config.RATE, policy.rate_limits),
+            (config.GROUP_RATE, policy.group_rate_limits),
+        )
+        for name, limit in limits.items()
+    }
+    return Snapshot(
+        running=running_records(scope, running_limit),
+        pending_count=totals.get(TaskStatus.PENDING, 0),
+        running_count=totals.get(TaskStatus.RUNNING, 0),
+        paused_count=totals.get(TaskStatus.PAUSED, 0),
+        blocked_count=totals.get(TaskStatus.BLOCKED, 0),
+        waiting_count=totals.get(TaskStatus.WAITING, 0),
+        max_concurrency=policy.domain_caps.get(domain) if domain else policy.max_concurrency,
+        is_paused=policy.is_paused or (domain is not None and domain in policy.paused_domains),
+        counts_by_domain=counts,
+        workers=worker_infos(),
+        recurring=recurring_infos(scope),
+        paused_groups=sorted(policy.paused_groups),
+        rate_limits=rate_limits,
+        group_allocations=group_allocations(policy),
+        pressure=policy.pressure,
+        pressure_breakdown=policy.pressure_breakdown,
+        aging=policy.aging.as_dict() if policy.aging else None,
+    )
+
+
+def local_pressure() -> tuple[float, dict[str, float]]:
+    sources = pressure.load_sources(
+        list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
+    )
+    return pressure.measure(sources)
+
+
+def group_allocations(policy: Policy) -> dict[str, int]:
+    """Fair-share slots per group right now when weights are configured, else group caps."""
+    if policy.is_fair:
+        return fair_shares(policy)
+    return {g: cap for g, cap in policy.group_caps.items() if cap is not None}
