@@ -190,17 +190,18 @@ class DomainHandle(TaskStore):
         return queries.count_by_tag_key_prefix(prefix, status, self.scope)
 
     def cancel(self, task_id: int) -> bool:
-        return cancel_store.cancel_matching(self.scope & Q(id=task_id)) > 0
+        return bool(cancel_store.cancel_matching(self.scope & Q(id=task_id)))
 
-    def cancel_all(self) -> int:
+    def cancel_all(self) -> list[int]:
+        """Cancel every active task of the domain; the ids cancelled or asked to stop."""
         return cancel_store.cancel_matching(self.scope)
 
-    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> int:
+    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> list[int]:
         return cancel_where(condition, self.scope)
 
-    def cancel_by_tag_key_prefix(self, prefix: str) -> int:
+    def cancel_by_tag_key_prefix(self, prefix: str) -> list[int]:
         ids = self.task_ids_by_tag_key_prefix(prefix)
-        return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+        return cancel_store.cancel_matching(Q(id__in=ids)) if ids else []
 
     def pause(self) -> int:
         """Stop starting this domain's tasks and pause its running ones."""
@@ -228,14 +229,15 @@ class DomainHandle(TaskStore):
         return definition.using(**options).submit(**payload)
 
 
-def cancel_where(condition: Q | Callable[[Task], bool], scope: Q = EVERYTHING) -> int:
-    """Cancel tasks matching a ``Q`` (evaluated in SQL) or a predicate over rows (in Python)."""
+def cancel_where(condition: Q | Callable[[Task], bool], scope: Q = EVERYTHING) -> list[int]:
+    """Cancel tasks matching a ``Q`` (evaluated in SQL) or a predicate over rows (in Python);
+    the ids cancelled or asked to stop, children included."""
     if isinstance(condition, Q):
         return cancel_store.cancel_matching(scope & condition)
     if not callable(condition):
         raise ValidationError("condition", "must be a Q object or a callable taking a Task")
     ids = [t.id for t in Task.objects.filter(scope).iterator() if condition(t)]
-    return cancel_store.cancel_matching(Q(id__in=ids)) if ids else 0
+    return cancel_store.cancel_matching(Q(id__in=ids)) if ids else []
 
 
 def retry_dead_letter(history_id: int, scope: Q = EVERYTHING) -> SubmitOutcome:

@@ -80,24 +80,26 @@ class Scheduler:
     def cancel(self, task_id: int) -> bool:
         from .store.cancel import cancel_matching
 
-        return cancel_matching(Q(id=task_id)) > 0
+        return bool(cancel_matching(Q(id=task_id)))
 
-    def cancel_all(self) -> int:
+    # The cancel_* calls below return the ids cancelled or asked to stop, children included.
+
+    def cancel_all(self) -> list[int]:
         from .store.cancel import cancel_matching
 
         return cancel_matching(Q())
 
-    def cancel_group(self, group: str) -> int:
+    def cancel_group(self, group: str) -> list[int]:
         from .store.cancel import cancel_matching
 
         return cancel_matching(Q(group_key=group))
 
-    def cancel_type(self, task_type: str) -> int:
+    def cancel_type(self, task_type: str) -> list[int]:
         from .store.cancel import cancel_matching
 
         return cancel_matching(Q(task_type=task_type))
 
-    def cancel_by_tag(self, key: str, value: str) -> int:
+    def cancel_by_tag(self, key: str, value: str) -> list[int]:
         from .models import TaskTag
         from .store.cancel import cancel_matching
 
@@ -105,7 +107,7 @@ class Scheduler:
             Q(id__in=TaskTag.objects.filter(key=key, value=value).values("task_id"))
         )
 
-    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> int:
+    def cancel_where(self, condition: Q | Callable[[Task], bool]) -> list[int]:
         from .handles import cancel_where
 
         return cancel_where(condition)

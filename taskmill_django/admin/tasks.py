@@ -334,7 +334,7 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         ids = _ids(queryset)
         self.log_queryset(request, Task.objects.filter(id__in=ids[:10_000]), "Cancelled.")
-        count = sum(scheduler.cancel_where(Q(id__in=chunk)) for chunk in _chunks(ids))
+        count = sum(len(scheduler.cancel_where(Q(id__in=chunk))) for chunk in _chunks(ids))
         self.message_user(
             request,
             f"Cancelled {count} task(s) (children included). Running ones stop at their "

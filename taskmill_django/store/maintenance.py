@@ -225,7 +225,7 @@ def expire_due(limit: int = 500) -> int:
         )
         if not ids:
             return 0
-        count = cancel_matching(Q(id__in=ids), status=HistoryStatus.EXPIRED)
+        count = len(cancel_matching(Q(id__in=ids), status=HistoryStatus.EXPIRED))
     logger.info("expired tasks count=%s", count)
     return count
 

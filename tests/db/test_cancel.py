@@ -102,10 +102,10 @@ def test_cancel__children_are_cancelled_with_parent():
 
 
 def test_cancel_all__cancels_pending_and_requests_running():
-    record.submit_batch([{"n": 1}, {"n": 2}])
-    other_noop.submit()
+    waiting = record.submit_batch([{"n": 1}, {"n": 2}])
+    other = other_noop.submit()
     running = claim_one(domains=["tests"])
-    assert scheduler.cancel_all() == 3
+    assert scheduler.cancel_all() == sorted(o.id for o in [*waiting, other])
     assert Task.objects.get().id == running.id
     assert Task.objects.get().cancel_reason == "cancelled"
     assert TaskHistory.objects.filter(status="cancelled").count() == 2
@@ -114,7 +114,7 @@ def test_cancel_all__cancels_pending_and_requests_running():
 def test_cancel_all__of_a_domain_touches_only_that_domain():
     mine = record.submit_batch([{"n": 1}, {"n": 2}])
     theirs = other_noop.submit()
-    assert scheduler.domain("tests").cancel_all() == 2
+    assert scheduler.domain("tests").cancel_all() == [o.id for o in mine]
     assert _active_ids() == [theirs.id]
     assert {_status(o.id) for o in mine} == {"cancelled"}
 
@@ -126,17 +126,17 @@ def test_domain_cancel__other_domains_task_is_not_touched():
 
 
 def test_cancel_type__only_that_type():
-    record.submit_batch([{"n": 1}, {"n": 2}])
+    gone = record.submit_batch([{"n": 1}, {"n": 2}])
     kept = echo.submit(value=1)
-    assert scheduler.cancel_type("tests::record") == 2
+    assert scheduler.cancel_type("tests::record") == [o.id for o in gone]
     assert _active_ids() == [kept.id]
 
 
 def test_cancel_group__only_that_group():
-    record.using(group="uploads").submit_batch([{"n": 1}, {"n": 2}])
+    gone = record.using(group="uploads").submit_batch([{"n": 1}, {"n": 2}])
     kept = record.using(group="downloads").submit(n=3)
     ungrouped = record.submit(n=4)
-    assert scheduler.cancel_group("uploads") == 2
+    assert scheduler.cancel_group("uploads") == [o.id for o in gone]
     assert _active_ids() == [kept.id, ungrouped.id]
 
 
@@ -144,27 +144,28 @@ def test_cancel_by_tag__needs_key_and_value():
     hit = record.using(tags={"tenant": "a"}).submit(n=1)
     other_value = record.using(tags={"tenant": "b"}).submit(n=2)
     other_key = record.using(tags={"owner": "a"}).submit(n=3)
-    assert scheduler.cancel_by_tag("tenant", "a") == 1
+    assert scheduler.cancel_by_tag("tenant", "a") == [hit.id]
     assert _status(hit.id) == "cancelled"
     assert _active_ids() == [other_value.id, other_key.id]
 
 
 def test_cancel_where__q_object_filters_in_sql():
     urgent = record.using(priority=5).submit(n=1)
-    record.using(priority=200).submit(n=2)
-    assert scheduler.cancel_where(Q(priority__gt=100)) == 1
+    low = record.using(priority=200).submit(n=2)
+    assert scheduler.cancel_where(Q(priority__gt=100)) == [low.id]
     assert _active_ids() == [urgent.id]
 
 
 def test_cancel_where__callable_filters_rows():
     outcomes = record.submit_batch([{"n": n} for n in range(4)])
-    assert scheduler.cancel_where(lambda task: task.payload["n"] % 2 == 0) == 2
+    even = [outcomes[0].id, outcomes[2].id]
+    assert scheduler.cancel_where(lambda task: task.payload["n"] % 2 == 0) == even
     assert _active_ids() == [outcomes[1].id, outcomes[3].id]
 
 
-def test_cancel_where__callable_matching_nothing_returns_zero():
+def test_cancel_where__callable_matching_nothing_returns_no_ids():
     record.submit(n=1)
-    assert scheduler.cancel_where(lambda task: False) == 0
+    assert scheduler.cancel_where(lambda task: False) == []
     assert Task.objects.count() == 1
 
 
@@ -175,10 +176,10 @@ def test_cancel_where__neither_q_nor_callable_is_rejected():
 
 
 def test_cancel_where__of_a_domain_is_scoped():
-    record.submit(n=1)
+    mine = record.submit(n=1)
     theirs = other_noop.submit()
-    assert scheduler.domain("tests").cancel_where(Q(priority__lt=255)) == 1
-    assert scheduler.domain("tests").cancel_where(lambda task: True) == 0
+    assert scheduler.domain("tests").cancel_where(Q(priority__lt=255)) == [mine.id]
+    assert scheduler.domain("tests").cancel_where(lambda task: True) == []
     assert _active_ids() == [theirs.id]
 
 
@@ -187,11 +188,22 @@ def test_cancel_by_tag_key_prefix__matches_key_prefix_within_domain():
     b = record.using(tags={"user.name": "x"}).submit(n=2)
     kept = record.using(tags={"username": "y", "other.user": "z"}).submit(n=3)
     theirs = other_noop.using(tags={"user.id": "1"}).submit()
-    assert scheduler.domain("tests").cancel_by_tag_key_prefix("user.") == 2
+    assert scheduler.domain("tests").cancel_by_tag_key_prefix("user.") == [a.id, b.id]
     assert {_status(a.id), _status(b.id)} == {"cancelled"}
     assert _active_ids() == [kept.id, theirs.id]
 
 
-def test_cancel_by_tag_key_prefix__no_match_returns_zero():
+def test_cancel_by_tag_key_prefix__no_match_returns_no_ids():
     record.using(tags={"tenant": "a"}).submit(n=1)
-    assert scheduler.domain("tests").cancel_by_tag_key_prefix("user.") == 0
+    assert scheduler.domain("tests").cancel_by_tag_key_prefix("user.") == []
+
+
+def test_cancel_where__ids_of_running_matches_then_of_their_children():
+    running = record.submit(n=1)
+    claim_one()
+    parent = record.submit(n=2)
+    child = echo.using(parent=parent.id).submit(value=3)
+
+    ids = scheduler.cancel_where(Q(task_type="tests::record"))
+
+    assert ids == [running.id, parent.id, child.id]
