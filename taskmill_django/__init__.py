@@ -20,19 +20,30 @@ from .exceptions import (
     ValidationError,
 )
 from .policy.ratelimit import RateLimit
-from .records import IoBudget, SubmitOutcome, TaskLookup, TypeStats
+from .records import (
+    ByteProgress,
+    EstimatedProgress,
+    IoBudget,
+    PausedGroupInfo,
+    SubmitOutcome,
+    TaskLookup,
+    TypeStats,
+)
 from .retry import RetryPolicy
 from .scheduler import scheduler
 
 __all__ = [
     "AlreadyRetried",
+    "ByteProgress",
     "DependencyFailurePolicy",
     "Domain",
     "DomainNotRegistered",
     "DuplicateStrategy",
     "DuplicateTaskError",
+    "EstimatedProgress",
     "HistoryStatus",
     "IoBudget",
+    "PausedGroupInfo",
     "PermanentError",
     "Priority",
     "RateLimit",

@@ -18,13 +18,22 @@ if TYPE_CHECKING:
     from .models import Task
 
 
+BYTE_RATE_ALPHA = 0.3  # EWMA weight of the newest byte rate: about 3 samples to follow a change
+BYTE_RATE_SAMPLE = 0.5  # seconds between byte-rate samples: closer reports are too noisy
+
+
 class Progress:
     """Progress reports kept in memory; the worker persists them on its heartbeat (throttled),
     so reporting is cheap, never blocks on the database, and is safe from async code.
 
     A message is for people only, so it is masked as it is reported (``mask``, the task's
     ``redaction.mask_text``): every page, snapshot and API response that shows it, including
-    those that never load the payload, shows the masked text."""
+    those that never load the payload, shows the masked text.
+
+    Byte reports also feed a smoothed rate (an exponentially weighted moving average sampled
+    at most every ``BYTE_RATE_SAMPLE`` seconds, the first sample measured from the start of
+    the attempt), so a burst does not swing the ETA that ``byte_progress()`` derives from it.
+    """
 
     def __init__(self, mask: Callable[[str], str] | None = None) -> None:
         self._lock = threading.Lock()
@@ -34,6 +43,8 @@ class Progress:
         self.message: str = ""
         self.bytes_done: int | None = None
         self.bytes_total: int | None = None
+        self.bytes_per_second: float | None = None
+        self._sampled = (0, time.monotonic())  # (bytes done, when) of the last rate sample
         self.changed_at: float = 0.0
         self.saved_at: float = 0.0
 
@@ -53,8 +64,17 @@ class Progress:
         self.report(done / total if total else 0.0, message)
 
     def report_bytes(self, done: int, total: int, message: str | None = None) -> None:
+        now = time.monotonic()
         with self._lock:
             self.bytes_done, self.bytes_total = int(done), int(total)
+            last_done, last_at = self._sampled
+            if now - last_at >= BYTE_RATE_SAMPLE:
+                rate = max(self.bytes_done - last_done, 0) / (now - last_at)
+                previous = self.bytes_per_second
+                self.bytes_per_second = (
+                    rate if previous is None else previous + BYTE_RATE_ALPHA * (rate - previous)
+                )
+                self._sampled = (self.bytes_done, now)
         self.report_fraction(done, total, message)
 
     def changed_since_save(self) -> None:
@@ -73,6 +93,7 @@ class Progress:
                 "progress_message": self.message,
                 "progress_bytes_done": self.bytes_done,
                 "progress_bytes_total": self.bytes_total,
+                "progress_bytes_per_second": self.bytes_per_second,
             }
 
 

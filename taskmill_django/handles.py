@@ -1,4 +1,5 @@
-"""TaskStore and DomainHandle: the query API of SPEC §3, thin wrappers over store functions."""
+"""TaskStore and DomainHandle: the query API of SPEC §3, thin wrappers over the read side
+(``read/``) and the writers (``store/``)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,25 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Avg, Q
+from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import AlreadyRetried, TaskNotFound, ValidationError
 from .models import Task, TaskHistory
-from .read import queries
+from .read import progress, queries
 from .read.queries import EVERYTHING
 from .read.snapshot import build_snapshot, recurring_infos
-from .records import IoTotals, RecurringInfo, Snapshot, SubmitOutcome, TypeStats
+from .records import (
+    ByteProgress,
+    EstimatedProgress,
+    IoTotals,
+    RecurringInfo,
+    Snapshot,
+    SubmitOutcome,
+    TypeStats,
+)
 from .store import cancel as cancel_store
 from .store import control, maintenance, recurring
 from .store.submit import submit_tasks
@@ -89,7 +97,8 @@ class TaskStore:
     def history_stats(self, task_type: str) -> TypeStats:
         return queries.history_stats(task_type, self.scope)
 
-    def avg_throughput(self, task_type: str, limit: int = 100) -> float:
+    def avg_throughput(self, task_type: str, limit: int = 100) -> tuple[float, float]:
+        """(read, write) bytes per second over the newest ``limit`` completed runs."""
         return queries.avg_throughput(task_type, limit, self.scope)
 
     def next_run_after(self) -> datetime | None:
@@ -121,52 +130,20 @@ class DomainHandle(TaskStore):
         return build_snapshot(self.scope, self.name)
 
     def active_tasks(self) -> list[Task]:
-        return list(Task.objects.filter(self.scope).order_by("priority", "id"))
+        """The domain's running tasks, longest-running first (taskmill's "active" tasks are
+        the ones in flight; ``pending_tasks()`` and the other status lists give the rest)."""
+        return self.running_tasks()
 
-    def estimated_progress(self) -> dict[int, float]:
-        """Progress per running task: as reported, else elapsed time over the type's average
-        completed duration (capped at 0.99: an estimate never claims to be done)."""
-        running = self.running_tasks()
-        types = {t.task_type for t in running if t.progress is None}
-        averages = dict(
-            TaskHistory.objects.filter(task_type__in=types, status="completed")
-            .values("task_type")
-            .annotate(avg=Avg("duration_ms"))
-            .values_list("task_type", "avg")
-        )
-        now = timezone.now()
-        estimates = {}
-        for t in running:
-            if t.progress is not None:
-                estimates[t.id] = t.progress
-                continue
-            avg_ms = averages.get(t.task_type)
-            if not avg_ms or t.started_at is None:
-                estimates[t.id] = 0.0
-                continue
-            elapsed_ms = (now - t.started_at).total_seconds() * 1000
-            estimates[t.id] = min(elapsed_ms / avg_ms, 0.99)
-        return estimates
+    def estimated_progress(self) -> list[EstimatedProgress]:
+        """An ``EstimatedProgress`` per running task of the domain (see ``read.progress``)."""
+        return progress.estimated_progress(self.scope)
 
-    def byte_progress(self) -> dict[int, tuple[int, int]]:
-        """(bytes done, bytes total) per running task, from ``ctx.progress.report_bytes``;
-        tasks that never reported bytes show 0 of their expected IO budget."""
-        return {
-            t.id: (
-                t.progress_bytes_done or 0,
-                t.progress_bytes_total
-                if t.progress_bytes_total is not None
-                else t.expected_read_bytes + t.expected_write_bytes,
-            )
-            for t in self.running_tasks()
-        }
+    def byte_progress(self) -> list[ByteProgress]:
+        """A ``ByteProgress`` per running task of the domain that reported bytes."""
+        return progress.byte_progress(self.scope)
 
     def dead_letter_tasks(self, limit: int = 100, offset: int = 0) -> list[TaskHistory]:
-        return list(
-            TaskHistory.objects.dead_letter()
-            .filter(self.scope)
-            .newest_first()[offset : offset + limit]
-        )
+        return queries.dead_letter_tasks(limit, offset, self.scope)
 
     def retry_dead_letter(self, history_id: int) -> SubmitOutcome:
         return retry_dead_letter(history_id, self.scope)
@@ -177,7 +154,8 @@ class DomainHandle(TaskStore):
     def count_by_tag(self, key: str, status: str | None = None) -> dict[str, int]:
         return queries.count_by_tag(key, status, self.scope)
 
-    def tag_values(self, key: str) -> list[str]:
+    def tag_values(self, key: str) -> list[tuple[str, int]]:
+        """``(value, count)`` pairs of tag ``key`` among active tasks, most common first."""
         return queries.tag_values(key, self.scope)
 
     def tag_keys_by_prefix(self, prefix: str) -> list[str]:

@@ -149,6 +149,55 @@ class RunningTask:
 
 
 @dataclass(frozen=True)
+class EstimatedProgress:
+    """How far a running task has come (``estimated_progress()``, snapshots, the admin).
+
+    Fractions in 0..1, named ``percent`` as in taskmill. ``reported_percent`` is the task's
+    own last report (None before its first), ``extrapolated_percent`` carries it on to now
+    with the task's reported rate blended with its type's history (None when neither is
+    known; at most 0.99), ``percent`` is the best figure (the report, else the
+    extrapolation, else 0). ``is_overdue``: the task has run longer than that estimate gave it
+    in all, so the extrapolation stopped at 0.99 and means "any moment now, or stuck".
+    """
+
+    task_id: int
+    task_type: str
+    reported_percent: float | None
+    extrapolated_percent: float | None
+    percent: float
+    is_overdue: bool = False
+
+
+@dataclass(frozen=True)
+class ByteProgress:
+    """Byte counts of a running task that reported them (``ctx.progress.report_bytes``).
+
+    ``throughput_bps``: bytes per second, an exponentially weighted moving average the worker
+    keeps of the task's reports; ``eta``: the bytes left at that rate (None while either is
+    unknown)."""
+
+    task_id: int
+    task_type: str
+    bytes_completed: int
+    bytes_total: int | None
+    throughput_bps: float
+    elapsed: timedelta
+    eta: timedelta | None
+
+
+@dataclass(frozen=True)
+class PausedGroupInfo:
+    """A paused group in a snapshot: until when (None: until resumed) and its tasks held back
+    (``paused_count`` parked by the pause, ``pending_count`` waiting to be claimed)."""
+
+    group: str
+    paused_at: datetime
+    paused_until: datetime | None
+    paused_count: int
+    pending_count: int
+
+
+@dataclass(frozen=True)
 class WorkerInfo:
     id: str
     name: str
@@ -175,10 +224,11 @@ class Snapshot:
     is_paused: bool
     counts_by_domain: dict[str, dict[str, int]]
     workers: list[WorkerInfo]
-    paused_groups: list[str] = field(default_factory=list)
+    paused_groups: list[PausedGroupInfo] = field(default_factory=list)
     pressure: float = 0.0
     pressure_breakdown: dict[str, float] = field(default_factory=dict)
     recurring: list[Any] = field(default_factory=list)
     aging: dict[str, Any] | None = None
     group_allocations: dict[str, int] = field(default_factory=dict)
     rate_limits: dict[str, Any] = field(default_factory=dict)
+    progress: list[EstimatedProgress] = field(default_factory=list)  # of the tasks in running

@@ -60,10 +60,11 @@ class Scheduler:
             raise TaskNotFound(f"no task with id {task_id}")
         return row
 
-    def active_tasks(self) -> list[Task]:
-        from .models import Task
+    def active_tasks(self) -> list[Any]:
+        """The running tasks of every domain, longest-running first."""
+        from .read.queries import running_tasks
 
-        return list(Task.objects.order_by("priority", "id"))
+        return running_tasks()
 
     def task_lookup(self, task_type: str, key: str) -> TaskLookup:
         """Find the task submitted with explicit ``key`` for ``task_type``."""

@@ -196,6 +196,14 @@ def validate_choice(field: str, value: Any, choices: Any) -> str:
     return str(value)
 
 
+def validate_count(field: str, value: Any) -> int:
+    """A limit or an offset: an integer >= 0 (Django's slicing would say only "Negative
+    indexing is not supported", without naming the argument)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(field, f"must be an integer >= 0, got {value!r}")
+    return value
+
+
 def validate_ids(field: str, ids: Any) -> list[int]:
     if ids is None:
         return []

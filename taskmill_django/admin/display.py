@@ -204,7 +204,18 @@ def relative(when: datetime | None, now: datetime | None = None) -> SafeString:
     return format_html('<span title="{}">{}</span>', local, text)
 
 
-def progress_bar(fraction: float | None, message: str = "", estimated: bool = False) -> SafeString:
+def progress_bar(
+    fraction: float | None, message: str = "", estimated: bool = False, overdue: bool = False
+) -> SafeString:
+    """A progress bar; ``estimated`` marks a figure extrapolated from past runs, and
+    ``overdue`` replaces it when the task has run longer than those runs took."""
+    if overdue:
+        return format_html(
+            '<span class="tm-overdue" title="{}">overdue</span>'
+            '<span class="tm-progress-text">{}</span>',
+            "running longer than its type's past runs took; no progress reported",
+            f" · {message}" if message else "",
+        )
     if fraction is None:
         return EMPTY
     percent = max(0.0, min(fraction, 1.0)) * 100

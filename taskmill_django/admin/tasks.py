@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from .. import access, scheduler
 from ..exceptions import TaskmillError
 from ..models import Task, TaskDependency, TaskHistory, Worker
-from ..read import dashboard as board
+from ..read import progress
 from ..redaction import mask_json, mask_payload, mask_text
 from ..store import operator
 from . import display, views
@@ -210,14 +210,15 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
 
     @admin.display(description="progress")
     def progress_detail(self, obj: Task) -> Any:
-        """Reported progress, else elapsed time over the median of recent runs (max 99%)."""
-        if obj.progress is not None or obj.status != "running" or obj.started_at is None:
+        """Reported progress, else the estimate every surface shows (``read.progress``)."""
+        if obj.progress is not None or obj.status != "running":
             return self.progress_display(obj)
-        median, _, _ = board.duration_percentiles(obj.task_type)
-        if not median:
+        (estimate,) = progress.estimate(progress.running_with_clock(Q(id=obj.id))) or [None]
+        if estimate is None or estimate.extrapolated_percent is None:
             return self.progress_display(obj)
-        elapsed = (timezone.now() - obj.started_at).total_seconds() * 1000
-        return display.progress_bar(min(elapsed / median, 0.99), "", estimated=True)
+        return display.progress_bar(
+            estimate.percent, obj.progress_message, estimated=True, overdue=estimate.is_overdue
+        )
 
     @admin.display(description="worker")
     def worker_display(self, obj: Task) -> Any:

@@ -123,7 +123,9 @@ def panel_context(model_admin: OperatorAdmin, data: board.Dashboard) -> dict[str
             {
                 "row": r,
                 "link": display.task_link(site, r.id, {r.id: (Task, "running")}),
-                "bar": display.progress_bar(r.progress, r.message, r.is_estimated),
+                "bar": display.progress_bar(
+                    r.progress, r.message, r.is_estimated, overdue=r.is_overdue
+                ),
                 "elapsed": display.age(r.elapsed_seconds),
                 "priority": display.priority_label(r.priority),
                 "worker_url": display.admin_url(site, Worker, "change", r.worker_id)

@@ -99,7 +99,7 @@ class StatsView(TaskmillAPIView):
             {
                 "task_type": name,
                 **asdict(store.history_stats(name)),
-                "avg_throughput": store.avg_throughput(name),
+                "avg_throughput": sum(store.avg_throughput(name)),
             }
             for name in types
         ]
@@ -134,9 +134,10 @@ class TagValuesView(TaskmillAPIView):
     def get(self, request: Request) -> Response:
         q = _query(TagValuesQuerySerializer, request)
         if q.get("domain"):
-            values = scheduler.domain(q["domain"]).tag_values(q["key"])
+            pairs = scheduler.domain(q["domain"]).tag_values(q["key"])
         else:
-            values = queries.tag_values(q["key"])
+            pairs = queries.tag_values(q["key"])
+        values = [value for value, _ in pairs]
         return Response(TagValuesSerializer({"key": q["key"], "values": values}).data)
 
 

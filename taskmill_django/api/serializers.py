@@ -385,6 +385,23 @@ class RunningTaskSerializer(serializers.Serializer):
     effective_priority = serializers.IntegerField(read_only=True, allow_null=True)
 
 
+class EstimatedProgressSerializer(serializers.Serializer):
+    task_id = serializers.IntegerField(read_only=True)
+    task_type = serializers.CharField(read_only=True)
+    reported_percent = serializers.FloatField(read_only=True, allow_null=True)
+    extrapolated_percent = serializers.FloatField(read_only=True, allow_null=True)
+    percent = serializers.FloatField(read_only=True)
+    is_overdue = serializers.BooleanField(read_only=True)
+
+
+class PausedGroupSerializer(serializers.Serializer):
+    group = serializers.CharField(read_only=True)
+    paused_at = serializers.DateTimeField(read_only=True)
+    paused_until = serializers.DateTimeField(read_only=True, allow_null=True)
+    paused_count = serializers.IntegerField(read_only=True)
+    pending_count = serializers.IntegerField(read_only=True)
+
+
 class WorkerSerializer(serializers.Serializer):
     id = serializers.CharField(read_only=True)
     name = serializers.CharField(read_only=True)
@@ -454,13 +471,14 @@ class SnapshotSerializer(serializers.Serializer):
     is_paused = serializers.BooleanField(read_only=True)
     counts_by_domain = Mapping(string_map(string_map({"type": "integer"})))
     workers = WorkerSerializer(many=True, read_only=True)
-    paused_groups = serializers.ListField(child=serializers.CharField(), read_only=True)
+    paused_groups = PausedGroupSerializer(many=True, read_only=True)
     pressure = serializers.FloatField(read_only=True)
     pressure_breakdown = Mapping(string_map({"type": "number"}))
     recurring = RecurringSerializer(many=True, read_only=True)
     aging = Mapping({"type": "object", "nullable": True}, allow_null=True)
     group_allocations = Mapping(string_map({"type": "integer"}))
     rate_limits = Mapping(string_map(_RATE))
+    progress = EstimatedProgressSerializer(many=True, read_only=True)
 
 
 class DomainSerializer(serializers.Serializer):
@@ -479,7 +497,7 @@ class TypeStatsSerializer(serializers.Serializer):
     avg_write_bytes = serializers.FloatField(read_only=True)
     failure_rate = serializers.FloatField(read_only=True)
     avg_throughput = serializers.FloatField(
-        read_only=True, help_text="Bytes per second over the newest completed runs."
+        read_only=True, help_text="Bytes per second (read + write) over the newest completed runs."
     )
 
 

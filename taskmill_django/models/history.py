@@ -7,6 +7,7 @@ from typing import Self, TypeVar
 from django.db import models
 
 from ..enums import HistoryStatus
+from .task import TagQuerySet
 
 _H = TypeVar("_H", bound="TaskHistory")
 
@@ -105,6 +106,8 @@ class TaskHistoryTag(models.Model):
     history = models.ForeignKey(TaskHistory, on_delete=models.DO_NOTHING, related_name="tags")
     key = models.CharField(max_length=64)
     value = models.CharField(max_length=256)
+
+    objects = TagQuerySet.as_manager()
 
     class Meta:
         db_table = "taskmill_task_history_tag"

@@ -6,9 +6,10 @@ small and its dispatch index stays hot.
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
-from django.db.models.functions import Now
+from django.db.models.functions import Now, Substr
+from django.db.models.lookups import Exact
 
 from ..enums import DependencyFailurePolicy, TaskStatus, TtlFrom
 
@@ -96,6 +97,9 @@ class Task(models.Model):
     progress_at = models.DateTimeField(null=True, blank=True)
     progress_bytes_done = models.BigIntegerField(null=True, blank=True)
     progress_bytes_total = models.BigIntegerField(null=True, blank=True)
+    progress_bytes_per_second = models.FloatField(
+        null=True, blank=True, help_text="Smoothed rate of the reported bytes (EWMA)."
+    )
     read_bytes = models.BigIntegerField(default=0, db_default=0)
     write_bytes = models.BigIntegerField(default=0, db_default=0)
     net_rx_bytes = models.BigIntegerField(default=0, db_default=0)
@@ -193,12 +197,34 @@ class Task(models.Model):
         )
 
 
+def key_starts_with(prefix: str) -> Q:
+    """Tags whose key starts with ``prefix``, letter case included, on every database.
+
+    ``startswith`` becomes ``LIKE``, which SQLite compares without regard to ASCII case: there
+    the key's first characters are compared exactly as well (the ``LIKE`` still narrows the
+    rows through the ``key`` index first).
+    """
+    found = Q(key__startswith=prefix)
+    if connection.vendor == "sqlite" and prefix:
+        found &= Q(Exact(Substr("key", 1, len(prefix)), prefix))
+    return found
+
+
+class TagQuerySet(models.QuerySet):  # type: ignore[type-arg]
+    """Tags of active tasks (TaskTag) or of history (TaskHistoryTag)."""
+
+    def with_key_prefix(self, prefix: str) -> TagQuerySet:
+        return self.filter(key_starts_with(prefix))
+
+
 class TaskTag(models.Model):
     """A key/value tag of an active task (copied to TaskHistoryTag when it finishes)."""
 
     task = models.ForeignKey(Task, on_delete=models.DO_NOTHING, related_name="tags")
     key = models.CharField(max_length=64)
     value = models.CharField(max_length=256)
+
+    objects = TagQuerySet.as_manager()
 
     class Meta:
         db_table = "taskmill_task_tag"

@@ -89,6 +89,7 @@ class RunningRow:
     progress: float
     is_estimated: bool
     message: str
+    is_overdue: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,6 @@ def collect(minutes: int = WINDOW_MINUTES) -> Dashboard:
     groups = window_groups(start)
     throughput = throughput_by_domain(start, minutes, groups)
     types = type_rows(start, groups=groups)
-    durations = {row.task_type: row for row in types}
     rate_limits = rate_limit_rows(policy, now)
     return Dashboard(
         generated_at=now,
@@ -159,7 +159,7 @@ def collect(minutes: int = WINDOW_MINUTES) -> Dashboard:
         snapshot=snapshot,
         totals=totals,
         domains=domain_rows(snapshot, policy, throughput),
-        running=running_rows(snapshot, durations, now),
+        running=running_rows(snapshot, now),
         groups=group_rows(snapshot, policy, rate_limits),
         rate_limits=rate_limits,
         throughput=throughput,
@@ -437,18 +437,20 @@ def domain_rows(
     ]
 
 
-def running_rows(snapshot: Snapshot, types: dict[str, TypeRow], now: datetime) -> list[RunningRow]:
-    """Running tasks with their worker's name and a progress: as reported, else estimated from
-    the type's median duration (capped at 99%: an estimate never claims to be done)."""
+def running_rows(snapshot: Snapshot, now: datetime) -> list[RunningRow]:
+    """Running tasks with their worker's name and the snapshot's progress estimate (see
+    ``read.progress``: as reported, else extrapolated from past runs, or overdue)."""
     names = {w.id: w.name for w in snapshot.workers}
+    estimates = {e.task_id: e for e in snapshot.progress}
     rows = []
     for task in snapshot.running:
         elapsed = max((now - task.started_at).total_seconds(), 0.0) if task.started_at else 0.0
-        progress, estimated = task.progress, False
-        if progress is None:
-            median = types[task.task_type].p50_ms if task.task_type in types else None
-            progress = min(elapsed * 1000 / median, 0.99) if median else 0.0
-            estimated = bool(median)
+        estimate = estimates.get(task.id)
+        estimated = bool(
+            estimate
+            and estimate.reported_percent is None
+            and estimate.extrapolated_percent is not None
+        )
         rows.append(
             RunningRow(
                 id=task.id,
@@ -459,9 +461,10 @@ def running_rows(snapshot: Snapshot, types: dict[str, TypeRow], now: datetime) -
                 worker_name=names.get(task.worker_id or "", ""),
                 started_at=task.started_at,
                 elapsed_seconds=elapsed,
-                progress=max(0.0, min(float(progress), 1.0)),
+                progress=estimate.percent if estimate else 0.0,
                 is_estimated=estimated,
                 message=task.progress_message,
+                is_overdue=estimated and bool(estimate and estimate.is_overdue),
             )
         )
     return rows

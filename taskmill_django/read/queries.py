@@ -1,14 +1,20 @@
-"""The read side of the query API (SPEC §3 TaskStore): plain queries, aggregated in SQL."""
+"""The query API's SELECTs (SPEC §3 TaskStore, DomainHandle): plain queries, aggregated in SQL.
+
+Limits and offsets are checked here, so a negative one is a ValidationError naming the argument
+on every surface.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Avg, Count, Min, Q, Sum
 
 from ..enums import HistoryStatus, TaskStatus
 from ..models import Task, TaskDependency, TaskHistory, TaskHistoryTag, TaskTag
 from ..records import IoTotals, TypeStats
+from ..validation import validate_count
 
 EVERYTHING = Q()  # the unscoped filter: every domain
 
@@ -21,7 +27,7 @@ def running_tasks(
     rows = Task.objects.running().filter(scope).order_by("started_at", "id")
     if not with_payloads:
         rows = rows.defer("payload", "memo")
-    return list(rows if limit is None else rows[:limit])
+    return list(rows if limit is None else rows[: validate_count("limit", limit)])
 
 
 def count(status: str, scope: Q = EVERYTHING) -> int:
@@ -29,7 +35,8 @@ def count(status: str, scope: Q = EVERYTHING) -> int:
 
 
 def pending_tasks(limit: int, scope: Q = EVERYTHING) -> list[Task]:
-    return list(Task.objects.pending().filter(scope).in_dispatch_order()[: max(limit, 0)])
+    rows = Task.objects.pending().filter(scope).in_dispatch_order()
+    return list(rows[: validate_count("limit", limit)])
 
 
 def tasks_with_status(status: str, scope: Q = EVERYTHING) -> list[Task]:
@@ -66,12 +73,18 @@ def task_dependents(task_id: int, scope: Q = EVERYTHING) -> list[int]:
     )
 
 
+def page(rows: Any, limit: int, offset: int = 0) -> list[Any]:
+    """``limit`` rows from ``offset`` on, both checked (>= 0)."""
+    start = validate_count("offset", offset)
+    return list(rows[start : start + validate_count("limit", limit)])
+
+
 def history(limit: int, offset: int = 0, scope: Q = EVERYTHING) -> list[TaskHistory]:
-    return list(TaskHistory.objects.filter(scope).newest_first()[offset : offset + limit])
+    return page(TaskHistory.objects.filter(scope).newest_first(), limit, offset)
 
 
 def history_by_type(task_type: str, limit: int, scope: Q = EVERYTHING) -> list[TaskHistory]:
-    return list(TaskHistory.objects.filter(scope, task_type=task_type).newest_first()[:limit])
+    return page(TaskHistory.objects.filter(scope, task_type=task_type).newest_first(), limit)
 
 
 def history_by_key(key: str, scope: Q = EVERYTHING) -> list[TaskHistory]:
@@ -79,15 +92,23 @@ def history_by_key(key: str, scope: Q = EVERYTHING) -> list[TaskHistory]:
 
 
 def failed_tasks(limit: int, scope: Q = EVERYTHING) -> list[TaskHistory]:
-    return list(TaskHistory.objects.failures().filter(scope).newest_first()[:limit])
+    return page(TaskHistory.objects.failures().filter(scope).newest_first(), limit)
+
+
+def dead_letter_tasks(limit: int, offset: int = 0, scope: Q = EVERYTHING) -> list[TaskHistory]:
+    return page(TaskHistory.objects.dead_letter().filter(scope).newest_first(), limit, offset)
 
 
 def history_stats(task_type: str, scope: Q = EVERYTHING) -> TypeStats:
+    """Runs of ``task_type`` in history: durations and IO are averaged over completed runs
+    only (a run that failed early would make the type look cheap); the failure rate counts
+    ``failed`` and ``dead_letter`` among all runs."""
+    completed = Q(status=HistoryStatus.COMPLETED)
     agg = TaskHistory.objects.filter(scope, task_type=task_type).aggregate(
         n=Count("id"),
-        duration=Avg("duration_ms", filter=Q(status=HistoryStatus.COMPLETED)),
-        read=Avg("read_bytes"),
-        write=Avg("write_bytes"),
+        duration=Avg("duration_ms", filter=completed),
+        read=Avg("read_bytes", filter=completed),
+        write=Avg("write_bytes", filter=completed),
         failures=Count(
             "id", filter=Q(status__in=[HistoryStatus.FAILED, HistoryStatus.DEAD_LETTER])
         ),
@@ -102,19 +123,21 @@ def history_stats(task_type: str, scope: Q = EVERYTHING) -> TypeStats:
     )
 
 
-def avg_throughput(task_type: str, limit: int = 100, scope: Q = EVERYTHING) -> float:
-    """Average bytes per second (read + write) over the newest ``limit`` completed runs."""
+def avg_throughput(task_type: str, limit: int = 100, scope: Q = EVERYTHING) -> tuple[float, float]:
+    """(read, write) bytes per second over the newest ``limit`` completed runs: the bytes
+    they recorded over the time they ran, so long runs weigh as much as they lasted."""
     rows = TaskHistory.objects.filter(
         scope, task_type=task_type, status=HistoryStatus.COMPLETED, duration_ms__gt=0
-    ).newest_first()[:limit]
+    ).newest_first()[: validate_count("limit", limit)]
     # The ids are read first: MySQL cannot take LIMIT inside an IN subquery.
     ids = list(rows.values_list("id", flat=True))
     totals = TaskHistory.objects.filter(id__in=ids).aggregate(
-        b=Sum("read_bytes") + Sum("write_bytes"), ms=Sum("duration_ms")
+        read=Sum("read_bytes"), write=Sum("write_bytes"), ms=Sum("duration_ms")
     )
     if not totals["ms"]:
-        return 0.0
-    return float(totals["b"] or 0) * 1000.0 / float(totals["ms"])
+        return (0.0, 0.0)
+    seconds = float(totals["ms"]) / 1000.0
+    return (float(totals["read"] or 0) / seconds, float(totals["write"] or 0) / seconds)
 
 
 def next_run_after(scope: Q = EVERYTHING) -> datetime | None:
@@ -152,35 +175,47 @@ def count_by_tag(key: str, status: str | None = None, scope: Q = EVERYTHING) -> 
     )
 
 
-def tag_values(key: str, scope: Q = EVERYTHING) -> list[str]:
-    return list(
+def tag_values(key: str, scope: Q = EVERYTHING) -> list[tuple[str, int]]:
+    """``(value, count)`` of tag ``key`` among active tasks, most common first (then by
+    value, so the order is stable)."""
+    rows = (
         TaskTag.objects.filter(key=key, task__in=Task.objects.filter(scope))
-        .order_by("value")
-        .values_list("value", flat=True)
-        .distinct()
+        .values("value")
+        .annotate(n=Count("id"))
+        .order_by("-n", "value")
+        .values_list("value", "n")
     )
+    return [(value, n) for value, n in rows]
 
 
 def tag_keys_by_prefix(prefix: str, scope: Q = EVERYTHING) -> list[str]:
+    """Distinct tag keys of active tasks starting with ``prefix`` (letter case counts)."""
     return list(
-        TaskTag.objects.filter(key__startswith=prefix, task__in=Task.objects.filter(scope))
+        TaskTag.objects.with_key_prefix(prefix)
+        .filter(task__in=Task.objects.filter(scope))
         .order_by("key")
         .values_list("key", flat=True)
         .distinct()
     )
 
 
+def _with_tag_key_prefix(prefix: str, status: str | None, scope: Q) -> Any:
+    """Active tasks with a tag key starting with ``prefix`` (letter case counts)."""
+    qs = Task.objects.filter(
+        scope, id__in=TaskTag.objects.with_key_prefix(prefix).values("task_id")
+    )
+    return qs.filter(status=status) if status else qs
+
+
 def task_ids_by_tag_key_prefix(
     prefix: str, status: str | None = None, scope: Q = EVERYTHING
 ) -> list[int]:
-    qs = Task.objects.filter(scope, tags__key__startswith=prefix)
-    if status:
-        qs = qs.filter(status=status)
-    return list(qs.order_by("id").values_list("id", flat=True).distinct())
+    rows = _with_tag_key_prefix(prefix, status, scope)
+    return list(rows.order_by("id").values_list("id", flat=True))
 
 
 def count_by_tag_key_prefix(prefix: str, status: str | None = None, scope: Q = EVERYTHING) -> int:
-    return len(task_ids_by_tag_key_prefix(prefix, status, scope))
+    return int(_with_tag_key_prefix(prefix, status, scope).count())
 
 
 def history_tags(history_id: int) -> dict[str, str]:

@@ -3,20 +3,20 @@ the query API, the REST API, the admin and the dashboard."""
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..conf import app_settings
-from ..enums import TaskStatus
-from ..models import RateBucket, Schedule, Worker
+from ..enums import InterruptReason, TaskStatus
+from ..models import PausedGroup, RateBucket, Schedule, Task, Worker
 from ..policy import config, pressure
 from ..policy.config import Policy
 from ..policy.ratelimit import RateLimit, refill
-from ..records import RecurringInfo, RunningTask, Snapshot, WorkerInfo
+from ..records import PausedGroupInfo, RecurringInfo, RunningTask, Snapshot, WorkerInfo
 from ..store import control
 from ..store.gated_claim import fair_shares
-from . import queries
+from . import progress, queries
 from .queries import EVERYTHING
 
 
@@ -40,7 +40,7 @@ def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
     ]
 
 
-def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[RunningTask]:
+def running_records(rows: list[Task]) -> list[RunningTask]:
     return [
         RunningTask(
             t.id,
@@ -53,7 +53,7 @@ def running_records(scope: Q = EVERYTHING, limit: int | None = None) -> list[Run
             t.progress_message,
             t.effective_priority,
         )
-        for t in queries.running_tasks(scope, limit)
+        for t in rows
     ]
 
 
@@ -110,8 +110,9 @@ def build_snapshot(
         )
         for name, limit in limits.items()
     }
+    running = progress.running_with_clock(scope, running_limit)
     return Snapshot(
-        running=running_records(scope, running_limit),
+        running=running_records(running),
         pending_count=totals.get(TaskStatus.PENDING, 0),
         running_count=totals.get(TaskStatus.RUNNING, 0),
         paused_count=totals.get(TaskStatus.PAUSED, 0),
@@ -122,13 +123,47 @@ def build_snapshot(
         counts_by_domain=counts,
         workers=worker_infos(),
         recurring=recurring_infos(scope),
-        paused_groups=sorted(policy.paused_groups),
+        paused_groups=paused_group_infos(scope),
         rate_limits=rate_limits,
         group_allocations=group_allocations(policy),
         pressure=policy.pressure,
         pressure_breakdown=policy.pressure_breakdown,
         aging=policy.aging.as_dict() if policy.aging else None,
+        progress=progress.estimate(running, scope),
     )
+
+
+def paused_group_infos(scope: Q = EVERYTHING) -> list[PausedGroupInfo]:
+    """Groups paused now (a timed pause whose time has passed is over, even before a worker
+    lifts it), with their tasks of ``scope`` that the pause holds back."""
+    paused = list(
+        PausedGroup.objects.filter(Q(paused_until__isnull=True) | Q(paused_until__gt=Now()))
+        .order_by("group_key")
+        .values_list("group_key", "paused_at", "paused_until")
+    )
+    counts = {
+        row["group_key"]: row
+        for row in Task.objects.filter(scope, group_key__in=[g for g, _, _ in paused])
+        .values("group_key")
+        .annotate(
+            parked=Count(
+                "id",
+                filter=Q(status=TaskStatus.PAUSED, pause_reason=InterruptReason.GROUP_PAUSED),
+            ),
+            pending=Count("id", filter=Q(status=TaskStatus.PENDING)),
+        )
+        .order_by()
+    }
+    return [
+        PausedGroupInfo(
+            group,
+            paused_at,
+            until,
+            counts.get(group, {}).get("parked", 0),
+            counts.get(group, {}).get("pending", 0),
+        )
+        for group, paused_at, until in paused
+    ]
 
 
 def local_pressure() -> tuple[float, dict[str, float]]:

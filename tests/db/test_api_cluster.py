@@ -39,7 +39,10 @@ def test_snapshot__counts_running_and_workers(api):
     assert body["running"][0]["worker_id"] == str(worker_id)
     assert [w["name"] for w in body["workers"]] == ["w1"]
     assert body["workers"][0]["is_alive"] is True
-    assert body["paused_groups"] == ["g1"]
+    assert [(g["group"], g["paused_until"], g["pending_count"]) for g in body["paused_groups"]] == [
+        ("g1", None, 0)
+    ]
+    assert [(p["task_id"], p["percent"]) for p in body["progress"]] == [(running.id, 0.0)]
     assert body["is_paused"] is False
 
 

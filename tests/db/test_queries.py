@@ -6,6 +6,7 @@ import os
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from taskmill_django import (
@@ -13,9 +14,11 @@ from taskmill_django import (
     TaskNotFound,
     TypeStats,
     UnknownTaskType,
+    ValidationError,
     scheduler,
 )
 from taskmill_django.models import Task, TaskHistory, Worker
+from taskmill_django.records import EstimatedProgress
 from taskmill_django.store import workers
 from tests.db.conftest import claim_one, finish
 from tests.testapp.tasks import echo, keyed, other_noop, record
@@ -117,10 +120,14 @@ def test_store_recurring_schedules__empty_without_schedules(store):
     assert store.recurring_schedules() == []
 
 
-def test_scheduler_active_tasks__every_domain_in_dispatch_order():
-    a = record.using(priority=100).submit(n=1)
-    b = other_noop.submit()  # priority 64 by domain default
-    assert _ids(scheduler.active_tasks()) == [b.id, a.id]
+def test_scheduler_active_tasks__running_tasks_of_every_domain():
+    record.submit(n=1)
+    other_noop.submit()  # priority 64 by domain default: claimed first
+    first, second = claim_one(), claim_one()
+    record.submit(n=2)  # pending: not active in taskmill's sense
+
+    assert sorted(_ids(scheduler.active_tasks())) == sorted([first.id, second.id])
+    assert {first.domain, second.domain} == {"tests", "other"}
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -174,8 +181,8 @@ def test_store_history_stats__aggregates_per_type(store, history_factory):
     assert isinstance(stats, TypeStats)
     assert stats.count == 4
     assert stats.avg_duration_ms == pytest.approx(200.0)  # completed runs only
-    assert stats.avg_read_bytes == pytest.approx(15.0)
-    assert stats.avg_write_bytes == pytest.approx(1.5)
+    assert stats.avg_read_bytes == pytest.approx(20.0)  # so is the IO
+    assert stats.avg_write_bytes == pytest.approx(2.0)
     assert stats.failure_rate == pytest.approx(0.5)
 
 
@@ -189,18 +196,39 @@ def test_store_avg_throughput__bytes_per_second_of_completed_runs(store, history
     _finished(history_factory, 2, duration_ms=1000, read_bytes=2000, write_bytes=1000, **kw)
     _finished(history_factory, 1, status="failed", duration_ms=1, read_bytes=10**9, **kw)
     _finished(history_factory, 1, duration_ms=0, read_bytes=10**9, **kw)
-    assert store.avg_throughput("tests::echo") == pytest.approx(2000.0)
+    assert store.avg_throughput("tests::echo") == pytest.approx((1500.0, 500.0))
 
 
 def test_store_avg_throughput__limit_uses_newest_runs(store, history_factory):
     kw = {"task_type": "tests::echo", "duration_ms": 1000}
     _finished(history_factory, 2, read_bytes=1000, **kw)
     _finished(history_factory, 1, read_bytes=5000, **kw)
-    assert store.avg_throughput("tests::echo", limit=1) == pytest.approx(5000.0)
+    assert store.avg_throughput("tests::echo", limit=1) == pytest.approx((5000.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda h: h.pending_tasks(limit=-1), "limit"),
+        (lambda h: h.history(limit=-1), "limit"),
+        (lambda h: h.history(offset=-5), "offset"),
+        (lambda h: h.history_by_type("tests::echo", limit=-1), "limit"),
+        (lambda h: h.failed_tasks(limit=-1), "limit"),
+        (lambda h: h.avg_throughput("tests::echo", limit=-1), "limit"),
+        (lambda h: h.dead_letter_tasks(limit=-1), "limit"),
+        (lambda h: h.dead_letter_tasks(offset=-1), "offset"),
+        (lambda h: h.history(limit="10"), "limit"),
+        (lambda h: h.prune_history_by_count(-1), "keep"),
+    ],
+)
+def test_query_api__negative_limits_and_offsets_name_the_argument(tests_domain, call, field):
+    with pytest.raises(ValidationError) as info:
+        call(tests_domain)
+    assert info.value.field == field
 
 
 def test_store_avg_throughput__no_runs_is_zero(store):
-    assert store.avg_throughput("tests::echo") == 0.0
+    assert store.avg_throughput("tests::echo") == (0.0, 0.0)
 
 
 # --- scheduler.task and lookups --------------------------------------------------------------
@@ -337,8 +365,16 @@ def test_domain_handle__counts_and_lists_only_its_domain(tests_domain):
     other_noop.submit()
     assert tests_domain.pending_count() == 1
     assert _ids(tests_domain.pending_tasks()) == [mine.id]
-    assert _ids(tests_domain.active_tasks()) == [mine.id]
     assert tests_domain.task_by_id(Task.objects.get(domain="other").id) is None
+
+
+def test_domain_handle__active_tasks_are_its_running_tasks(tests_domain):
+    record.submit_batch([{"n": 1}, {"n": 2}])
+    other_noop.submit()
+    running = claim_one(domains=["tests"])
+    claim_one(domains=["other"])
+
+    assert _ids(tests_domain.active_tasks()) == [running.id]
 
 
 def test_domain_handle__history_and_failures_only_its_domain(tests_domain, history_factory):
@@ -367,25 +403,16 @@ def test_domain_handle__dead_letter_tasks_newest_first_paged(tests_domain, histo
     assert _ids(tests_domain.dead_letter_tasks(limit=1, offset=1)) == [old.id]
 
 
-def test_domain_handle__estimated_progress_of_running(tests_domain):
+def test_domain_handle__estimated_progress_of_its_running_tasks(tests_domain):
     record.submit_batch([{"n": 1}, {"n": 2}])
-    task = claim_one()
-    Task.objects.filter(id=task.id).update(progress=0.25)
-    assert tests_domain.estimated_progress() == {task.id: 0.25}
+    other_noop.submit()
+    task = claim_one(domains=["tests"])
+    claim_one(domains=["other"])
+    Task.objects.filter(id=task.id).update(progress=0.25, progress_at=F("started_at"))
 
-
-def test_domain_handle__byte_progress_falls_back_to_expected_io(tests_domain):
-    record.using(expected_io=IoBudget.disk(300, 100)).submit(n=1)
-    record.submit(n=2)
-    task = claim_one()
-    assert tests_domain.byte_progress() == {task.id: (0, 400)}
-
-
-def test_domain_handle__byte_progress_uses_reported_bytes(tests_domain):
-    record.using(expected_io=IoBudget.disk(300, 100)).submit(n=1)
-    task = claim_one()
-    Task.objects.filter(id=task.id).update(progress_bytes_done=60, progress_bytes_total=500)
-    assert tests_domain.byte_progress() == {task.id: (60, 500)}
+    assert tests_domain.estimated_progress() == [
+        EstimatedProgress(task.id, "tests::record", 0.25, None, 0.25)
+    ]
 
 
 # --- tag queries -----------------------------------------------------------------------------
@@ -420,9 +447,11 @@ def test_count_by_tag__per_value(tests_domain, tagged):
     assert tests_domain.count_by_tag("missing") == {}
 
 
-def test_tag_values__distinct_and_sorted(tests_domain, tagged):
-    assert tests_domain.tag_values("tenant") == ["a", "b"]
-    assert tests_domain.tag_values("region") == ["eu"]
+def test_tag_values__value_count_pairs_most_common_first(tests_domain, tagged):
+    record.using(tags={"tenant": "c"}).submit(n=5)
+    assert tests_domain.tag_values("tenant") == [("a", 2), ("b", 1), ("c", 1)]
+    assert tests_domain.tag_values("region") == [("eu", 1)]
+    assert tests_domain.tag_values("missing") == []
 
 
 def test_tag_keys_by_prefix__distinct_and_sorted(tests_domain, tagged):
@@ -434,6 +463,16 @@ def test_task_ids_by_tag_key_prefix__any_key_with_prefix(tests_domain, tagged):
     expected = [tagged["a"], tagged["b"], tagged["c"]]
     assert tests_domain.task_ids_by_tag_key_prefix("user.") == expected
     assert tests_domain.task_ids_by_tag_key_prefix("user.", status="running") == [tagged["a"]]
+
+
+def test_tag_key_prefix_queries__letter_case_counts(tests_domain):
+    upper = record.using(tags={"User.id": "1"}).submit(n=1)
+    lower = record.using(tags={"user.id": "2"}).submit(n=2)
+
+    assert tests_domain.tag_keys_by_prefix("user.") == ["user.id"]
+    assert tests_domain.task_ids_by_tag_key_prefix("User.") == [upper.id]
+    assert tests_domain.count_by_tag_key_prefix("user.") == 1
+    assert tests_domain.cancel_by_tag_key_prefix("user.") == [lower.id]
 
 
 def test_count_by_tag_key_prefix__counts_tasks_not_tags(tests_domain, tagged):
