@@ -60,7 +60,7 @@ class Scheduler:
             raise TaskNotFound(f"no task with id {task_id}")
         return row
 
-    def active_tasks(self) -> list[Any]:
+    def active_tasks(self) -> list[Task]:
         """The running tasks of every domain, longest-running first."""
         from .read.queries import running_tasks
 
