@@ -135,15 +135,18 @@ class Scheduler:
 
     # --- runtime control (persisted; every worker obeys within one poll interval) ------------
 
-    def pause_all(self) -> None:
+    def pause_all(self) -> int:
+        """Start no task anywhere and pause the running ones (no retry spent); returns how
+        many running tasks were asked to pause."""
         from .store import control
 
-        control.pause_all()
+        return control.pause_all()
 
-    def resume_all(self) -> None:
+    def resume_all(self) -> int:
+        """Lift ``pause_all()``; returns how many paused tasks became pending."""
         from .store import control
 
-        control.resume_all()
+        return control.resume_all()
 
     def set_max_concurrency(self, n: int | None) -> None:
         from .store import control
@@ -160,10 +163,12 @@ class Scheduler:
 
         control.remove_group_limit(group)
 
-    def pause_group(self, group: str, until: datetime | None = None) -> None:
+    def pause_group(self, group: str, until: datetime | None = None) -> int:
+        """Start no task of ``group`` (until ``until``, an aware datetime, when given) and
+        pause its running ones; returns how many running tasks were asked to pause."""
         from .store import control
 
-        control.pause_group(group, until)
+        return control.pause_group(group, until)
 
     def resume_group(self, group: str) -> bool:
         from .store import control

@@ -373,8 +373,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             "Resumed",
             count,
             len(ids),
-            "only tasks paused by hand resume here; preempted and domain-paused tasks "
-            "resume by themselves",
+            "only tasks paused by hand resume here; preempted tasks, and tasks paused with "
+            "the cluster, their domain or their group, resume when that is over",
         )
 
     @admin.action(description="Change priority of selected tasks…", permissions=["change"])

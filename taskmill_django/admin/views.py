@@ -245,13 +245,15 @@ Handler = Callable[[forms.Form], tuple[type, str, str]]
 
 
 def _pause_all(form: forms.Form) -> tuple[type, str, str]:
-    scheduler.pause_all()
-    return SchedulerSetting, config.PAUSED, "Paused the whole cluster."
+    asked = scheduler.pause_all()
+    text = f"Paused the whole cluster; {asked} running task(s) asked to pause."
+    return SchedulerSetting, config.PAUSED, text
 
 
 def _resume_all(form: forms.Form) -> tuple[type, str, str]:
-    scheduler.resume_all()
-    return SchedulerSetting, config.PAUSED, "Resumed the whole cluster."
+    resumed = scheduler.resume_all()
+    text = f"Resumed the whole cluster; {resumed} paused task(s) pending again."
+    return SchedulerSetting, config.PAUSED, text
 
 
 def _max_concurrency(form: forms.Form) -> tuple[type, str, str]:
@@ -284,8 +286,9 @@ def _domain_limit(form: forms.Form) -> tuple[type, str, str]:
 
 def _pause_group(form: forms.Form) -> tuple[type, str, str]:
     group, until = form.cleaned_data["group"], form.cleaned_data.get("until")
-    scheduler.pause_group(group, until)
-    text = f"Paused group {group}" + (f" until {until:%Y-%m-%d %H:%M}." if until else ".")
+    asked = scheduler.pause_group(group, until)
+    text = f"Paused group {group}" + (f" until {until:%Y-%m-%d %H:%M:%S}" if until else "")
+    text += f"; {asked} running task(s) asked to pause."
     return PausedGroup, group, text
 
 

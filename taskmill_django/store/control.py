@@ -19,10 +19,12 @@ from ..policy import config
 from ..policy.config import Policy, build_policy
 from ..policy.ratelimit import RateLimit
 from ..validation import validate_group
-from .parking import unpaused
+from .parking import unpark
 
 PREEMPTED = InterruptReason.PREEMPTED
 DOMAIN_PAUSED = InterruptReason.DOMAIN_PAUSED
+GROUP_PAUSED = InterruptReason.GROUP_PAUSED
+ALL_PAUSED = InterruptReason.ALL_PAUSED
 
 
 def _put(name: str, value: Any) -> None:
@@ -119,15 +121,43 @@ def _group(group: str) -> str:
     return clean
 
 
-def pause_all() -> None:
-    """Stop every worker from starting tasks; running tasks finish."""
-    _put(config.PAUSED, True)
+def pause_all() -> int:
+    """Stop every worker from starting tasks and pause the running ones: each is asked to
+    stop (its worker cancels it at the next heartbeat) and waits ``paused``, no retry spent,
+    until ``resume_all()``. Returns how many running tasks were asked to pause."""
+    with transaction.atomic():
+        _put(config.PAUSED, True)
+        asked = _ask_to_pause(Q(), ALL_PAUSED)
     _signal_all(signals.task_paused)
+    return asked
 
 
-def resume_all() -> None:
-    _put(config.PAUSED, False)
+def resume_all() -> int:
+    """Start tasks again; the tasks ``pause_all()`` paused become pending (a pause not yet
+    carried out is withdrawn, and the task keeps running). Returns how many became pending."""
+    with transaction.atomic():
+        _put(config.PAUSED, False)
+        resumed = _lift(Q(), ALL_PAUSED)
     _signal_all(signals.task_resumed)
+    return resumed
+
+
+def _ask_to_pause(condition: Q, reason: str) -> int:
+    """Ask the running tasks matching ``condition`` to stop and park for ``reason``. A task
+    already asked to stop (cancelled, preempted, paused for another reason) keeps that
+    request: it is never parked for two reasons at once."""
+    return Task.objects.filter(condition, status=TaskStatus.RUNNING, cancel_reason="").update(
+        cancel_reason=reason
+    )
+
+
+def _lift(condition: Q, reason: str) -> int:
+    """Undo ``_ask_to_pause``: withdraw requests not yet carried out, unpark the tasks
+    parked for ``reason``. Tasks paused for any other reason stay paused."""
+    Task.objects.filter(condition, status=TaskStatus.RUNNING, cancel_reason=reason).update(
+        cancel_reason=""
+    )
+    return unpark(condition, reason)
 
 
 def _signal_all(signal: Any) -> None:
@@ -139,49 +169,53 @@ def pause_domain(domain: str) -> int:
     the same retry count). Returns how many running tasks were asked to pause."""
     with transaction.atomic():
         _put(config.DOMAIN_PAUSED + domain, True)
-        return Task.objects.filter(
-            domain=domain, status=TaskStatus.RUNNING, cancel_reason=""
-        ).update(cancel_reason=DOMAIN_PAUSED)
+        return _ask_to_pause(Q(domain=domain), DOMAIN_PAUSED)
 
 
 def resume_domain(domain: str) -> int:
     """Resume ``domain``: its paused tasks become pending again."""
     with transaction.atomic():
         _delete(config.DOMAIN_PAUSED + domain)
-        # Running tasks that have not parked yet keep running.
-        Task.objects.filter(
-            domain=domain, status=TaskStatus.RUNNING, cancel_reason=DOMAIN_PAUSED
-        ).update(cancel_reason="")
-        return Task.objects.filter(
-            domain=domain, status=TaskStatus.PAUSED, pause_reason=DOMAIN_PAUSED
-        ).update(**unpaused())
+        return _lift(Q(domain=domain), DOMAIN_PAUSED)
 
 
-def pause_group(group: str, until: datetime | None = None) -> None:
-    """Stop starting tasks of ``group`` (until ``until``, when given)."""
+def pause_group(group: str, until: datetime | None = None) -> int:
+    """Stop starting tasks of ``group`` (until ``until``, when given) and pause its running
+    ones, as a domain pause does. Its pending tasks stay pending (claims skip the group).
+    Returns how many running tasks were asked to pause."""
     group = _group(group)
     if until is not None and (not isinstance(until, datetime) or until.tzinfo is None):
         raise ValidationError("until", "must be a timezone-aware datetime")
     with transaction.atomic():
         if not PausedGroup.objects.filter(group_key=group).update(paused_until=until):
             PausedGroup.objects.create(group_key=group, paused_until=until)
+        asked = _ask_to_pause(Q(group_key=group), GROUP_PAUSED)
     _after_commit(signals.group_paused, sender=group, until=until)
+    return asked
 
 
 def resume_group(group: str) -> bool:
-    deleted = PausedGroup.objects.filter(group_key=_group(group)).delete()[0]
+    """Lift a group's pause: its tasks paused by it become pending. Returns whether it was
+    paused."""
+    group = _group(group)
+    with transaction.atomic():
+        deleted = PausedGroup.objects.filter(group_key=group).delete()[0]
+        _lift(Q(group_key=group), GROUP_PAUSED)
     if deleted:
         _after_commit(signals.group_resumed, sender=group)
     return bool(deleted)
 
 
 def resume_expired_group_pauses() -> list[str]:
-    """Timed group pauses whose ``paused_until`` passed (database clock) are lifted."""
+    """Timed group pauses whose ``paused_until`` passed (database clock) are lifted, and
+    the tasks they paused become pending."""
     expired = list(
         PausedGroup.objects.filter(paused_until__lte=Now()).values_list("group_key", flat=True)
     )
     if expired:
-        PausedGroup.objects.filter(group_key__in=expired, paused_until__lte=Now()).delete()
+        with transaction.atomic():
+            PausedGroup.objects.filter(group_key__in=expired, paused_until__lte=Now()).delete()
+            _lift(Q(group_key__in=expired), GROUP_PAUSED)
         for group in expired:
             _after_commit(signals.group_resumed, sender=group)
     return expired
@@ -237,13 +271,4 @@ def resume_preempted() -> int:
     active = _active_preemptors(int(app_settings.PREEMPT_PRIORITY)).exists()
     if active:
         return 0
-    resumed = Task.objects.filter(status=TaskStatus.PAUSED, pause_reason=PREEMPTED)
-    ids = list(resumed.values_list("id", "task_type"))
-    if not ids:
-        return 0
-    count = resumed.update(**unpaused())
-    for task_id, task_type in ids:
-        from .db import send_task_signal
-
-        send_task_signal(signals.task_resumed, task_type, task_id=task_id)
-    return count
+    return unpark(Q(), PREEMPTED)

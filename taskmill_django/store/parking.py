@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db.models import F, FloatField
+from django.db.models import F, FloatField, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Now
 
 from .. import signals
 from ..enums import InterruptReason, TaskStatus
 from ..models import Task
-from .db import send_on_commit
+from .db import notify_workers, send_on_commit
 
 
 def park(rows: Sequence[tuple[int, str]], reason: str) -> int:
@@ -39,6 +39,22 @@ def park(rows: Sequence[tuple[int, str]], reason: str) -> int:
     for task_id, task_type in rows:
         send_on_commit(signal, task_type, task_id=task_id)
     return count
+
+
+def unpark(condition: Q, reason: str) -> int:
+    """Make the tasks parked for ``reason`` that match ``condition`` pending again (tasks
+    parked for another reason stay parked); returns how many. Idle workers are woken."""
+    parked = Task.objects.filter(condition, status=TaskStatus.PAUSED, pause_reason=reason)
+    if not parked.exists():  # a read first: workers call this every second (SQLite's lock)
+        return 0
+    # Who they are is read only when someone listens for task_resumed.
+    rows = list(parked.values_list("id", "task_type")) if signals.task_resumed.receivers else []
+    count = parked.update(**unpaused())
+    for task_id, task_type in rows:
+        send_on_commit(signals.task_resumed, task_type, task_id=task_id)
+    if count:
+        notify_workers()
+    return int(count)
 
 
 def unpaused() -> dict[str, Any]:

@@ -7,12 +7,22 @@ import os
 import signal
 import sqlite3
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection
 
-from taskmill_django.models import Worker
+from taskmill_django.models import TaskHistory, Worker
 from tests.conftest import ROOT, WorkerProcess, wait_until
+
+# SQLite stamps started_at with millisecond precision while history stamps finished_at with
+# microseconds: intervals that merely touch may seem to overlap by under a millisecond.
+STAMP_SLACK = timedelta(milliseconds=5)
+
+
+def finished(ids: list[int]) -> bool:
+    """Every task of ``ids`` has reached history."""
+    return TaskHistory.objects.filter(id__in=ids).count() == len(ids)
 
 
 def worker_id_of(worker: WorkerProcess, timeout: float = 30.0) -> uuid.UUID:

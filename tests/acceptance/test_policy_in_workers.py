@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,18 +24,14 @@ from django.utils import timezone
 
 from taskmill_django import IoBudget, Priority, RateLimit, scheduler, signals
 from taskmill_django.dispatcher import Dispatcher, DispatcherOptions
-from taskmill_django.models import PausedGroup, Task, TaskHistory, Worker
-from tests.acceptance.support import worker_id_of
+from taskmill_django.models import Task, TaskHistory, Worker
+from tests.acceptance.support import STAMP_SLACK, finished, worker_id_of
 from tests.conftest import wait_until
 from tests.testapp import io as test_io
 from tests.testapp import pressure as test_pressure
 from tests.testapp.tasks import echo, other_wf_step, record, sleep
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# SQLite stamps started_at with millisecond precision while history stamps finished_at with
-# microseconds: intervals that merely touch may seem to overlap by under a millisecond.
-STAMP_SLACK = timedelta(milliseconds=5)
 
 
 def sample_until(
@@ -60,10 +56,6 @@ def by_group_and_status() -> dict[tuple[str | None, str], int]:
 
 def running_in(**filters: Any) -> int:
     return Task.objects.filter(status="running", **filters).count()
-
-
-def finished(ids: list[int]) -> bool:
-    return TaskHistory.objects.filter(id__in=ids).count() == len(ids)
 
 
 def max_overlap(rows: list[TaskHistory]) -> int:
@@ -166,89 +158,6 @@ def test_preemption__realtime_submission_pauses_background_work_on_a_worker(
     assert [e["reason"] for e in noticed] == ["preempted"]
     # Resumed only once the preemptor had finished.
     assert log_index(task_log, "start", 1, last=True) > log_index(task_log, "done", 2)
-
-
-# --- pauses ----------------------------------------------------------------------------------
-
-
-def reloaded_policy(worker: Any, since: datetime) -> None:
-    """Wait until ``worker`` has kept looping for a while after ``since``: it reloads its
-    policy every poll interval (0.1 s here), so by then it obeys a change made at ``since``.
-    Until then a claim may still use the policy it loaded before (allowed by design)."""
-    worker_id = worker_id_of(worker)
-    wait_until(
-        lambda: Worker.objects.filter(
-            id=worker_id, heartbeat_at__gte=since + timedelta(seconds=0.3)
-        ).exists(),
-        timeout=30,
-    )
-
-
-def test_pause_all__nothing_starts_until_resume_all(worker_factory, task_log):
-    worker = worker_factory("--concurrency", "2")
-    running = sleep.submit(seconds=1.0, n=1).id
-    wait_until(lambda: task_log.events("start"), timeout=60)
-
-    scheduler.pause_all()
-    reloaded_policy(worker, timezone.now())
-    waiting = [record.submit(n=n).id for n in range(10, 13)]
-
-    wait_until(lambda: finished([running]), timeout=30)  # a running task finishes
-    reloaded_policy(worker, timezone.now() + timedelta(seconds=0.7))  # a free slot, unused
-    assert not task_log.events("run")
-    assert Task.objects.filter(id__in=waiting, status="pending").count() == 3
-
-    scheduler.resume_all()
-
-    wait_until(lambda: finished(waiting), timeout=30)
-    assert sorted(e["n"] for e in task_log.events("run")) == [10, 11, 12]
-
-
-def test_pause_domain__running_task_is_paused_and_resumes_later(worker_factory, task_log):
-    worker = worker_factory("--concurrency", "3")
-    handle = scheduler.domain("tests")
-    long = sleep.submit(seconds=2.0, n=1).id
-    wait_until(lambda: task_log.events("start"), timeout=60)
-
-    assert handle.pause() == 1
-
-    paused = wait_until(lambda: Task.objects.filter(id=long, status="paused").first(), timeout=30)
-    assert paused.pause_reason == "domain_paused"
-    reloaded_policy(worker, timezone.now())
-    later = record.submit(n=5).id
-    other = other_wf_step.submit(n=6).id
-    wait_until(lambda: finished([other]), timeout=30)  # other domains keep running
-    reloaded_policy(worker, timezone.now())
-    assert Task.objects.get(id=later).status == "pending"
-    assert Task.objects.get(id=long).status == "paused"
-
-    assert handle.resume() == 1
-
-    wait_until(lambda: finished([long, later]), timeout=60)
-    row = TaskHistory.objects.get(id=long)
-    assert (row.status, row.retry_count) == ("completed", 0)
-    assert [e["reason"] for e in task_log.events("noticed_cancel")] == ["domain_paused"]
-
-
-def test_pause_group__timed_pause_resumes_by_itself(worker_factory):
-    worker = worker_factory("--concurrency", "4")
-    worker_id_of(worker)
-    scheduler.pause_group("g")
-    reloaded_policy(worker, timezone.now())
-    outcomes = [record.using(group="g").submit(n=n) for n in range(3)]
-    free = [record.using(group="h").submit(n=n).id for n in range(10, 13)]
-    grouped = [o.id for o in outcomes]
-
-    until = timezone.now() + timedelta(seconds=1.5)
-    scheduler.pause_group("g", until=until)
-
-    assert all(o.group_paused for o in outcomes)
-    wait_until(lambda: finished(grouped + free), timeout=60)
-    grouped_starts = TaskHistory.objects.filter(id__in=grouped).values_list("started_at", flat=True)
-    free_starts = TaskHistory.objects.filter(id__in=free).values_list("started_at", flat=True)
-    assert min(grouped_starts) >= until - STAMP_SLACK
-    assert max(free_starts) < min(grouped_starts)  # the rest of the queue was not held up
-    wait_until(lambda: not PausedGroup.objects.exists(), timeout=30)
 
 
 # --- rate limits -----------------------------------------------------------------------------

@@ -87,13 +87,15 @@ class Command(BaseCommand):
             self.stdout.write(f"domain {options['domain']} paused ({count} running tasks pausing)")
         elif options.get("group"):
             until = timezone.now() + timedelta(minutes=minutes) if minutes else None
-            scheduler.pause_group(options["group"], until)
+            count = scheduler.pause_group(options["group"], until)
             self.stdout.write(
-                f"group {options['group']} paused" + (f" until {until}" if until else "")
+                f"group {options['group']} paused"
+                + (f" until {until}" if until else "")
+                + f" ({count} running tasks pausing)"
             )
         else:
-            scheduler.pause_all()
-            self.stdout.write("all dispatching paused")
+            count = scheduler.pause_all()
+            self.stdout.write(f"all dispatching paused ({count} running tasks pausing)")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         if options.get("domain"):
@@ -103,8 +105,8 @@ class Command(BaseCommand):
             scheduler.resume_group(options["group"])
             self.stdout.write(f"group {options['group']} resumed")
         else:
-            scheduler.resume_all()
-            self.stdout.write("dispatching resumed")
+            count = scheduler.resume_all()
+            self.stdout.write(f"dispatching resumed ({count} tasks pending again)")
 
     def do_cancel(self, options: dict[str, Any]) -> None:
         for task_id in options["task_ids"]:
