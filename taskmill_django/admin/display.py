@@ -234,7 +234,8 @@ def progress_bar(
 
 def io_summary(io: dict[str, Any] | None) -> list[tuple[str, bool]]:
     """A worker's measured IO as ("disk_write 4.8 MB/s of 1.0 MB/s", saturated) per direction
-    that moved bytes or has a capacity; empty without RESOURCE_MONITORING."""
+    that moved bytes or has a capacity, with the budget a busy direction has left; empty
+    without RESOURCE_MONITORING."""
     from django.template.defaultfilters import filesizeformat
 
     lines = []
@@ -244,5 +245,7 @@ def io_summary(io: dict[str, Any] | None) -> list[tuple[str, bool]]:
         text = f"{direction} {filesizeformat(m.get('rate') or 0)}/s"
         if m.get("capacity"):
             text += f" of {filesizeformat(m['capacity'])}/s"
+        if m.get("budget") and not m.get("saturated"):
+            text += f", room for tasks of up to {filesizeformat(m['budget'])}"
         lines.append((text, bool(m.get("saturated"))))
     return lines

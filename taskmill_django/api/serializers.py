@@ -422,6 +422,7 @@ class WorkerSerializer(serializers.Serializer):
                     "rate": {"type": "number"},
                     "capacity": {"type": "number", "nullable": True},
                     "saturated": {"type": "boolean"},
+                    "budget": {"type": "integer", "nullable": True},
                 },
             },
         },

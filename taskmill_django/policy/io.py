@@ -1,22 +1,35 @@
-"""IO budgets: tasks that declare disk or network IO wait while this machine's measured
-throughput in that direction is near its capacity.
+"""IO budgets: a task's declared bytes (``expected_io``) are compared with what this machine's
+disks and links can still take, measured, before a worker claims it.
 
 Each worker measures the machine it runs on (disks and links are per machine, like pressure):
 a sampler returns cumulative byte counters, the meter turns two readings into a rate and
 smooths it with an exponentially weighted moving average, so one burst does not stall work
-and a sustained load does. A direction is *saturated* when its smoothed rate reaches
-``SATURATION`` of the capacity given in ``IO_CAPACITY``; while it is, the worker claims no task
-whose ``expected_io`` has bytes in that direction, unless the task is HIGH priority or more
-urgent. Tasks that declare no IO are never held back, so saturation causes no head-of-line
-blocking. A worker that has just started has no rate yet and holds nothing back.
+and a sustained load does.
+
+A direction's *budget* is the bytes it can still take over the next ``WINDOW`` seconds before
+its smoothed rate reaches ``SATURATION`` of the capacity given in ``IO_CAPACITY``:
+``(SATURATION x capacity - rate) x WINDOW``. A task below HIGH priority whose declared bytes in
+a direction exceed its budget waits; smaller tasks, tasks that declare nothing there and HIGH
+or more urgent tasks are claimed as usual, so a busy disk holds back only the work that would
+overload it, never the queue behind it. While at least half of a direction's budget is free
+it holds nothing back, so a task declaring more than a whole window (a 5 GB upload) still runs
+whenever its link is not busy; once the budget is gone the direction is *saturated*. A worker
+that has just started has no rate yet and holds nothing back.
+
+>>> budget({"disk_write": 500.0}, {"disk_write": 1000.0})
+{'disk_write': 600}
+>>> over_budget({"disk_write": 4096}, {"disk_write": 600})
+['disk_write']
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.db.models import Q
 from django.utils.module_loading import import_string
 
 from ..exceptions import ValidationError
@@ -29,7 +42,8 @@ EXPECTED_COLUMN = {
     "net_rx": "expected_net_rx_bytes",
     "net_tx": "expected_net_tx_bytes",
 }
-SATURATION = 0.8  # share of capacity at which a direction counts as saturated
+SATURATION = 0.8  # share of capacity a direction's budget fills up to
+WINDOW = 2.0  # seconds of traffic a budget covers: declared bytes are spread over this long
 EXEMPT_PRIORITY = 64  # HIGH and more urgent tasks are never held back (like THROTTLE_POLICY)
 DEFAULT_ALPHA = 0.3  # EWMA weight of the newest reading: about 3 readings to follow a change
 SECTOR = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
@@ -128,8 +142,41 @@ def parse_capacity(value: Any) -> dict[str, float]:
 
 
 def saturated(rates: dict[str, float], capacity: dict[str, float]) -> frozenset[str]:
-    """Directions whose smoothed rate has reached SATURATION of their capacity."""
+    """Directions whose smoothed rate has reached SATURATION of their capacity (no budget)."""
     return frozenset(d for d, limit in capacity.items() if rates.get(d, 0.0) >= SATURATION * limit)
+
+
+def budget(rates: Mapping[str, float], capacity: Mapping[str, float]) -> dict[str, int]:
+    """Bytes each direction can still take over the next WINDOW seconds, for the directions
+    busy enough to hold anything back (less than half their budget free)."""
+    found = {}
+    for direction, limit in capacity.items():
+        whole = SATURATION * limit * WINDOW
+        left = max(whole - rates.get(direction, 0.0) * WINDOW, 0.0)
+        if left < whole / 2:
+            found[direction] = int(left)
+    return found
+
+
+def over_budget(expected: Mapping[str, int], budgets: Mapping[str, int]) -> list[str]:
+    """The directions in which a task declaring ``expected`` bytes does not fit (sorted)."""
+    return sorted(d for d, left in budgets.items() if expected.get(d, 0) > left)
+
+
+def held_back(budgets: Mapping[str, int]) -> Q:
+    """The claim's filter for ``budgets``: tasks below HIGH priority declaring more bytes in a
+    direction than its budget (matches nothing for an empty budget)."""
+    if not budgets:
+        return Q(pk__in=[])
+    over = Q()
+    for direction in sorted(budgets):
+        over |= Q(**{f"{EXPECTED_COLUMN[direction]}__gt": budgets[direction]})
+    return Q(priority__gt=EXEMPT_PRIORITY) & over
+
+
+def expected_of(task: Any) -> dict[str, int]:
+    """A task row's declared bytes per direction."""
+    return {d: int(getattr(task, column)) for d, column in EXPECTED_COLUMN.items()}
 
 
 def load_meter(sampler_path: str | None) -> ThroughputMeter:
@@ -138,12 +185,16 @@ def load_meter(sampler_path: str | None) -> ThroughputMeter:
 
 
 def report(rates: dict[str, float], capacity: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """What the worker stores and the snapshot shows, per measured direction."""
+    """What the worker stores and the snapshot shows, per measured direction: its rate, its
+    capacity, whether it is saturated, and its budget in bytes (None while it holds nothing
+    back)."""
+    budgets = budget(rates, capacity)
     return {
         d: {
             "rate": round(rates[d], 1),
             "capacity": capacity.get(d),
             "saturated": d in capacity and rates[d] >= SATURATION * capacity[d],
+            "budget": budgets.get(d),
         }
         for d in DIRECTIONS
         if d in rates

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import threading
+import time
 from typing import Any, Protocol
 
 from django.utils.module_loading import import_string
+
+from ..conf import app_settings
+from .io import ThroughputMeter, load_meter, parse_capacity
+
+DISK = ("disk_read", "disk_write")
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +54,32 @@ class CpuPressure:
 
 
 class DiskPressure:
-    """Share of the filesystem holding the working directory in use."""
+    """Disk throughput against its capacity: the busier of reading and writing, as a share of
+    its ``IO_CAPACITY`` (``disk_read``, ``disk_write``), from the smoothed rate of the IO meter
+    (see policy.io). A direction without a capacity cannot be judged and reads 0; so does the
+    first reading, which only sets the meter's baseline. How full the disk is plays no part."""
 
     name = "disk"
 
+    def __init__(
+        self, meter: ThroughputMeter | None = None, capacity: dict[str, float] | None = None
+    ) -> None:
+        if meter is None:
+            meter = load_meter(app_settings.IO_SAMPLER)
+        if capacity is None:
+            capacity = parse_capacity(app_settings.IO_CAPACITY)
+        self.meter, self.capacity = meter, capacity
+        self._lock = threading.Lock()  # a web process may share one source between threads
+
     def pressure(self) -> float:
-        usage = shutil.disk_usage(os.getcwd())
-        return usage.used / usage.total if usage.total else 0.0
+        with self._lock:
+            rates = self.meter.update(time.monotonic())
+        shares = [
+            rates.get(direction, 0.0) / limit
+            for direction in DISK
+            if (limit := self.capacity.get(direction))
+        ]
+        return min(max(shares, default=0.0), 1.0)
 
 
 def load_sources(paths: list[str], resource_monitoring: bool) -> list[Any]:

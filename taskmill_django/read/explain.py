@@ -30,9 +30,8 @@ from ..conf import app_settings
 from ..enums import InterruptReason, TaskStatus
 from ..exceptions import TaskNotFound
 from ..models import PausedGroup, RateBucket, Task, TaskDependency, TaskHistory, Worker
-from ..policy import config
+from ..policy import config, io
 from ..policy.config import Policy
-from ..policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..policy.pressure import DEFAULT_THROTTLE
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
 
@@ -455,29 +454,48 @@ def _throttle(s: _Subject) -> list[Reason]:
 
 
 def _io_budget(s: _Subject) -> list[Reason]:
-    """Every live worker serving the task's domain reports a direction the task declares IO
-    in as saturated (workers measure their own machine; see policy.io)."""
-    uses = [d for d, column in EXPECTED_COLUMN.items() if getattr(s.task, column) > 0]
-    if not uses or s.task.priority <= EXEMPT_PRIORITY:
+    """Every live worker serving the task's domain has less IO budget left in a direction
+    than the task declares (workers measure their own machine and report their budgets; see
+    policy.io)."""
+    expected = io.expected_of(s.task)
+    if not any(expected.values()) or s.task.priority <= io.EXEMPT_PRIORITY:
         return []
     live = Worker.objects.filter(
         heartbeat_at__gte=Now() - app_settings.lease_timeout, status="running"
     ).values_list("name", "domains", "io")
-    serving = [(name, io or {}) for name, domains, io in live if _serves(domains, s.task.domain)]
-    blocked = {
-        name: sorted(d for d in uses if io.get(d, {}).get("saturated")) for name, io in serving
-    }
+    serving = [
+        (name, io_report or {})
+        for name, domains, io_report in live
+        if _serves(domains, s.task.domain)
+    ]
+    blocked = {name: io.over_budget(expected, _budgets(report)) for name, report in serving}
     if not serving or not all(blocked.values()):
         return []
     directions = sorted({d for found in blocked.values() for d in found})
     return [
         Reason(
             IO_SATURATED,
-            f"IO budget: it expects {', '.join(directions)} IO and every worker serving its "
-            "domain measures that direction near capacity (IO_CAPACITY)",
-            {"directions": directions, "workers": blocked},
+            f"IO budget: it expects more {', '.join(directions)} bytes than every worker "
+            "serving its domain can take now (IO_CAPACITY)",
+            {
+                "directions": directions,
+                "workers": blocked,
+                "expected": {d: expected[d] for d in directions},
+            },
         )
     ]
+
+
+def _budgets(report: dict[str, Any]) -> dict[str, int]:
+    """A worker's IO report as budgets; a report from before budgets were stored gives a
+    saturated direction a budget of 0."""
+    found = {}
+    for direction, measured in report.items():
+        if measured.get("budget") is not None:
+            found[direction] = int(measured["budget"])
+        elif measured.get("saturated"):
+            found[direction] = 0
+    return found
 
 
 def _queue_position(s: _Subject) -> list[Reason]:

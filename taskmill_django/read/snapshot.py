@@ -3,6 +3,9 @@ the query API, the REST API, the admin and the dashboard."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from django.db.models import Count, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -167,10 +170,24 @@ def paused_group_infos(scope: Q = EVERYTHING) -> list[PausedGroupInfo]:
 
 
 def local_pressure() -> tuple[float, dict[str, float]]:
-    sources = pressure.load_sources(
-        list(app_settings.PRESSURE_SOURCES or []), bool(app_settings.RESOURCE_MONITORING)
+    """Pressure as this process measures it. The sources live as long as the process (per
+    configuration): a source that measures a rate, like ``disk``, needs two readings."""
+    capacity = app_settings.IO_CAPACITY
+    return pressure.measure(
+        _sources(
+            tuple(app_settings.PRESSURE_SOURCES or ()),
+            bool(app_settings.RESOURCE_MONITORING),
+            app_settings.IO_SAMPLER,
+            tuple(sorted(capacity.items())) if isinstance(capacity, dict) else capacity,
+        )
     )
-    return pressure.measure(sources)
+
+
+@functools.lru_cache(maxsize=8)
+def _sources(paths: tuple[str, ...], monitoring: bool, *io_config: Any) -> list[Any]:
+    """The pressure sources of one configuration (``io_config`` is part of the cache key:
+    the disk source reads the IO settings)."""
+    return pressure.load_sources(list(paths), monitoring)
 
 
 def group_allocations(policy: Policy) -> dict[str, int]:

@@ -22,12 +22,11 @@ from django.db.models import Count
 from django.test import override_settings
 from django.utils import timezone
 
-from taskmill_django import IoBudget, Priority, RateLimit, scheduler, signals
+from taskmill_django import Priority, RateLimit, scheduler, signals
 from taskmill_django.dispatcher import Dispatcher, DispatcherOptions
-from taskmill_django.models import Task, TaskHistory, Worker
-from tests.acceptance.support import STAMP_SLACK, finished, worker_id_of
+from taskmill_django.models import Task, TaskHistory
+from tests.acceptance.support import STAMP_SLACK, finished
 from tests.conftest import wait_until
-from tests.testapp import io as test_io
 from tests.testapp import pressure as test_pressure
 from tests.testapp.tasks import echo, other_wf_step, record, sleep
 
@@ -237,33 +236,6 @@ def test_runtime_change__group_limit_set_here_is_obeyed_by_a_running_worker(work
 
     wait_until(lambda: running_in(group_key="g") >= 3, timeout=30)
     wait_until(lambda: finished(ids), timeout=60)
-
-
-def test_io_budget__declared_writes_wait_while_the_measured_disk_is_saturated(worker_factory):
-    rate = test_io.rate_file()
-    rate.write_text("5000000")  # 5 MB/s of writes against a 1 MB/s capacity
-    worker = worker_factory("--concurrency", "2", "--settings=tests.settings_io")
-    wait_until(lambda: _io_saturated(worker_id_of(worker)), timeout=30)
-    # Between HIGH and NORMAL: exempt from neither the IO budget nor, under load, the
-    # default THROTTLE_POLICY (the machine's real CPU pressure is measured too).
-    heavy = record.using(priority=100, expected_io=IoBudget.disk(0, 10_000_000)).submit(n=1).id
-    reader = record.using(priority=100, expected_io=IoBudget.disk(10_000_000, 0)).submit(n=2).id
-    light = record.using(priority=100).submit(n=3).id
-
-    wait_until(lambda: finished([light, reader]), timeout=30)
-    assert Task.objects.get(id=heavy).status == "pending", worker.output()
-    assert "io_saturated" in [r.code for r in scheduler.explain(heavy)]
-
-    rate.write_text("0")  # the disk calms down; the moving average follows within seconds
-
-    wait_until(lambda: finished([heavy]), timeout=30)
-    io = Worker.objects.get(id=worker_id_of(worker)).io
-    assert io["disk_write"]["capacity"] == 1_000_000
-
-
-def _io_saturated(worker_id: Any) -> bool:
-    io = Worker.objects.filter(id=worker_id).values_list("io", flat=True).first() or {}
-    return bool(io.get("disk_write", {}).get("saturated"))
 
 
 # --- settings-only policy: a Dispatcher in this process --------------------------------------

@@ -1,4 +1,5 @@
-"""IO budgets: counters from /proc, smoothed rates, saturation and the IO_CAPACITY setting."""
+"""IO budgets: counters from /proc, smoothed rates, budgets in bytes, saturation, the disk
+pressure source and the IO_CAPACITY setting."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from taskmill_django import ValidationError
 from taskmill_django.policy.io import (
     ProcSampler,
     ThroughputMeter,
+    budget,
+    over_budget,
     parse_capacity,
     report,
     saturated,
 )
+from taskmill_django.policy.pressure import DiskPressure
 
 DISKSTATS = """\
  253       0 vda 100 0 2000 0 50 0 4000 0 0 0 0
@@ -84,7 +88,40 @@ def test_saturated__at_eighty_percent_of_capacity_per_direction():
         "rate": 10**9,
         "capacity": None,
         "saturated": False,
+        "budget": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("rate", "left"),
+    [
+        (0.0, None),  # idle: 1,600,000 bytes in the 2 s window, nothing held back
+        (399_999.0, None),  # half the budget or more is free: nothing held back yet
+        (500_000.0, 600_000),  # (800,000 - 500,000) bytes/s over 2 s
+        (800_000.0, 0),  # at 80% of capacity: saturated, no budget
+        (3_000_000.0, 0),
+    ],
+)
+def test_budget__bytes_left_in_the_window_below_eighty_percent(rate, left):
+    found = budget({"disk_write": rate}, {"disk_write": 1_000_000.0})
+    assert found.get("disk_write") == left
+
+
+def test_budget__directions_without_capacity_have_none():
+    assert budget({"net_rx": 10.0**12}, {"disk_write": 1_000.0}) == {}
+
+
+def test_over_budget__compares_declared_bytes_per_direction():
+    budgets = {"disk_write": 600_000, "net_tx": 0}
+    assert over_budget({"disk_write": 600_000}, budgets) == []  # fits exactly
+    assert over_budget({"disk_write": 600_001}, budgets) == ["disk_write"]
+    assert over_budget({"disk_read": 10**9}, budgets) == []  # reads are not short
+    assert over_budget({"disk_write": 10**9, "net_tx": 1}, budgets) == ["disk_write", "net_tx"]
+
+
+def test_report__carries_the_budget_of_a_busy_direction():
+    found = report({"disk_write": 500_000.0}, {"disk_write": 1_000_000.0})["disk_write"]
+    assert (found["saturated"], found["budget"]) == (False, 600_000)
 
 
 @pytest.mark.parametrize(
@@ -99,3 +136,46 @@ def test_capacity__bad_values_are_rejected_by_name(value):
 def test_capacity__none_means_nothing_is_budgeted():
     assert parse_capacity(None) == {}
     assert parse_capacity({"net_rx": 125_000_000}) == {"net_rx": 125e6}
+
+
+class Counters:
+    """Cumulative disk counters: ``reads`` / ``writes`` bytes more at each reading."""
+
+    def __init__(self, reads: int, writes: int) -> None:
+        self.step = {"disk_read": reads, "disk_write": writes}
+        self.total = dict.fromkeys(self.step, 0)
+
+    def counters(self) -> dict[str, int]:
+        for direction, n in self.step.items():
+            self.total[direction] += n
+        return dict(self.total)
+
+
+def test_disk_pressure__busier_direction_over_its_capacity(monkeypatch):
+    ticks = iter([10.0, 11.0])
+    monkeypatch.setattr("taskmill_django.policy.pressure.time.monotonic", lambda: next(ticks))
+    source = DiskPressure(
+        ThroughputMeter(Counters(reads=300, writes=600)),
+        {"disk_read": 1000.0, "disk_write": 2000.0},
+    )
+
+    assert source.pressure() == 0.0  # the first reading is a baseline
+    assert source.pressure() == pytest.approx(0.3)  # reads: 300 of 1000 per second
+
+
+def test_disk_pressure__without_a_disk_capacity_reads_zero(monkeypatch):
+    ticks = iter([10.0, 11.0])
+    monkeypatch.setattr("taskmill_django.policy.pressure.time.monotonic", lambda: next(ticks))
+    source = DiskPressure(ThroughputMeter(Counters(reads=10**9, writes=10**9)), {"net_rx": 1.0})
+
+    source.pressure()
+    assert source.pressure() == 0.0
+
+
+def test_disk_pressure__capped_at_one(monkeypatch):
+    ticks = iter([10.0, 11.0])
+    monkeypatch.setattr("taskmill_django.policy.pressure.time.monotonic", lambda: next(ticks))
+    source = DiskPressure(ThroughputMeter(Counters(reads=0, writes=10**6)), {"disk_write": 10.0})
+
+    source.pressure()
+    assert source.pressure() == 1.0

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import taskmill_django.policy.aging
 import taskmill_django.policy.fair
+import taskmill_django.policy.io
 import taskmill_django.policy.ratelimit
 from taskmill_django import RateLimit, ValidationError
 from taskmill_django.policy import config
@@ -34,7 +35,12 @@ def ids(chosen: list[Candidate]) -> list[int]:
 
 @pytest.mark.parametrize(
     "module",
-    [taskmill_django.policy.aging, taskmill_django.policy.fair, taskmill_django.policy.ratelimit],
+    [
+        taskmill_django.policy.aging,
+        taskmill_django.policy.fair,
+        taskmill_django.policy.io,
+        taskmill_django.policy.ratelimit,
+    ],
 )
 def test_doctests__policy_module_examples_hold(module):
     result = doctest.testmod(module)
