@@ -16,7 +16,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import DateTimeField, Model, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -58,6 +58,19 @@ class TaskRowsMixin:
         return label if effective == obj.priority else f"{label}, aged to {effective}"
 
 
+class Timestamp:
+    """A date-time column on an object page, to the second and with its time zone, then how
+    long ago (the admin's DATETIME_FORMAT stops at the minute). Used in place of the column
+    name; one instance per column, since the admin finds it again by identity."""
+
+    def __init__(self, name: str, description: str) -> None:
+        self.name = self.__name__ = name
+        self.short_description = description
+
+    def __call__(self, obj: Model) -> Any:
+        return display.timestamp(getattr(obj, self.name))
+
+
 class OperatorAdmin(admin.ModelAdmin):
     """Read-only object pages; who may read and who may act is ``taskmill_django.access``'s
     policy, the REST API's too: ``read_need`` to see the pages, ``change_need`` to run the
@@ -73,6 +86,31 @@ class OperatorAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The fieldsets, date-time columns shown to the second (see ``Timestamp``)."""
+        stamps = self._timestamps()
+        found = []
+        for title, options in super().get_fieldsets(request, obj):
+            fields = []
+            for name in options.get("fields", ()):
+                field = stamps.get(name, name) if isinstance(name, str) else name
+                if field not in fields:
+                    fields.append(field)
+            found.append((title, {**options, "fields": fields}))
+        return found
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_readonly_fields(request, obj), *self._timestamps().values()]
+
+    def _timestamps(self) -> dict[str, Timestamp]:
+        if not hasattr(self, "_stamps"):
+            self._stamps = {
+                f.name: Timestamp(f.name, str(f.verbose_name))
+                for f in self.model._meta.concrete_fields
+                if isinstance(f, DateTimeField)
+            }
+        return self._stamps
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -89,19 +89,31 @@ def task_links(site_name: str, ids: Iterable[int]) -> SafeString:
 
 
 def children(site_name: str, parent_id: int, limit: int = 50) -> SafeString:
-    """Active children inline (``parent_id`` is indexed there) and a link to the finished ones:
-    history has no parent index, so they are listed only when the operator asks."""
+    """A parent's children, active and finished, as links (both tables index ``parent_id``),
+    the first ``limit`` of each; nothing but a dash when it has none."""
     active = list(
-        Task.objects.filter(parent_id=parent_id).order_by("id").values_list("id", flat=True)
+        Task.objects.filter(parent_id=parent_id)
+        .order_by("id")
+        .values_list("id", flat=True)[: limit + 1]
+    )
+    finished = list(
+        TaskHistory.objects.filter(parent_id=parent_id)
+        .order_by("id")
+        .values_list("id", flat=True)[: limit + 1]
     )
     history_url = admin_url(site_name, TaskHistory, "changelist")
-    parts = [task_links(site_name, active[:limit])] if active else []
-    if len(active) > limit:
-        parts.append(format_html("and {} more", len(active) - limit))
-    if history_url:
-        parts.append(
-            format_html('<a href="{}?parent_id={}">finished children</a>', history_url, parent_id)
-        )
+    parts = []
+    for label, ids in (("active", active), ("finished", finished)):
+        if not ids:
+            continue
+        more: Any = ""
+        if len(ids) > limit:
+            more = " and more"
+            if label == "finished" and history_url:
+                more = format_html(
+                    ' and <a href="{}?parent_id={}">more</a>', history_url, parent_id
+                )
+        parts.append(format_html("{}: {}{}", label, task_links(site_name, ids[:limit]), more))
     return format_html_join(mark_safe(" · "), "{}", ((part,) for part in parts)) or EMPTY
 
 
@@ -202,6 +214,14 @@ def relative(when: datetime | None, now: datetime | None = None) -> SafeString:
     text = f"in {age(delta)}" if delta > 0 else f"{age(-delta)} ago"
     local = timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S %Z")
     return format_html('<span title="{}">{}</span>', local, text)
+
+
+def timestamp(when: datetime | None) -> SafeString:
+    """``2026-06-01 12:30:05 UTC`` (local time, to the second), then how long ago."""
+    if when is None:
+        return EMPTY
+    exact = timezone.localtime(when).strftime("%Y-%m-%d %H:%M:%S %Z")
+    return format_html('{} <span class="tm-quiet">({})</span>', exact, relative(when))
 
 
 def progress_bar(

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .. import access, scheduler
+from ..enums import TaskStatus
 from ..exceptions import TaskmillError
 from ..models import Task, TaskDependency, TaskHistory, Worker
 from ..read import progress
@@ -42,6 +43,23 @@ def _ids(queryset: QuerySet[Any]) -> list[int]:
 def _chunks(ids: list[int]) -> Any:
     for start in range(0, len(ids), CHUNK):
         yield ids[start : start + CHUNK]
+
+
+def task_buttons(task: Task | None) -> list[tuple[str, str, str]]:
+    """The actions a task's page offers for the state it is in: Pause only while it can be
+    paused by hand, Resume only while it is (or is about to be) paused by hand."""
+    if task is None:
+        return []
+    buttons = [("cancel_tasks", "Cancel", "deletelink")]
+    pausable = task.status == TaskStatus.PENDING or (
+        task.status == TaskStatus.RUNNING and not task.cancel_reason
+    )
+    if pausable:
+        buttons.append(("pause_tasks", "Pause", ""))
+    if operator.MANUAL in (task.pause_reason, task.cancel_reason):
+        buttons.append(("resume_tasks", "Resume", ""))
+    buttons.append(("change_priority", "Change priority…", ""))
+    return buttons
 
 
 class TaskChangeList(ChangeList):
@@ -320,13 +338,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
             url = display.admin_url(self.admin_site.name, TaskHistory, "change", int(raw))
             if url and TaskHistory.objects.filter(id=int(raw)).exists():
                 return HttpResponseRedirect(url)
-        buttons = [
-            ("cancel_tasks", "Cancel", "deletelink"),
-            ("pause_tasks", "Pause", ""),
-            ("resume_tasks", "Resume", ""),
-            ("change_priority", "Change priority…", ""),
-        ]
-        context = {"object_actions": buttons if raw.isdigit() else [], **(extra_context or {})}
+        task = Task.objects.filter(id=int(raw)).first() if raw.isdigit() else None
+        context = {"object_actions": task_buttons(task), **(extra_context or {})}
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     # --- actions -----------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def panel_context(model_admin: OperatorAdmin, data: board.Dashboard) -> dict[str
             for i in range(data.window_minutes)
         ]
 
-    depth_tips = [f"{clock[i]} — {n} unfinished" for i, n in enumerate(data.queue_depth)]
+    depth_tips = [f"{clock[i]} — up to {n} unfinished" for i, n in enumerate(data.queue_depth)]
     snapshot = data.snapshot
     task_url = display.admin_url(site, Task, "changelist")
     return {

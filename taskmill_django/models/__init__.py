@@ -3,9 +3,10 @@
 from .cluster import PausedGroup, RateBucket, SchedulerSetting, Worker
 from .history import DeadLetter, TaskHistory, TaskHistoryTag
 from .schedule import Schedule, ScheduleTick
-from .task import Task, TaskDependency, TaskTag
+from .task import Dashboard, Task, TaskDependency, TaskTag
 
 __all__ = [
+    "Dashboard",
     "DeadLetter",
     "PausedGroup",
     "RateBucket",

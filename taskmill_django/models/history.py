@@ -75,6 +75,12 @@ class TaskHistory(models.Model):
             models.Index(fields=["status", "finished_at"], name="taskmill_hist_status_time"),
             models.Index(fields=["finished_at"], name="taskmill_hist_time"),
             models.Index(fields=["domain", "status"], name="taskmill_hist_domain"),
+            # A parent's finished children, for its admin page (few rows have a parent).
+            models.Index(
+                fields=["parent_id"],
+                name="taskmill_hist_parent",
+                condition=models.Q(parent_id__isnull=False),
+            ),
         )
 
     def __str__(self) -> str:

@@ -197,6 +197,16 @@ class Task(models.Model):
         )
 
 
+class Dashboard(Task):
+    """No table and no permissions of its own: it gives the operator dashboard an entry in
+    the admin's index and sidebar, which list models only. Seeing it takes ``view_task``."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "dashboard"
+        default_permissions = ()
+
+
 def key_starts_with(prefix: str) -> Q:
     """Tags whose key starts with ``prefix``, letter case included, on every database.
 

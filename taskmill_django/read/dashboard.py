@@ -2,12 +2,14 @@
 
 Everything is read-only and bounded so the page stays fast with millions of history rows:
 
-- charts cover a fixed window (the last ``WINDOW_MINUTES``) and are grouped per minute in SQL,
-  reading history through its ``finished_at`` index;
+- charts cover a fixed window (the last ``WINDOW_MINUTES``) and are grouped per minute in SQL
+  (the queue depth per second: at most 3,600 rows a query), reading history through its
+  ``finished_at`` index;
 - duration percentiles use the newest ``DURATION_SAMPLE`` completed runs of each type, read
   through the ``(task_type, finished_at)`` index: ``percentile_cont`` on PostgreSQL, the same
   interpolation in Python over that bounded sample elsewhere;
-- Python only ever loops over aggregate rows (minutes, domains, groups, types), never over tasks;
+- Python only ever loops over aggregate rows (seconds, minutes, domains, groups, types), never
+  over tasks;
   the running list holds the ``RUNNING_SHOWN`` longest-running tasks, however many run.
 
 The admin dashboard renders these records; an API can serialise them with ``to_json``.
@@ -23,7 +25,7 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Aggregate, Avg, Count, FloatField, Q, Value
-from django.db.models.functions import Greatest, Now, TruncMinute
+from django.db.models.functions import Greatest, Now, TruncMinute, TruncSecond
 from django.utils import timezone
 
 from .. import registry
@@ -163,7 +165,7 @@ def collect(minutes: int = WINDOW_MINUTES) -> Dashboard:
         groups=group_rows(snapshot, policy, rate_limits),
         rate_limits=rate_limits,
         throughput=throughput,
-        queue_depth=queue_depth(start, minutes, sum(totals.values()), groups),
+        queue_depth=queue_depth(start, minutes, sum(totals.values())),
         types=types,
         completed_count=sum(sum(s.completed) for s in throughput),
         failed_count=sum(sum(s.failed) for s in throughput),
@@ -276,42 +278,58 @@ def throughput_by_domain(
     return [MinuteSeries(name, c, f) for name, (c, f) in sorted(series.items())]
 
 
-def queue_depth(
-    start: datetime, minutes: int, active_now: int, groups: list[WindowGroup] | None = None
-) -> list[int]:
-    """Unfinished tasks at the end of each minute of the window, rebuilt from timestamps.
+def queue_depth(start: datetime, minutes: int, active_now: int) -> list[int]:
+    """The most unfinished tasks at any second of each minute of the window.
 
-    A task counts from ``created_at`` until ``finished_at``: history rows that finished in the
-    window arrive and leave by their minutes (created before the window = there from the
-    start); active rows created in the window arrive by minute (grouped in SQL); the rest of
+    Rebuilt from timestamps, per second, so work that arrives and finishes within a minute
+    still shows (a sample at each minute's end would miss it): a task counts from
+    ``created_at`` until ``finished_at``. Three grouped queries of at most one row per second
+    of the window, however many tasks ran: history rows that finished in the window, by the
+    second they arrived (created before the window = there from the start) and the second
+    they left; active rows created in the window, by the second they arrived. The rest of
     the active table was there from the start.
     """
-    arrivals = [0] * minutes
-    departures = [0] * minutes
+    seconds = minutes * 60
+    arrivals = [0] * seconds
+    departures = [0] * seconds
+    finished = TaskHistory.objects.filter(finished_at__gte=start)
     base = 0
-    for group in window_groups(start) if groups is None else groups:
-        if group.arrived <= start:
-            base += group.count
+    for second, n in _per_second(finished, Greatest("created_at", Value(start))):
+        if second <= start:
+            base += n
         else:
-            arrivals[min(_index(group.arrived, start), minutes - 1)] += group.count
-        departures[min(max(_index(group.left, start), 0), minutes - 1)] += group.count
-    recent = (
-        Task.objects.filter(created_at__gt=start)
-        .annotate(arrived=_minute("created_at"))
-        .values("arrived")
+            arrivals[_second(second, start, seconds)] += n
+    for second, n in _per_second(finished, "finished_at"):
+        departures[_second(second, start, seconds)] += n
+    arrived_in_window = 0
+    for second, n in _per_second(Task.objects.filter(created_at__gt=start), "created_at"):
+        arrivals[_second(second, start, seconds)] += n
+        arrived_in_window += n
+    level = base + max(active_now - arrived_in_window, 0)
+    peaks = []
+    for minute in range(minutes):
+        peak = level
+        for second in range(minute * 60, minute * 60 + 60):
+            level += arrivals[second]  # a task that comes and goes in one second still counts
+            peak = max(peak, level)
+            level -= departures[second]
+        peaks.append(max(peak, 0))
+    return peaks
+
+
+def _per_second(rows: Any, column: Any) -> list[tuple[datetime, int]]:
+    """(second, rows) of ``rows`` grouped by ``column`` truncated to the second, in UTC."""
+    grouped = (
+        rows.annotate(second=TruncSecond(column, tzinfo=UTC))
+        .values("second")
         .annotate(n=Count("id"))
         .order_by()
     )
-    arrived_in_window = 0
-    for row in recent:
-        arrivals[min(_index(row["arrived"], start), minutes - 1)] += row["n"]
-        arrived_in_window += row["n"]
-    level = base + max(active_now - arrived_in_window, 0)
-    depth = []
-    for i in range(minutes):
-        level += arrivals[i] - departures[i]
-        depth.append(max(level, 0))
-    return depth
+    return [(row["second"], row["n"]) for row in grouped]
+
+
+def _second(when: datetime, start: datetime, seconds: int) -> int:
+    return min(max(int((when - start).total_seconds()), 0), seconds - 1)
 
 
 def type_rows(

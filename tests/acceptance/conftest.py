@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import connections
 
 CHROMIUM = os.environ.get("TASKMILL_CHROMIUM", "/usr/bin/chromium")
 
@@ -35,3 +38,70 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def site_url(transactional_db: None) -> Iterator[str]:
+    """The test site served from a thread, static files included. Function-scoped (unlike
+    pytest-django's ``live_server``) so it stops before the test database is flushed or
+    dropped, and no server connection outlives the test."""
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.test.testcases import LiveServerThread
+
+    thread = LiveServerThread("localhost", StaticFilesHandler)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield f"http://localhost:{thread.port}"
+    thread.terminate()
+
+
+@pytest.fixture
+def new_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+    """``new_page(width=1400, sidebar=True)``: a Chromium page of that width, with the admin's
+    app sidebar open or collapsed. Playwright's sync API runs an event loop in this thread, so
+    Django's guard against ORM calls from async code is lifted for the test's own queries."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    pages: list[Any] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+        def open_page(width: int = 1360, sidebar: bool = True) -> Any:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.set_default_timeout(30_000)
+            is_open = "true" if sidebar else "false"
+            page.add_init_script(
+                f"localStorage.setItem('django.admin.navSidebarIsOpen', '{is_open}')"
+            )
+            pages.append(page)
+            return page
+
+        try:
+            yield open_page
+        finally:
+            for page in pages:
+                page.goto("about:blank")  # stop the dashboard's polling before the server goes
+            browser.close()
+            # While Playwright's loop runs, Django keeps this thread's connections in a
+            # context variable of their own: close them here, or they outlive the test.
+            connections.close_all()
+
+
+@pytest.fixture
+def browser_page(new_page: Callable[..., Any]) -> Any:
+    """A 1360 px page with the admin's app sidebar collapsed: roomier screenshots for the docs."""
+    return new_page(1360, sidebar=False)

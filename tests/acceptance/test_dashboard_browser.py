@@ -11,74 +11,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connections
 from django.utils import timezone
 
 from taskmill_django import scheduler
 from taskmill_django.models import Schedule, Task, TaskHistory
 from taskmill_django.policy.ratelimit import RateLimit
-from tests.acceptance.conftest import CHROMIUM
 from tests.conftest import ROOT, wait_until
 from tests.testapp.tasks import progress, record, sleep
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DEAD_KEY = "dead-letter-in-browser"
-
-
-@pytest.fixture
-def site_url(transactional_db: None) -> Iterator[str]:
-    """The test site served from a thread, static files included. Function-scoped (unlike
-    pytest-django's ``live_server``) so it stops before the test database is flushed or
-    dropped, and no server connection outlives the test."""
-    from django.contrib.staticfiles.handlers import StaticFilesHandler
-    from django.test.testcases import LiveServerThread
-
-    thread = LiveServerThread("localhost", StaticFilesHandler)
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    yield f"http://localhost:{thread.port}"
-    thread.terminate()
-
-
-@pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A Chromium page. Playwright's sync API runs an event loop in this thread, so Django's
-    guard against ORM calls from async code must be lifted for the test's own queries."""
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1360, "height": 900})
-        page.set_default_timeout(30_000)
-        # The admin's app sidebar collapsed: roomier screenshots for the docs.
-        page.add_init_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
-        try:
-            yield page
-        finally:
-            page.goto("about:blank")  # stop the dashboard's polling before the server goes
-            browser.close()
-            # While Playwright's loop runs, Django keeps this thread's connections in a
-            # context variable of their own: close them here, or they outlive the test.
-            connections.close_all()
 
 
 def _history() -> None:

@@ -45,7 +45,9 @@ def test_throughput__per_minute_and_domain(history_factory):
     assert sum(series["flows"].completed) == 0  # registered domains always have a series
 
 
-def test_queue_depth__rebuilt_from_arrivals_and_departures(history_factory):
+def test_queue_depth__most_unfinished_in_each_minute_from_arrivals_and_departures(
+    history_factory,
+):
     # Created before the window, finished in minute 10.
     history_factory(created_at=at(-30), finished_at=at(10.5))
     # Created in minute 2, finished in minute 5.
@@ -58,10 +60,21 @@ def test_queue_depth__rebuilt_from_arrivals_and_departures(history_factory):
     depth = dashboard.queue_depth(START, 60, active_now=2)
     assert depth[0] == 2  # the old history row and the old active task
     assert depth[2] == 3
-    assert depth[5] == 2
-    assert depth[10] == 1
+    assert (depth[5], depth[6]) == (3, 2)  # there at the start of minute 5, gone after
+    assert (depth[10], depth[11]) == (2, 1)
     assert depth[20] == 2
     assert depth[59] == 2
+
+
+def test_queue_depth__work_that_comes_and_goes_within_a_minute_shows(history_factory):
+    for n in range(4):  # four tasks of 10 s each, one after the other, within minute 30
+        history_factory(created_at=at(30 + n / 6), finished_at=at(30 + (n + 0.9) / 6))
+    history_factory(created_at=at(40.2), finished_at=at(40.2))  # done in the same second
+
+    depth = dashboard.queue_depth(START, 60, active_now=0)
+
+    assert (depth[29], depth[30], depth[31]) == (0, 1, 0)
+    assert depth[40] == 1
 
 
 def test_type_rows__window_stats_and_percentiles(history_factory):

@@ -456,7 +456,64 @@ def test_admin_history_list__finished_children_by_parent(admin_client_, history_
     history_factory()
     url = "admin:taskmill_django_taskhistory_changelist"
     assert _listed(admin_client_, url, "?parent_id=4242") == {child.id}
+
+
+def test_admin_history_page__lists_finished_children_and_links_none_without(
+    admin_client_, history_factory
+):
+    parent = history_factory()
+    child = history_factory(parent_id=parent.id)
+
+    def children_of(row_id: int) -> str:
+        page = admin_client_.get(
+            reverse("admin:taskmill_django_taskhistory_change", args=[row_id])
+        ).content.decode()
+        return page.split("field-children_display", 1)[1].split("field-", 1)[0]
+
+    assert f"/taskhistory/{child.id}/change/" in children_of(parent.id)
+    assert "href" not in children_of(child.id)
+
+
+def buttons_on_page(client: Client, task_id: int) -> list[str]:
+    page = client.get(reverse("admin:taskmill_django_task_change", args=[task_id]))
+    return [label for _, label, _ in page.context["object_actions"]]
+
+
+@pytest.mark.parametrize(
+    ("state", "buttons"),
+    [
+        ({}, ["Cancel", "Pause", "Change priority…"]),
+        ({"status": "paused", "pause_reason": "manual"}, ["Cancel", "Resume", "Change priority…"]),
+        ({"status": "paused", "pause_reason": "preempted"}, ["Cancel", "Change priority…"]),
+        ({"status": "blocked"}, ["Cancel", "Change priority…"]),
+    ],
+)
+def test_admin_task_page__pause_and_resume_offered_by_state(admin_client_, state, buttons):
+    task_id = record.submit(n=1).id
+    Task.objects.filter(id=task_id).update(**state)
+
+    assert buttons_on_page(admin_client_, task_id) == buttons
+
+
+def test_admin_task_page__running_task_asked_to_pause_offers_resume(admin_client_):
+    record.submit(n=1)
+    task = claim_one()
+    assert buttons_on_page(admin_client_, task.id) == ["Cancel", "Pause", "Change priority…"]
+
+    admin_client_.post(
+        reverse("admin:taskmill_django_task_changelist"),
+        {"action": "pause_tasks", "index": "0", "_selected_action": [task.id]},
+    )
+
+    assert buttons_on_page(admin_client_, task.id) == ["Cancel", "Resume", "Change priority…"]
+
+
+def test_admin_object_pages__times_to_the_second(admin_client_, history_factory):
+    finished = timezone.now().replace(microsecond=0) - timedelta(minutes=3, seconds=7)
+    row = history_factory(finished_at=finished)
+
     page = admin_client_.get(
-        reverse("admin:taskmill_django_taskhistory_change", args=[child.id])
+        reverse("admin:taskmill_django_taskhistory_change", args=[row.id])
     ).content.decode()
-    assert "?parent_id=" in page
+
+    assert timezone.localtime(finished).strftime("%Y-%m-%d %H:%M:%S") in page
