@@ -3,7 +3,7 @@
 
     python3 dev.py test [--quick] [pytest args...]  lint, type-check and import contracts, then
                                                     the suite on each reachable database
-    python3 dev.py demo                             example_project with a worker, on SQLite
+    python3 dev.py demo [--port N]                  example_project with a worker, on SQLite
     python3 dev.py bench [args...]                  bench/run.py
 
 Lint is ruff, mypy (with django-stubs) and import-linter (the contracts in setup.cfg); a
@@ -38,10 +38,12 @@ DJANGO6_PYTHON = (3, 13)
 DJANGO6_REQUIREMENT = "Django>=6.0,<7"
 NO_TESTS_COLLECTED = 5
 DEMO_BANNER = """
-  admin:  http://127.0.0.1:8000/admin/   user admin, password admin
-  API:    http://127.0.0.1:8000/taskmill/api/
-  Ctrl-C stops the server and the worker.
+  admin:  http://127.0.0.1:{port}/admin/   user admin, password admin
+  API:    http://127.0.0.1:{port}/taskmill/api/
+  Ctrl-C stops the server and the worker (its running tasks get {timeout:g} s to finish;
+  a second Ctrl-C releases them at once).
 """
+SHUTDOWN_MARGIN = 10.0  # seconds a worker may take beyond SHUTDOWN_TIMEOUT to release and exit
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> int:
@@ -54,11 +56,15 @@ def python_in(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_venv(venv: Path, interpreter: str, extra: tuple[str, ...] = ()) -> Path | None:
-    """Create `venv` with `interpreter` if needed and install the package with its test extras.
+def ensure_venv(
+    venv: Path, interpreter: str, extra: tuple[str, ...] = (), extras: str = "test"
+) -> Path | None:
+    """Create `venv` with `interpreter` if needed and install the package with `extras`
+    ("test": everything the suite needs; "": the package alone, which the demo needs).
 
     The install is skipped when the stamp file holds the hash of the packaging files (and of
-    `extra`), so repeated runs start in a second. Returns the venv's python, or None on failure.
+    `extra`) for those extras or more, so repeated runs start in a second. Returns the venv's
+    python, or None on failure.
     """
     digest = hashlib.sha256("\n".join(extra).encode())
     for name in ("setup.cfg", "pyproject.toml"):
@@ -74,13 +80,17 @@ def ensure_venv(venv: Path, interpreter: str, extra: tuple[str, ...] = ()) -> Pa
         if run([interpreter, "-m", "venv", str(venv)]) != 0:
             print(f"ERROR: could not create {venv.name}")
             return None
-    if stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
+    label = extras or "package"
+    installed = stamp.read_text().split() if stamp.exists() else []
+    # A venv with the test extras has everything the demo needs too.
+    if installed[-1:] == [digest.hexdigest()] and installed[0] in {label, "test"}:
         return python
-    print(f"installing taskmill-django[test] into {venv.name}")
-    if run([str(python), "-m", "pip", "install", "-q", "-e", ".[test]", *extra]) != 0:
+    target = f".[{extras}]" if extras else "."
+    print(f"installing taskmill-django{f'[{extras}]' if extras else ''} into {venv.name}")
+    if run([str(python), "-m", "pip", "install", "-q", "-e", target, *extra]) != 0:
         print(f"ERROR: pip install into {venv.name} failed")
         return None
-    stamp.write_text(digest.hexdigest() + "\n")
+    stamp.write_text(f"{label} {digest.hexdigest()}\n")
     return python
 
 
@@ -266,61 +276,102 @@ def cmd_test(argv: list[str]) -> int:
     return 1 if any(status not in (0, "skipped") for status in results.values()) else 0
 
 
-def stop(process: subprocess.Popen[bytes], name: str) -> None:
-    """SIGTERM a child, give it 10 s to shut down gracefully, then kill it."""
+def say(text: str) -> None:
+    """Print, also when stdout is a pipe whose reader is gone (``dev.py demo | tee`` after
+    Ctrl-C, which stops tee too): the message goes to stderr instead of raising, so shutting
+    down the children never stops half-way."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")  # the broken stream is replaced for good
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+
+def stop(process: subprocess.Popen[bytes], name: str, timeout: float = 10.0) -> None:
+    """SIGTERM a child, give it ``timeout`` seconds to shut down gracefully, then kill it."""
     if process.poll() is not None:
         return
-    print(f"stopping {name} (pid {process.pid})")
+    say(f"stopping {name} (pid {process.pid}, waiting up to {timeout:g} s)")
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        print(f"{name} did not stop within 10 s: killing it")
+        say(f"{name} did not stop within {timeout:g} s: killing it")
         process.kill()
         process.wait()
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_demo(argv: list[str]) -> int:
     """Migrate example_project, seed an admin user and demo tasks, then serve it with a worker."""
-    python = ensure_venv(VENV, sys.executable)
+    port = argv[argv.index("--port") + 1] if "--port" in argv[:-1] else "8000"
+    python = ensure_venv(VENV, sys.executable, extras="postgres" if _demo_on_postgres() else "")
     if python is None:
         return 1
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"}
     manage = [str(python), "manage.py"]
-    create_admin = (
+    prepare = (
         "from django.contrib.auth import get_user_model\n"
+        "from taskmill_django.conf import app_settings\n"
         "User = get_user_model()\n"
         "if not User.objects.filter(**{User.USERNAME_FIELD: 'admin'}).exists():\n"
         "    User.objects.create_superuser('admin', 'admin@example.com', 'admin')\n"
+        "print(float(app_settings.SHUTDOWN_TIMEOUT))\n"
     )
-    for step in (["migrate", "--noinput"], ["shell", "-c", create_admin], ["taskmill_demo"]):
-        if run(manage + step, env=env) != 0:
-            return 1
+    if run([*manage, "migrate", "--noinput"], env=env) != 0:
+        return 1
+    prepared = subprocess.run(
+        [*manage, "shell", "-c", prepare], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if prepared.returncode != 0 or run([*manage, "taskmill_demo"], env=env) != 0:
+        say(prepared.stderr)
+        return 1
+    shutdown_timeout = float(prepared.stdout.split()[-1])
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupt)
-    # Own session: Ctrl-C reaches only the server and us, and the worker gets exactly one SIGTERM.
-    worker = subprocess.Popen(
-        [*manage, "runtaskmill", "--concurrency", "4"], cwd=ROOT, env=env, start_new_session=True
-    )
-    print(DEMO_BANNER, flush=True)
-    server = subprocess.Popen(
-        [*manage, "runserver", "127.0.0.1:8000", "--noreload"], cwd=ROOT, env=env
-    )
+    worker: subprocess.Popen[bytes] | None = None
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        """The first Ctrl-C (or SIGTERM, SIGHUP) stops the demo; later ones only tell the
+        worker to release its tasks at once: nothing may leave the worker running."""
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT and worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    server = None
     try:
+        # Own session: Ctrl-C reaches only the server and us; the worker hears from us alone.
+        worker = subprocess.Popen(
+            [*manage, "runtaskmill", "--concurrency", "4"],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+        say(DEMO_BANNER.format(port=port, timeout=shutdown_timeout))
+        server = subprocess.Popen(
+            [*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT, env=env
+        )
         return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        # A second Ctrl-C must not orphan the worker; stop() is bounded to about 10 s per child.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
-        stop(server, "server")
-        stop(worker, "worker")
+        stopping = True
+        if server is not None:
+            stop(server, "server")
+        if worker is not None:
+            # The wait covers the worker's own SHUTDOWN_TIMEOUT, and then some.
+            stop(worker, "worker", shutdown_timeout + SHUTDOWN_MARGIN)
+
+
+def _demo_on_postgres() -> bool:
+    return os.environ.get("TASKMILL_DEMO_DB") == "postgres"
 
 
 def cmd_bench(argv: list[str]) -> int:

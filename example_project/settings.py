@@ -1,7 +1,7 @@
 """Settings for the taskmill_django demo site.
 
 SQLite by default (a file next to this module, in WAL mode so the web server and the worker
-processes can share it); `TASKMILL_DEMO_DB=postgres` switches to a local PostgreSQL database
+processes can share it; `TASKMILL_DEMO_SQLITE` names another file); `TASKMILL_DEMO_DB=postgres` switches to a local PostgreSQL database
 `taskmill_demo` (create it first: `createdb -h 127.0.0.1 -U postgres taskmill_demo`).
 
 Development settings only: DEBUG is on and the secret key is public.
@@ -74,7 +74,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": BASE_DIR / "db.sqlite3",
+            "NAME": os.environ.get("TASKMILL_DEMO_SQLITE") or BASE_DIR / "db.sqlite3",
             # IMMEDIATE takes the write lock at BEGIN, so two processes never deadlock upgrading
             # read locks; WAL lets readers (the admin) run while a worker writes.
             "OPTIONS": {

@@ -55,3 +55,25 @@ def test_worker__shutdown_timeout_releases_task_to_pending(worker_factory, task_
     assert task.status == "pending"
     assert task.retry_count == 0
     assert task.lease_token is None
+
+
+def test_worker__says_how_long_a_stop_waits_and_how_to_force_it(worker_factory, task_log):
+    sleep.submit(seconds=30)
+    worker = worker_factory("--shutdown-timeout", "20")
+    wait_until(lambda: task_log.events("start"))
+
+    worker.send(signal.SIGINT)
+    wait_until(lambda: "worker stopping" in worker.output(), timeout=15)
+
+    def forced() -> bool:  # a further Ctrl-C does not wait the 20 s
+        if worker.proc.poll() is None:
+            worker.send(signal.SIGINT)
+        return worker.proc.poll() is not None
+
+    wait_until(forced, timeout=15, interval=0.5)
+    assert worker.wait(1) == 0, worker.output()
+    assert (
+        "Stop with Ctrl-C or SIGTERM: running tasks get up to 20 s to finish, then go back to "
+        "the queue; a second Ctrl-C releases them at once." in worker.output()
+    )
+    assert Task.objects.get().status == "pending"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import timedelta
+from importlib import metadata
 from io import StringIO
 
 import pytest
@@ -13,6 +16,7 @@ from django.utils import timezone
 
 from taskmill_django.models import Task, TaskHistory, Worker
 from taskmill_django.store import lifecycle, workers
+from tests.conftest import ROOT
 from tests.db.conftest import claim_one, finish
 from tests.testapp.tasks import other_noop, record
 
@@ -147,14 +151,38 @@ def test_runtaskmill__concurrency_below_one_is_an_error(value):
         call_command("runtaskmill", "--concurrency", value, "--burst")
 
 
-def test_runtaskmill__negative_shutdown_timeout_is_an_error():
-    with pytest.raises(CommandError, match="--shutdown-timeout"):
-        call_command("runtaskmill", "--shutdown-timeout", "-1", "--burst")
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py`` in a subprocess: --help, --version and argument errors exit the process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args, "--settings=tests.settings"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
-def test_runtaskmill__non_positive_poll_interval_is_an_error():
-    with pytest.raises(CommandError, match="--poll-interval"):
-        call_command("runtaskmill", "--poll-interval", "0", "--burst")
+def test_runtaskmill__concurrency_zero_reads_as_a_sentence():
+    found = manage("runtaskmill", "--concurrency", "0")
+    assert found.returncode == 2
+    assert (
+        "argument --concurrency: the number of tasks this worker runs at once must be 1 or "
+        "more, not 0" in " ".join(found.stderr.split())
+    )
+
+
+def test_runtaskmill__help_shows_the_defaults():
+    text = " ".join(manage("runtaskmill", "--help").stdout.split())
+    assert "--concurrency N Tasks this process runs at once, its local pool size (default: 4)" in (
+        text
+    )
+    assert "(default: SHUTDOWN_TIMEOUT, 5)" in text  # tests/settings.py sets 5 s
+    assert "(default: POLL_INTERVAL, 0.1)" in text
+
+
+def test_runtaskmill__version_is_this_packages():
+    found = manage("runtaskmill", "--version").stdout
+    assert found.startswith(f"taskmill-django {metadata.version('taskmill-django')} (Django ")
 
 
 # --- migrations ------------------------------------------------------------------------------
