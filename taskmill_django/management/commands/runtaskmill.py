@@ -141,10 +141,4 @@ class Command(BaseCommand):
                 max_memory_mb=memory,
             )
         )
-        if not options["burst"]:
-            self.stdout.write(
-                f"Stop with Ctrl-C or SIGTERM: running tasks get up to "
-                f"{dispatcher.shutdown_timeout:g} s to finish, then go back to the queue; "
-                "a second Ctrl-C releases them at once."
-            )
         dispatcher.run()
