@@ -126,8 +126,10 @@ class DomainHandle(TaskStore):
     def __repr__(self) -> str:
         return f"<DomainHandle {self.name}>"
 
-    def snapshot(self) -> Snapshot:
-        return build_snapshot(self.scope, self.name)
+    def snapshot(self, running_limit: int | None = None) -> Snapshot:
+        """This domain now; ``running_limit`` caps the running tasks listed (longest-running
+        first), ``running_count`` counts them all."""
+        return build_snapshot(self.scope, self.name, running_limit)
 
     def active_tasks(self) -> list[Task]:
         """The domain's running tasks, longest-running first (taskmill's "active" tasks are

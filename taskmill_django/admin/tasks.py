@@ -231,7 +231,8 @@ class TaskAdmin(TaskRowsMixin, OperatorAdmin):
         """Reported progress, else the estimate every surface shows (``read.progress``)."""
         if obj.progress is not None or obj.status != "running":
             return self.progress_display(obj)
-        (estimate,) = progress.estimate(progress.running_with_clock(Q(id=obj.id))) or [None]
+        estimates = progress.estimate(progress.running_with_clock(Q(id=obj.id)))
+        estimate = estimates[0] if estimates else None
         if estimate is None or estimate.extrapolated_percent is None:
             return self.progress_display(obj)
         return display.progress_bar(

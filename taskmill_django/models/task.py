@@ -220,7 +220,7 @@ def key_starts_with(prefix: str) -> Q:
     return found
 
 
-class TagQuerySet(models.QuerySet):  # type: ignore[type-arg]
+class TagQuerySet(models.QuerySet):
     """Tags of active tasks (TaskTag) or of history (TaskHistoryTag)."""
 
     def with_key_prefix(self, prefix: str) -> TagQuerySet:

@@ -309,10 +309,10 @@ def queue_depth(start: datetime, minutes: int, active_now: int) -> list[int]:
     peaks = []
     for minute in range(minutes):
         peak = level
-        for second in range(minute * 60, minute * 60 + 60):
-            level += arrivals[second]  # a task that comes and goes in one second still counts
+        for tick in range(minute * 60, minute * 60 + 60):
+            level += arrivals[tick]  # a task that comes and goes in one second still counts
             peak = max(peak, level)
-            level -= departures[second]
+            level -= departures[tick]
         peaks.append(max(peak, 0))
     return peaks
 
@@ -374,7 +374,7 @@ def _float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-class _PercentileCont(Aggregate):  # type: ignore[misc]
+class _PercentileCont(Aggregate):
     """PostgreSQL's ordered-set aggregate ``percentile_cont(f) WITHIN GROUP (ORDER BY x)``."""
 
     function = "PERCENTILE_CONT"
@@ -398,7 +398,9 @@ def duration_percentiles(
             n=Count("duration_ms"),
         )
         return _float(agg["p50"]), _float(agg["p95"]), agg["n"]
-    values = sorted(newest.values_list("duration_ms", flat=True)[:sample])
+    values = sorted(
+        ms for ms in newest.values_list("duration_ms", flat=True)[:sample] if ms is not None
+    )
     return percentile(values, 0.5), percentile(values, 0.95), len(values)
 
 

@@ -90,7 +90,7 @@ NO_LIVE_WORKER = "no_live_worker"
 READY = "ready"
 FINISHED = "finished"
 
-_PAUSE_MESSAGES = {
+_PAUSE_MESSAGES: dict[str, str] = {
     InterruptReason.MANUAL: "paused by hand; resume it to let it run",
     InterruptReason.PREEMPTED: "paused by preemption; it resumes when no task at or above "
     "PREEMPT_PRIORITY is pending or running",
@@ -190,7 +190,8 @@ def _finished(task_id: int) -> Reason:
 
 
 def _running(task: Task, now: datetime) -> list[Reason]:
-    worker = Worker.objects.filter(id=task.worker_id).values_list("name", "heartbeat_at").first()
+    workers = Worker.objects.filter(id=task.worker_id) if task.worker_id else Worker.objects.none()
+    worker = workers.values_list("name", "heartbeat_at").first()
     where = f" on worker {worker[0]}" if worker else ""
     since = f" since {task.started_at.isoformat()}" if task.started_at else ""
     reasons = [

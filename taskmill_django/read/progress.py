@@ -58,6 +58,7 @@ def extrapolate(
     own_rate = reported / reported_after if reported is not None and reported_after else None
     if reported is None or reported_after is None:
         reported, reported_after = 0.0, 0.0
+    rate: float | None
     if own_rate is not None and history_rate is not None:
         rate = reported * own_rate + (1.0 - reported) * history_rate
     else:
@@ -89,8 +90,15 @@ def expected_seconds(task_types: Iterable[str], scope: Q = EVERYTHING) -> dict[s
 
 def running_with_clock(scope: Q = EVERYTHING, limit: int | None = None) -> list[Task]:
     """Running tasks, longest-running first (``limit`` of them, when given), annotated with
-    ``db_now``, the database clock."""
-    rows = Task.objects.running().filter(scope).annotate(db_now=Now()).order_by("started_at", "id")
+    ``db_now``, the database clock. Payloads and memos stay in the database: an overview never
+    needs them, and a payload may hold secrets."""
+    rows = (
+        Task.objects.running()
+        .filter(scope)
+        .defer("payload", "memo")
+        .annotate(db_now=Now())
+        .order_by("started_at", "id")
+    )
     return list(rows if limit is None else rows[: validate_count("limit", limit)])
 
 

@@ -17,6 +17,7 @@ from ..policy import config, pressure
 from ..policy.config import Policy
 from ..policy.ratelimit import RateLimit, refill
 from ..records import PausedGroupInfo, RecurringInfo, RunningTask, Snapshot, WorkerInfo
+from ..redaction import mask_text
 from ..store import control
 from ..store.gated_claim import fair_shares
 from . import progress, queries
@@ -44,16 +45,18 @@ def recurring_infos(scope: Q = EVERYTHING) -> list[RecurringInfo]:
 
 
 def running_records(rows: list[Task]) -> list[RunningTask]:
+    """Running tasks as people see them: without payloads (never loaded), their label and
+    progress message masked (``redaction``)."""
     return [
         RunningTask(
             t.id,
             t.task_type,
-            t.label,
+            mask_text(t.label, t.task_type),
             t.priority,
             str(t.worker_id) if t.worker_id else None,
             t.started_at,
             t.progress,
-            t.progress_message,
+            mask_text(t.progress_message, t.task_type),
             t.effective_priority,
         )
         for t in rows
@@ -144,7 +147,7 @@ def paused_group_infos(scope: Q = EVERYTHING) -> list[PausedGroupInfo]:
         .order_by("group_key")
         .values_list("group_key", "paused_at", "paused_until")
     )
-    counts = {
+    counts: dict[str | None, Any] = {
         row["group_key"]: row
         for row in Task.objects.filter(scope, group_key__in=[g for g, _, _ in paused])
         .values("group_key")

@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("taskmill_django", "0008_custom_permissions"),
+        ("taskmill_django", "0009_task_timeout"),
     ]
 
     operations = [
