@@ -1,9 +1,9 @@
 """Issue 4: cluster-wide gates that are configured but not binding must cost < 30% throughput.
 
 A project that configures MAX_CONCURRENCY, a domain cap, group limits, rate limits, group
-weights or priority aging moves every claim off the single-statement fast path
-(``store/claim.py``) onto ``store/gated_claim.py``: a cluster-wide lock row, a count of the
-running tasks, a candidate query, the gate checks in Python, token buckets, then the claim.
+weights or priority aging moves every claim off the single-statement fast path onto the gated
+forms of ``store/claim/paths.py``: a cluster-wide lock row, a count of the running tasks, a
+candidate query, the gate checks in Python, token buckets, then the claim.
 That price is paid even when every limit is far away, so this scenario drains the processing
 scenario's task count with its workers (2 processes, each concurrency of the process scenario)
 with nothing configured and with every gate configured so generously that none can bind; at the
@@ -33,7 +33,7 @@ from bench.benchapp.tasks import noop
 from bench.scenarios import Context, processing
 from taskmill_django import scheduler
 from taskmill_django.models import RateBucket, SchedulerSetting
-from taskmill_django.store.gated_claim import CLAIM_LOCK
+from taskmill_django.store.claim import CLAIM_LOCK
 
 WORKERS = 2
 RUN_SECONDS = 60.0

@@ -361,7 +361,7 @@ def _fair_share(s: _Subject) -> list[Reason]:
     if aging and aging.urgent_threshold is not None and s.task.priority <= aging.urgent_threshold:
         return []  # urgent tasks bypass fair shares
     from ..policy.fair import UNGROUPED
-    from ..store.gated_claim import fair_shares
+    from ..store.claim import fair_shares
 
     share_key = s.task.group_key or UNGROUPED
     share = fair_shares(s.policy).get(share_key, 0)
@@ -512,7 +512,7 @@ def _queue_position(s: _Subject) -> list[Reason]:
         ahead = ahead.exclude(group_key__in=list(s.policy.paused_groups))
     effective = task.priority
     if s.policy.aging is not None:
-        from ..store.gated_claim import aging_sql
+        from ..store.claim import aging_sql
 
         sql, params = aging_sql(s.policy.aging)
         mine = Task.objects.filter(id=task.id).annotate(e=RawSQL(sql, params))  # noqa: S611

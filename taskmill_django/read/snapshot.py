@@ -19,7 +19,7 @@ from ..policy.ratelimit import RateLimit, refill
 from ..records import PausedGroupInfo, RecurringInfo, RunningTask, Snapshot, WorkerInfo
 from ..redaction import mask_text
 from ..store import control
-from ..store.gated_claim import fair_shares
+from ..store.claim import fair_shares
 from . import progress, queries
 from .queries import EVERYTHING
 

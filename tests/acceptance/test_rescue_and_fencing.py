@@ -14,7 +14,7 @@ from taskmill_django import scheduler
 from taskmill_django.conf import app_settings
 from taskmill_django.enums import HistoryStatus, TaskStatus
 from taskmill_django.models import SchedulerSetting, Task, TaskHistory, Worker
-from taskmill_django.store.gated_claim import CLAIM_LOCK
+from taskmill_django.store.claim import CLAIM_LOCK
 from tests.acceptance.support import freeze, worker_id_of
 from tests.conftest import wait_until
 from tests.testapp.tasks import poison, sleep, stubborn

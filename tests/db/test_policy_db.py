@@ -906,9 +906,9 @@ def test_fair_shares__share_of_a_group_that_ran_dry_passes_on_before_the_next_po
 ):
     """Demand is counted once per policy load; a group whose work is gone in between must not
     keep its share until the next load."""
-    from taskmill_django.store import gated_claim
+    from taskmill_django.store.claim import shares
 
-    monkeypatch.setattr(gated_claim, "RECOUNT_INTERVAL", 0.0)
+    monkeypatch.setattr(shares, "RECOUNT_INTERVAL", 0.0)
     worker = workers.register_worker("w", 1, 8, None)  # capacity: 8 live slots
     scheduler.set_group_weight("a", 1)
     scheduler.set_group_weight("b", 1)

@@ -1,0 +1,27 @@
+"""Claiming: move pending rows to running under a fresh lease, in one short transaction.
+
+The package, by job: ``paths`` chooses the claim form, ``sql`` builds the statements (dispatch
+order, filters, group heads), ``load`` takes the claim lock and reads the cluster's load,
+``buckets`` pays rate-limit tokens, ``shares`` and ``candidates`` serve fair shares and the
+row-by-row claim, and ``rows`` runs claim statements and turns their rows into tasks. The rest
+of the package uses only the names below.
+"""
+
+from __future__ import annotations
+
+from .candidates import aging_sql
+from .load import CLAIM_LOCK
+from .paths import claim_batch, claim_deferred
+from .rows import claim_ids, claim_returning, claimed_tasks
+from .shares import fair_shares
+
+__all__ = [
+    "CLAIM_LOCK",
+    "aging_sql",
+    "claim_batch",
+    "claim_deferred",
+    "claim_ids",
+    "claim_returning",
+    "claimed_tasks",
+    "fair_shares",
+]

@@ -1,0 +1,100 @@
+"""Fair shares for a claim: the demand per group, counted in the store, divided by
+``policy.fair.allocate``; each group's room; and noticing groups that ran dry.
+
+Counting the whole queue on every claim would cost more than the claim, so demand is counted
+once per policy load (a worker reloads its policy at least once a second) and recounted early
+only when a group ran out of work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from django.db.models import Count, Sum
+from django.db.models.functions import Now
+
+from ...conf import app_settings
+from ...models import Task, Worker
+from ...policy.config import Policy
+from ...policy.fair import UNGROUPED, allocate
+
+# Demand is recounted at most this often (seconds) when groups run dry between policy loads.
+RECOUNT_INTERVAL = 0.2
+
+
+def fair_shares(policy: Policy, live_slots: int | None = None) -> dict[str, int]:
+    """Slots per group for this moment (ungrouped work is the virtual group ""). Demand is
+    due or running work outside paused groups and domains, capped by each group's limit.
+    Capacity is the live workers' slots (``live_slots`` when the caller has just read them),
+    or the global cap when that is lower or no worker is live."""
+    demand = policy.memo.get("demand")
+    if demand is None:
+        # Counting the whole queue on every claim would cost more than the claim; demand read
+        # once per policy load (at least every second) shifts shares a second late at worst.
+        policy.memo["demand_at"] = time.monotonic()
+        demand = policy.memo["demand"] = {
+            (g or UNGROUPED): min(n, policy.group_cap(g) or n)
+            for g, n in (Task.objects.claimable() | Task.objects.running())
+            .exclude(group_key__in=list(policy.paused_groups))
+            .exclude(domain__in=list(policy.paused_domains))
+            .values_list("group_key")
+            .annotate(n=Count("id"))
+            .order_by()
+        }
+    slots = live_slots if live_slots is not None else _live_slots()
+    capacity = policy.max_concurrency
+    if capacity is None or 0 < slots < capacity:
+        capacity = slots  # shares of slots no worker has would leave the weights unused
+    return allocate(
+        capacity,
+        demand,
+        policy.group_weights,
+        policy.group_minimum_slots,
+        policy.default_group_weight,
+    )
+
+
+def _live_slots() -> int:
+    live = Worker.objects.filter(heartbeat_at__gte=Now() - app_settings.lease_timeout)
+    return live.aggregate(n=Sum("concurrency"))["n"] or 0
+
+
+def rooms(shares: dict[str, int], running: list[Any], limit: int) -> list[tuple[str, int]]:
+    """Each group with an unused share, and how many more it may start (never more than the
+    claim can take)."""
+    used = running_by_group(running)
+    found = [(g, min(share - used.get(g, 0), limit)) for g, share in shares.items()]
+    return [(g, room) for g, room in found if room > 0]
+
+
+def running_by_group(running: list[tuple[str, str | None, int]]) -> dict[str, int]:
+    used: dict[str, int] = {}
+    for _domain, group, count in running:
+        used[group or UNGROUPED] = used.get(group or UNGROUPED, 0) + count
+    return used
+
+
+def noting_dry_groups(
+    policy: Policy,
+    shares: dict[str, int] | None,
+    running: list[Any],
+    limit: int,
+    claimed: list[Task],
+) -> list[Task]:
+    """Return ``claimed``, after checking it for groups that ran dry.
+
+    A group that had room but yielded less than it while the claim took less than it asked
+    has run out of due work (or its rows are being claimed by another worker): its share,
+    computed from demand counted up to a second ago, is then held for work that is gone. The
+    counted demand is dropped so the next claim hands that share to the groups that still
+    have work.
+    """
+    if shares is None or len(claimed) >= limit:
+        return claimed
+    got = Counter(t.group_key or UNGROUPED for t in claimed)
+    if any(got[group] < room for group, room in rooms(shares, running, limit)):
+        if time.monotonic() - policy.memo.get("demand_at", 0.0) >= RECOUNT_INTERVAL:
+            policy.memo.pop("demand", None)
+    return claimed
