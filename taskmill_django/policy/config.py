@@ -48,9 +48,6 @@ class Policy:
     pressure_breakdown: dict[str, float] = field(default_factory=dict)
     throttle_from: int | None = None  # priorities >= this wait while pressure is high
     io_saturated: frozenset[str] = frozenset()  # IO directions near capacity on this machine
-    # Answers the claim may reuse while this policy is current (a worker reloads it at least
-    # once a second): whole-queue scans such as fair-share demand, not counts that caps need.
-    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def has_caps(self) -> bool:

@@ -31,9 +31,11 @@ def write_and_claim(
     limit: int,
     domains: Sequence[str] | None,
     policy: Policy | None,
+    state: claim.ClaimState | None = None,
 ) -> tuple[lifecycle.Applied, list[Task]]:
     """Write ``outcomes`` and claim up to ``limit`` tasks for ``worker_id``, in one
-    transaction: both or neither."""
+    transaction: both or neither. ``state``: the worker's ``ClaimState`` (see
+    ``claim.claim_batch``)."""
     if not outcomes and connection.vendor == "sqlite" and not _anything_due(domains):
         # SQLite: a transaction here takes the database's one write lock (IMMEDIATE), which
         # an idle worker would otherwise do at every poll, delaying everyone's heartbeats.
@@ -44,10 +46,10 @@ def write_and_claim(
         if moved is None:
             applied = lifecycle.apply_outcomes(outcomes)
             hint = Ahead([], prelude=PLAN_HINT) if plain and _is_postgres() else None
-            return applied, claim.claim_batch(worker_id, limit, domains, policy, hint)
+            return applied, claim.claim_batch(worker_id, limit, domains, policy, hint, state)
         if plain:
             moved.prelude = PLAN_HINT
-        claimed = claim.claim_batch(worker_id, limit, domains, policy, moved)
+        claimed = claim.claim_batch(worker_id, limit, domains, policy, moved, state)
         return lifecycle.apply_outcomes(outcomes, moved), claimed
 
 

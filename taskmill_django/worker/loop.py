@@ -30,7 +30,8 @@ from ..models import Task
 from ..policy import io, pressure
 from ..policy.config import Policy
 from ..storable import storable_text
-from ..store import claim, control, cycle, lifecycle, workers
+from ..store import control, cycle, lifecycle, workers
+from ..store.claim import ClaimState
 from ..store.db import send_task_signal
 from .heartbeat import Identity
 from .pool import Execution, Running, TaskPool
@@ -100,6 +101,9 @@ class ClaimLoop:
         self.alive_at = time.monotonic()  # last pass, watched by the heartbeat
         self.policy: Policy | None = None
         self._next_policy = 0.0
+        # What this worker's claims carry from one to the next; what was learnt under a policy
+        # is dropped when _refresh_policy loads the next one.
+        self.claim_state = ClaimState()
         self._outcomes: queue.SimpleQueue[lifecycle.Outcome] = queue.SimpleQueue()
         self._unwritten: list[lifecycle.Outcome] = []
         self._progress: queue.SimpleQueue[list[tuple[Execution, dict[str, Any]]]] = (
@@ -201,7 +205,7 @@ class ClaimLoop:
             # Outcomes of the last batch and the claim of the next share one short
             # transaction: one commit per cycle (on PostgreSQL one round trip for both).
             applied, claimed = cycle.write_and_claim(
-                batch, worker_id, limit, self.domains, self.policy
+                batch, worker_id, limit, self.domains, self.policy, self.claim_state
             )
         except DATA_ERRORS as exc:
             self._write_one_by_one(batch, exc)
@@ -222,7 +226,7 @@ class ClaimLoop:
                     priority=task.priority,
                     effective_priority=task.effective_priority,
                 )
-        if not claimed and claim.claim_deferred(worker_id):
+        if not claimed and self.claim_state.take_deferred():
             return False  # the claim gave way to a cluster-wide lock mode change: claim again
         if self.burst and not claimed and not self.running and self._outcomes.empty():
             if not fresh_policy or batch:

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from taskmill_django import RateLimit, scheduler, signals
 from taskmill_django.models import Task, TaskHistory
 from taskmill_django.store import claim, control, cycle, lifecycle, workers
+from taskmill_django.store.claim import ClaimState
 from tests.testapp.tasks import echo, record
 
 executes = pytest.mark.django_db(transaction=True)
@@ -130,12 +131,14 @@ def test_cycle__a_gated_claim_undone_to_its_savepoint_keeps_the_outcomes_sent_wi
     scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1).with_burst(10))
     for i in range(20):
         record.submit(n=i)
-    policy = control.load_policy()
-    running = [t for _ in range(3) for t in claim.claim_batch(worker, 3, policy=policy)]
+    policy, state = control.load_policy(), ClaimState()
+    running = [
+        t for _ in range(3) for t in claim.claim_batch(worker, 3, policy=policy, state=state)
+    ]
 
     with CaptureQueriesContext(connection) as queries:
         applied, claimed = cycle.write_and_claim(
-            [_done(t) for t in running], worker, 3, None, policy
+            [_done(t) for t in running], worker, 3, None, policy, state
         )
 
     assert (len(applied.written), len(claimed)) == (9, 1)

@@ -3,7 +3,8 @@ aging, backpressure), preemption, runtime setters, snapshots, metrics and system
 
 Claims go through ``claim_batch(worker_id, n, policy=control.load_policy())``, exactly as a
 worker makes them after reloading its policy; different worker ids stand for different
-processes, since every count is read from the database.
+processes, since every count is read from the database, each with the ``ClaimState`` its
+claim loop would keep.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from taskmill_django.models import PausedGroup, RateBucket, SchedulerSetting, Ta
 from taskmill_django.policy import config
 from taskmill_django.policy.config import Policy
 from taskmill_django.store import claim, control, lifecycle, workers
+from taskmill_django.store.claim import ClaimState
 from tests.db.conftest import finish
 from tests.testapp import pressure as test_pressure
 from tests.testapp.tasks import echo, other_wf_step, progress, record, sleep
@@ -49,13 +51,28 @@ def taskmill(**extra: Any) -> override_settings:
     return override_settings(TASKMILL={**settings.TASKMILL, **extra})
 
 
+# The claim state of each worker id (each stands for a worker process, which keeps its own).
+claim_states: dict[uuid.UUID, ClaimState] = {}
+
+
+@pytest.fixture(autouse=True)
+def _forget_claim_states():
+    yield
+    claim_states.clear()
+
+
+def state_of(worker_id: uuid.UUID) -> ClaimState:
+    return claim_states.setdefault(worker_id, ClaimState())
+
+
 def claim_now(
     limit: int = 10, worker_id: uuid.UUID | None = None, policy: Policy | None = None
 ) -> list[Task]:
     """Claim as a worker would right after reloading its policy."""
     if policy is None:
         policy = control.load_policy()
-    return claim.claim_batch(worker_id or uuid.uuid4(), limit, policy=policy)
+    worker_id = worker_id or uuid.uuid4()
+    return claim.claim_batch(worker_id, limit, policy=policy, state=state_of(worker_id))
 
 
 def claimed_ids(tasks: list[Task]) -> set[int]:
@@ -113,7 +130,7 @@ def test_global_cap__far_from_binding_claims_like_no_cap_and_holds_when_a_worker
     submit_records(8)
     a = workers.register_worker("a", 1, 2, None)
     assert len(claim_now(2, worker_id=a)) == 2
-    assert not claim.claim_deferred(a)
+    assert not state_of(a).take_deferred()
 
     b = workers.register_worker("b", 2, 2, None)
     assert len(claim_now(2, worker_id=b)) == 1  # 2 running + 1 = the cap
@@ -123,12 +140,12 @@ def test_global_cap__far_from_binding_claims_like_no_cap_and_holds_when_a_worker
         # a's next claim would count under the shared lock: it gives way, and says so once.
         # (SQLite runs one writer at a time, so there every claim counts in place.)
         assert claim_now(1, worker_id=a) == []
-        assert claim.claim_deferred(a)
-        assert not claim.claim_deferred(a)
+        assert state_of(a).take_deferred()
+        assert not state_of(a).take_deferred()
     assert len(claim_now(1, worker_id=a)) == 1
     assert running_count() == 3
     assert claim_now(1, worker_id=a) == []
-    assert not claim.claim_deferred(a)  # an ordinary "nothing fits" this time
+    assert not state_of(a).take_deferred()  # an ordinary "nothing fits" this time
 
 
 def test_caps__a_cap_out_of_reach_of_every_live_slot_is_left_out_of_the_claim():
@@ -535,11 +552,11 @@ def test_rate_limit__workers_claiming_at_once_never_deadlock_nor_overspend_the_b
 
     def work(worker_id: uuid.UUID) -> None:
         try:
-            policy = control.load_policy()
+            policy, state = control.load_policy(), ClaimState()
             barrier.wait()
             for _ in range(4):
                 with transaction.atomic():
-                    got.append(len(claim.claim_batch(worker_id, 5, policy=policy)))
+                    got.append(len(claim.claim_batch(worker_id, 5, policy=policy, state=state)))
         finally:
             connection.close()
 
@@ -924,6 +941,23 @@ def test_fair_shares__share_of_a_group_that_ran_dry_passes_on_before_the_next_po
     # b may now have a's share too: 6 of the 8 slots (a still runs 2).
     assert len(claim_now(8, worker, policy)) == 2
     assert running_count(group_key="b") == 6
+
+
+def test_fair_shares__demand_is_counted_again_when_the_policy_is_reloaded():
+    # Demand is counted once per policy load: b's first tasks, submitted after it, get a share
+    # from the worker's next load, not before.
+    worker = workers.register_worker("w", 1, 8, None)  # capacity: 8 live slots
+    scheduler.set_group_weight("a", 1)
+    scheduler.set_group_weight("b", 1)
+    submit_records(10, group="a")
+    policy = control.load_policy()
+    assert len(claim_now(2, worker, policy)) == 2  # a's share: all 8 slots
+    b = set(submit_records(10, start=100, group="b"))
+
+    assert not claimed_ids(claim_now(2, worker, policy)) & b  # the same load: b has no share
+    got = claimed_ids(claim_now(8, worker, control.load_policy()))
+
+    assert got == got & b and len(got) == 4  # the next load: 4 / 4, a already runs 4
 
 
 def test_fair_shares__long_backlog_of_one_group_does_not_hide_another():

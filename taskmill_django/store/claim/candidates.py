@@ -22,6 +22,7 @@ from ...policy.fair import UNGROUPED
 from ...policy.gates import Candidate
 from ..db import qn
 from .shares import rooms
+from .state import PolicyMemo
 
 FIELDS = ("id", "domain", "group_key", "task_type")
 # Where caps or rate limits may turn candidates away, read this many per slot asked for, so
@@ -29,10 +30,10 @@ FIELDS = ("id", "domain", "group_key", "task_type")
 OVERFETCH = 4
 
 
-def candidates(qs: TaskQuerySet, policy: Policy, count: int) -> list[Candidate]:
+def candidates(qs: TaskQuerySet, policy: Policy, count: int, memo: PolicyMemo) -> list[Candidate]:
     """The first ``count`` rows of ``qs`` in dispatch order (by effective priority with aging;
     ``Candidate.priority`` holds the effective one then)."""
-    return _fetch(_candidate_queries(qs, policy, count))[:count]
+    return _fetch(_candidate_queries(qs, policy, count, memo))[:count]
 
 
 def candidates_per_share(
@@ -41,6 +42,7 @@ def candidates_per_share(
     running: list[Any],
     policy: Policy,
     limit: int,
+    memo: PolicyMemo,
 ) -> list[Candidate]:
     """With fair shares, read each group's head separately (up to its unused share, and never
     more than the claim can take), so a long backlog in one group cannot fill the window and
@@ -49,9 +51,9 @@ def candidates_per_share(
     parts = []
     threshold = policy.aging.urgent_threshold if policy.aging else None
     if threshold is not None:
-        parts += _candidate_queries(qs, policy, limit)
+        parts += _candidate_queries(qs, policy, limit, memo)
     for group, room in rooms(shares, running, limit):
-        parts += _candidate_queries(_of_group(qs, group), policy, room)
+        parts += _candidate_queries(_of_group(qs, group), policy, room, memo)
     # Non-urgent rows of the urgent read are held to their group's share by admit().
     return _fetch(parts)
 
@@ -60,7 +62,7 @@ def _of_group(qs: TaskQuerySet, group: str) -> TaskQuerySet:
     return qs.filter(group_key__isnull=True) if group == UNGROUPED else qs.filter(group_key=group)
 
 
-def _candidate_queries(qs: TaskQuerySet, policy: Policy, count: int) -> list[Any]:
+def _candidate_queries(qs: TaskQuerySet, policy: Policy, count: int, memo: PolicyMemo) -> list[Any]:
     """Queries whose rows, merged, hold the first ``count`` of ``qs`` in dispatch order."""
     if policy.aging is None:
         return [qs.in_dispatch_order().values_list(*FIELDS, "priority")[:count]]
@@ -71,7 +73,7 @@ def _candidate_queries(qs: TaskQuerySet, policy: Policy, count: int) -> list[Any
     # Constant SQL text; the aging numbers travel as bound parameters.
     effective = aging_sql(policy.aging)
     parts = [qs.annotate(effective=RawSQL(*effective)).in_dispatch_order()]  # noqa: S611
-    if may_have_aged(policy):
+    if may_have_aged(policy, memo):
         aged = qs.filter(created_at__lte=_aged_before(policy.aging))
         parts.append(aged.annotate(effective=RawSQL(*effective)).order_by("effective", "id"))  # noqa: S611
     return [part.values_list(*FIELDS, "effective")[:count] for part in parts]
@@ -97,17 +99,17 @@ def _fetch(parts: list[Any]) -> list[Candidate]:
     return sorted(unique.values(), key=lambda c: (c.priority, c.id))
 
 
-def may_have_aged(policy: Policy) -> bool:
+def may_have_aged(policy: Policy, memo: PolicyMemo) -> bool:
     """False when no due row had waited long enough to age as this policy was loaded: aging
     moves in steps of ``interval``, so a promotion noticed up to a second late changes
     nothing, while looking on every claim would scan the whole queue each time. (Then every
     effective priority is the priority, and the claim keeps its one-statement form.)"""
     assert policy.aging is not None  # noqa: S101 - only asked with aging on
-    if policy.memo.get("nothing_aged"):
+    if memo.nothing_aged:
         return False
     if Task.objects.claimable().filter(created_at__lte=_aged_before(policy.aging)).exists():
         return True
-    policy.memo["nothing_aged"] = True
+    memo.nothing_aged = True
     return False
 
 

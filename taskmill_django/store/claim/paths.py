@@ -29,11 +29,8 @@ from .load import Load, read_state, state_from, state_statements
 from .rows import claim_from, claim_ids, claim_returning, claimed_tasks
 from .shares import fair_shares, noting_dry_groups, rooms, running_by_group
 from .sql import Filters, claim_from_statement, heads, heads_with_rooms, plain_filters
+from .state import ClaimState, PolicyMemo
 
-# Per worker: whether its next gated claim takes the lock exclusively (a cap was within reach
-# at its last claim), and whether its last claim gave way to take it.
-_EXCLUSIVE: dict[uuid.UUID, bool] = {}
-_DEFERRED: set[uuid.UUID] = set()
 _SAVEPOINT = "taskmill_claim"
 
 
@@ -43,6 +40,7 @@ def claim_batch(
     domains: Sequence[str] | None = None,
     policy: Policy | None = None,
     ahead: Ahead | None = None,
+    state: ClaimState | None = None,
 ) -> list[Task]:
     """Claim up to ``limit`` due tasks in priority-then-FIFO order for ``worker_id``.
 
@@ -51,22 +49,15 @@ def claim_batch(
     fences every later write of this claim. PostgreSQL and SQLite claim with one
     ``UPDATE ... RETURNING`` statement; other databases use three ORM queries. ``ahead``
     (see ``db.run_together``) rides along with the claim's first round trip, if it has one.
+    ``state``: what this worker's earlier claims learnt (the claim loop keeps one); without
+    it, a gated claim starts from nothing.
     """
     if limit <= 0:
         return []
     token = uuid.uuid4()
     if policy is not None and not policy.is_trivial:
-        return claim_gated(token, worker_id, limit, domains, policy, ahead)
+        return claim_gated(token, worker_id, limit, domains, policy, state or ClaimState(), ahead)
     return claim_returning(token, worker_id, limit, domains, ahead=ahead)
-
-
-def claim_deferred(worker_id: uuid.UUID) -> bool:
-    """True once after a claim of this worker gave way to the exclusive lock (claim again at
-    once instead of idling)."""
-    if worker_id in _DEFERRED:
-        _DEFERRED.discard(worker_id)
-        return True
-    return False
 
 
 # --- the gated claim -------------------------------------------------------------------------
@@ -78,6 +69,7 @@ def claim_gated(
     limit: int,
     domains: Sequence[str] | None,
     policy: Policy,
+    state: ClaimState,
     ahead: Ahead | None = None,
 ) -> list[Task]:
     """Claim under ``policy``, paying only for the gates that can act on this claim: caps no
@@ -86,13 +78,14 @@ def claim_gated(
     rides along with the first round trip (before any savepoint: nothing here undoes it)."""
     if policy.is_paused:
         return []
+    memo = state.memo(policy)
     with transaction.atomic(savepoint=False):
-        claimed = _claim_in_one_round_trip(token, worker_id, limit, domains, policy, ahead)
+        claimed = _claim_in_one_round_trip(token, worker_id, limit, domains, policy, state, ahead)
         if claimed is not None:
             return claimed
         configured, exclusive = policy, True
         if policy.has_caps:
-            exclusive = _EXCLUSIVE.get(worker_id, True) or connection.vendor == "sqlite"
+            exclusive = state.exclusive or connection.vendor == "sqlite"
         load = read_state(
             worker_id,
             limit,
@@ -102,17 +95,17 @@ def claim_gated(
             ahead=ahead,
         )
         if policy.is_fair:
-            policy.memo["slots"] = load.slots  # for the next claims' one-round-trip form
+            memo.live_slots = load.slots  # for the next claims' one-round-trip form
         if policy.has_caps:
             policy = without_unbindable_caps(policy, load.running, load.headroom)
-            _EXCLUSIVE[worker_id] = policy.has_caps
+            state.exclusive = policy.has_caps
             if policy.has_caps and not exclusive:
                 # Counts read under the shared lock can miss tasks other claims have not
                 # committed yet; a cap that may bind needs the exclusive lock. Give way and
                 # claim again.
-                _DEFERRED.add(worker_id)
+                state.give_way()
                 return []
-        if policy.aging is not None and not may_have_aged(policy):
+        if policy.aging is not None and not may_have_aged(policy, memo):
             policy = replace(policy, aging=None)  # nothing has aged: plain dispatch order
         if policy.is_trivial:
             return claim_returning(token, worker_id, limit, domains)
@@ -125,7 +118,9 @@ def claim_gated(
             )
             if claimed is not None:
                 return claimed
-        return _claim_under_gates(token, worker_id, limit, domains, (configured, policy), load)
+        return _claim_under_gates(
+            token, worker_id, limit, domains, (configured, policy), load, memo
+        )
 
 
 def _claim_in_one_round_trip(
@@ -134,6 +129,7 @@ def _claim_in_one_round_trip(
     limit: int,
     domains: Sequence[str] | None,
     policy: Policy,
+    state: ClaimState,
     ahead: Ahead | None,
 ) -> list[Task] | None:
     """PostgreSQL, when this worker's last claim found every cap out of reach and nothing has
@@ -148,16 +144,19 @@ def _claim_in_one_round_trip(
     UPDATE returns the balance after every payment committed before it (the row lock orders
     them), so a balance of zero or more means every task claimed had its token.
     """
-    if connection.vendor != "postgresql" or (policy.has_caps and _EXCLUSIVE.get(worker_id, True)):
+    if connection.vendor != "postgresql" or (policy.has_caps and state.exclusive):
         return None
-    if policy.aging is not None and not policy.memo.get("nothing_aged"):
+    memo = state.memo(policy)
+    if policy.aging is not None and not memo.nothing_aged:
         return None
     limits = buckets.bucket_limits(policy)
-    if len(limits) > buckets.MANY_BUCKETS or policy.memo.get("buckets_low"):
+    if len(limits) > buckets.MANY_BUCKETS or memo.buckets_low:
         return None
-    if policy.is_fair and "slots" not in policy.memo:
-        return None
-    shares = fair_shares(policy, policy.memo["slots"]) if policy.is_fair else None
+    shares = None
+    if policy.is_fair:
+        if memo.live_slots is None:
+            return None
+        shares = fair_shares(policy, memo.live_slots, memo)
     parts = heads_with_rooms(plain_filters(policy, domains), shares, limit)
     if not parts:
         return None
@@ -182,18 +181,17 @@ def _claim_in_one_round_trip(
         if locked and not unbindable:
             # A cap came within reach: give way and claim again under the exclusive lock,
             # as the usual path does when its shared-lock count shows the same.
-            _EXCLUSIVE[worker_id] = True
-            _DEFERRED.add(worker_id)
+            state.give_way()
             return []
         if any(tokens < 0 for tokens in balances.values()):
             # Short of tokens: tasks wait for them one by one on the usual path until the
             # policy is reloaded, instead of every claim being made twice.
-            policy.memo["buckets_low"] = True
+            memo.buckets_low = True
         return None  # the lock row or a bucket is missing, or a bucket ran short
     if not count:
         return claimed
-    policy.memo["slots"] = load.slots
-    return noting_dry_groups(policy, shares, load.running, limit, claimed)
+    memo.live_slots = load.slots
+    return noting_dry_groups(memo, shares, load.running, limit, claimed)
 
 
 def _still_unbindable(policy: Policy, load: Load) -> bool:
@@ -231,13 +229,14 @@ def _claim_under_gates(
     domains: Sequence[str] | None,
     policies: tuple[Policy, Policy],
     load: Load,
+    memo: PolicyMemo,
 ) -> list[Task]:
     """``policies``: as configured (fair shares divide its global cap) and without the caps
-    that cannot bind (the gates to apply)."""
+    that cannot bind (the gates to apply); ``memo``: the answers found under the first."""
     configured, policy = policies
     running = load.running
     full_domains, full_groups = saturated(running, policy)
-    shares = fair_shares(configured, load.slots) if policy.is_fair else None
+    shares = fair_shares(configured, load.slots, memo) if policy.is_fair else None
     skip_groups = full_groups | set(policy.paused_groups)
     skip_ungrouped = False
     if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):
@@ -272,14 +271,14 @@ def _claim_under_gates(
                 (load, token, worker_id),
             )
         if claimed is not None:
-            return noting_dry_groups(configured, shares, running, limit, claimed)
+            return noting_dry_groups(memo, shares, running, limit, claimed)
     qs = filters.queryset()
     if shares is not None:
-        found = candidates_per_share(qs, shares, running, policy, limit)
+        found = candidates_per_share(qs, shares, running, policy, limit, memo)
     else:
         rejects = policy.has_caps or policy.rate_limits or policy.group_rate_limits
         fetch = limit * OVERFETCH + 16 if rejects else limit
-        found = candidates(qs, policy, fetch)
+        found = candidates(qs, policy, fetch, memo)
     # Admit everything that fits the caps, then take rate tokens until ``limit`` tasks
     # are chosen: a task without a token never holds a slot another task could use.
     # (Any subset of an admissible set is admissible, so cutting afterwards is safe.)
@@ -289,7 +288,7 @@ def _claim_under_gates(
     if len(claimed) < len(chosen):
         taken = {t.id for t in claimed}
         buckets.refund([c for c in chosen if c.id not in taken], policy)
-    return noting_dry_groups(configured, shares, running, limit, claimed)
+    return noting_dry_groups(memo, shares, running, limit, claimed)
 
 
 def _admits_every_row(policy: Policy) -> bool:

@@ -19,22 +19,28 @@ from ...conf import app_settings
 from ...models import Task, Worker
 from ...policy.config import Policy
 from ...policy.fair import UNGROUPED, allocate
+from .state import PolicyMemo
 
 # Demand is recounted at most this often (seconds) when groups run dry between policy loads.
 RECOUNT_INTERVAL = 0.2
 
 
-def fair_shares(policy: Policy, live_slots: int | None = None) -> dict[str, int]:
+def fair_shares(
+    policy: Policy, live_slots: int | None = None, memo: PolicyMemo | None = None
+) -> dict[str, int]:
     """Slots per group for this moment (ungrouped work is the virtual group ""). Demand is
     due or running work outside paused groups and domains, capped by each group's limit.
     Capacity is the live workers' slots (``live_slots`` when the caller has just read them),
-    or the global cap when that is lower or no worker is live."""
-    demand = policy.memo.get("demand")
+    or the global cap when that is lower or no worker is live. ``memo``: a claim's answers
+    under ``policy``, where demand is kept (without it, demand is counted now)."""
+    if memo is None:
+        memo = PolicyMemo()
+    demand = memo.demand
     if demand is None:
         # Counting the whole queue on every claim would cost more than the claim; demand read
         # once per policy load (at least every second) shifts shares a second late at worst.
-        policy.memo["demand_at"] = time.monotonic()
-        demand = policy.memo["demand"] = {
+        memo.demand_at = time.monotonic()
+        demand = memo.demand = {
             (g or UNGROUPED): min(n, policy.group_cap(g) or n)
             for g, n in (Task.objects.claimable() | Task.objects.running())
             .exclude(group_key__in=list(policy.paused_groups))
@@ -77,7 +83,7 @@ def running_by_group(running: list[tuple[str, str | None, int]]) -> dict[str, in
 
 
 def noting_dry_groups(
-    policy: Policy,
+    memo: PolicyMemo,
     shares: dict[str, int] | None,
     running: list[Any],
     limit: int,
@@ -95,6 +101,6 @@ def noting_dry_groups(
         return claimed
     got = Counter(t.group_key or UNGROUPED for t in claimed)
     if any(got[group] < room for group, room in rooms(shares, running, limit)):
-        if time.monotonic() - policy.memo.get("demand_at", 0.0) >= RECOUNT_INTERVAL:
-            policy.memo.pop("demand", None)
+        if time.monotonic() - memo.demand_at >= RECOUNT_INTERVAL:
+            memo.demand = None
     return claimed
