@@ -1,7 +1,7 @@
 """Priority aging: a pending task's effective priority improves the longer it waits.
 
-Computed in the claim query's ORDER BY (no row is ever rewritten), from the time since
-submission minus the time spent paused:
+Computed in the claim query's ORDER BY (no row is ever rewritten; ``aging_sql`` writes it), from
+the time since submission minus the time spent paused:
 
     effective = max(ceiling, priority - step * floor(max(0, waited - grace_period) / interval))
 
@@ -70,6 +70,32 @@ class Aging:
             "ceiling": self.ceiling,
             "urgent_threshold": self.urgent_threshold,
         }
+
+
+def aging_sql(aging: Aging, vendor: str) -> tuple[str, list[object]]:
+    """Effective priority as SQL for ``vendor`` (a Django ``connection.vendor``): priority
+    improved by time waited minus time paused, on the database's clock. Constant text per
+    vendor; the aging numbers travel as bound parameters.
+
+    >>> sql, params = aging_sql(Aging(grace_period=60, interval=30, ceiling=64), "postgresql")
+    >>> sql.startswith("GREATEST(LEAST(%s, priority), priority - %s * FLOOR(")
+    True
+    >>> params
+    [64, 1, 60, 30]
+    """
+    if vendor == "postgresql":
+        waited = "EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - created_at))"
+        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
+    elif vendor == "sqlite":
+        waited = "((julianday('now') - julianday(created_at)) * 86400.0)"
+        floor, greatest, least = "CAST", "MAX", "MIN"
+    else:
+        waited = "(TIMESTAMPDIFF(MICROSECOND, created_at, UTC_TIMESTAMP(6)) / 1000000.0)"
+        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
+    steps = f"{greatest}(0, {waited} - paused_seconds - %s) / %s"
+    steps = f"CAST({steps} AS INTEGER)" if floor == "CAST" else f"FLOOR({steps})"
+    sql = f"{greatest}({least}(%s, priority), priority - %s * {steps})"
+    return sql, [aging.ceiling, aging.step, aging.grace_period, aging.interval]
 
 
 def configured() -> Aging | None:

@@ -7,7 +7,8 @@
 3. Urgent: tasks whose effective priority reaches the aging urgent threshold are admitted
    regardless of allocations (applied by the claim, not here).
 
-Ungrouped tasks form a virtual group named "" here.
+Ungrouped tasks form a virtual group named "" here. ``fair_shares`` applies a policy's
+weights, minimum slots and caps to the demand the store counted.
 
 >>> allocate(10, {"a": 10, "b": 10}, {"a": 3, "b": 1}, {}, 1.0)
 {'a': 8, 'b': 2}
@@ -20,8 +21,40 @@ Ungrouped tasks form a virtual group named "" here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+
+from .config import Policy
 
 UNGROUPED = ""
+
+
+def fair_shares(
+    policy: Policy, demand: Mapping[str | None, int], live_slots: int
+) -> dict[str, int]:
+    """Slots per group for this moment (ungrouped work is the virtual group "").
+
+    ``demand`` holds the due or running tasks per group key outside paused groups and domains
+    (counted by the store: this module never reads the database); no group wants more than
+    its cap. Capacity is the live workers' slots, or the global cap when that is lower or no
+    worker is live.
+
+    >>> policy = Policy(max_concurrency=4, group_weights={"a": 3, "b": 1})
+    >>> fair_shares(policy, {"a": 10, "b": 10}, live_slots=8)
+    {'a': 3, 'b': 1}
+    >>> fair_shares(Policy(group_weights={"a": 1}), {"a": 10, None: 10}, live_slots=6)
+    {'a': 3, '': 3}
+    """
+    wanted = {(g or UNGROUPED): min(n, policy.group_cap(g) or n) for g, n in demand.items()}
+    capacity = policy.max_concurrency
+    if capacity is None or 0 < live_slots < capacity:
+        capacity = live_slots  # shares of slots no worker has would leave the weights unused
+    return allocate(
+        capacity,
+        wanted,
+        policy.group_weights,
+        policy.group_minimum_slots,
+        policy.default_group_weight,
+    )
 
 
 def allocate(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Now
@@ -31,6 +32,7 @@ from ..enums import InterruptReason, TaskStatus
 from ..exceptions import TaskNotFound
 from ..models import PausedGroup, RateBucket, Task, TaskDependency, TaskHistory, Worker
 from ..policy import config, io
+from ..policy.aging import aging_sql
 from ..policy.config import Policy
 from ..policy.pressure import DEFAULT_THROTTLE
 from ..policy.ratelimit import RateLimit, refill, wait_for_token
@@ -361,10 +363,10 @@ def _fair_share(s: _Subject) -> list[Reason]:
     if aging and aging.urgent_threshold is not None and s.task.priority <= aging.urgent_threshold:
         return []  # urgent tasks bypass fair shares
     from ..policy.fair import UNGROUPED
-    from ..store.claim import fair_shares
+    from ..store.claim import current_shares
 
     share_key = s.task.group_key or UNGROUPED
-    share = fair_shares(s.policy).get(share_key, 0)
+    share = current_shares(s.policy).get(share_key, 0)
     used = sum(n for _, group, n in s.running if (group or UNGROUPED) == share_key)
     if used < share:
         return []
@@ -512,9 +514,7 @@ def _queue_position(s: _Subject) -> list[Reason]:
         ahead = ahead.exclude(group_key__in=list(s.policy.paused_groups))
     effective = task.priority
     if s.policy.aging is not None:
-        from ..store.claim import aging_sql
-
-        sql, params = aging_sql(s.policy.aging)
+        sql, params = aging_sql(s.policy.aging, connection.vendor)
         mine = Task.objects.filter(id=task.id).annotate(e=RawSQL(sql, params))  # noqa: S611
         found = mine.values_list("e", flat=True).first()
         effective = task.priority if found is None else int(found)

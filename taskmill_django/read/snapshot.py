@@ -19,7 +19,7 @@ from ..policy.ratelimit import RateLimit, refill
 from ..records import PausedGroupInfo, RecurringInfo, RunningTask, Snapshot, WorkerInfo
 from ..redaction import mask_text
 from ..store import control
-from ..store.claim import fair_shares
+from ..store.claim import current_shares
 from . import progress, queries
 from .queries import EVERYTHING
 
@@ -196,5 +196,5 @@ def _sources(paths: tuple[str, ...], monitoring: bool, *io_config: Any) -> list[
 def group_allocations(policy: Policy) -> dict[str, int]:
     """Fair-share slots per group right now when weights are configured, else group caps."""
     if policy.is_fair:
-        return fair_shares(policy)
+        return current_shares(policy)
     return {g: cap for g, cap in policy.group_caps.items() if cap is not None}

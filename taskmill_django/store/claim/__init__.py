@@ -10,20 +10,18 @@ its claim loop). The rest of the package uses only the names below.
 
 from __future__ import annotations
 
-from .candidates import aging_sql
 from .load import CLAIM_LOCK
 from .paths import claim_batch
 from .rows import claim_ids, claim_returning, claimed_tasks
-from .shares import fair_shares
+from .shares import current_shares
 from .state import ClaimState
 
 __all__ = [
     "CLAIM_LOCK",
     "ClaimState",
-    "aging_sql",
     "claim_batch",
     "claim_ids",
     "claim_returning",
     "claimed_tasks",
-    "fair_shares",
+    "current_shares",
 ]

@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 
 from ...models import Task
 from ...models.task import TaskQuerySet
-from ...policy.aging import Aging
+from ...policy.aging import Aging, aging_sql
 from ...policy.config import Policy
 from ...policy.fair import UNGROUPED
 from ...policy.gates import Candidate
@@ -71,7 +71,7 @@ def _candidate_queries(qs: TaskQuerySet, policy: Policy, count: int, memo: Polic
     # the dispatch index, plus the aged rows' head, hold the first ``count`` by effective
     # priority.
     # Constant SQL text; the aging numbers travel as bound parameters.
-    effective = aging_sql(policy.aging)
+    effective = aging_sql(policy.aging, connection.vendor)
     parts = [qs.annotate(effective=RawSQL(*effective)).in_dispatch_order()]  # noqa: S611
     if may_have_aged(policy, memo):
         aged = qs.filter(created_at__lte=_aged_before(policy.aging))
@@ -116,20 +116,3 @@ def may_have_aged(policy: Policy, memo: PolicyMemo) -> bool:
 def _aged_before(aging: Aging) -> CombinedExpression:
     """Rows created before this have waited grace + one interval: aged by a step at least."""
     return Now() - timedelta(seconds=aging.grace_period + aging.interval)
-
-
-def aging_sql(aging: Aging) -> tuple[str, list[object]]:
-    """Effective priority as SQL: priority improved by time waited minus time paused."""
-    if connection.vendor == "postgresql":
-        waited = "EXTRACT(EPOCH FROM (STATEMENT_TIMESTAMP() - created_at))"
-        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
-    elif connection.vendor == "sqlite":
-        waited = "((julianday('now') - julianday(created_at)) * 86400.0)"
-        floor, greatest, least = "CAST", "MAX", "MIN"
-    else:
-        waited = "(TIMESTAMPDIFF(MICROSECOND, created_at, UTC_TIMESTAMP(6)) / 1000000.0)"
-        floor, greatest, least = "FLOOR", "GREATEST", "LEAST"
-    steps = f"{greatest}(0, {waited} - paused_seconds - %s) / %s"
-    steps = f"CAST({steps} AS INTEGER)" if floor == "CAST" else f"FLOOR({steps})"
-    sql = f"{greatest}({least}(%s, priority), priority - %s * {steps})"
-    return sql, [aging.ceiling, aging.step, aging.grace_period, aging.interval]

@@ -27,7 +27,7 @@ from .buckets import Claim
 from .candidates import OVERFETCH, candidates, candidates_per_share, may_have_aged
 from .load import Load, read_state, state_from, state_statements
 from .rows import claim_from, claim_ids, claim_returning, claimed_tasks
-from .shares import fair_shares, noting_dry_groups, rooms, running_by_group
+from .shares import current_shares, noting_dry_groups, rooms, running_by_group
 from .sql import Filters, claim_from_statement, heads, heads_with_rooms, plain_filters
 from .state import ClaimState, PolicyMemo
 
@@ -156,7 +156,7 @@ def _claim_in_one_round_trip(
     if policy.is_fair:
         if memo.live_slots is None:
             return None
-        shares = fair_shares(policy, memo.live_slots, memo)
+        shares = current_shares(policy, memo.live_slots, memo)
     parts = heads_with_rooms(plain_filters(policy, domains), shares, limit)
     if not parts:
         return None
@@ -236,7 +236,7 @@ def _claim_under_gates(
     configured, policy = policies
     running = load.running
     full_domains, full_groups = saturated(running, policy)
-    shares = fair_shares(configured, load.slots, memo) if policy.is_fair else None
+    shares = current_shares(configured, load.slots, memo) if policy.is_fair else None
     skip_groups = full_groups | set(policy.paused_groups)
     skip_ungrouped = False
     if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):

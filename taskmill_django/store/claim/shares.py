@@ -1,5 +1,5 @@
-"""Fair shares for a claim: the demand per group, counted in the store, divided by
-``policy.fair.allocate``; each group's room; and noticing groups that ran dry.
+"""Fair shares for a claim: the demand per group, counted here and divided by
+``policy.fair.fair_shares``; each group's room; and noticing groups that ran dry.
 
 Counting the whole queue on every claim would cost more than the claim, so demand is counted
 once per policy load (a worker reloads its policy at least once a second) and recounted early
@@ -18,48 +18,36 @@ from django.db.models.functions import Now
 from ...conf import app_settings
 from ...models import Task, Worker
 from ...policy.config import Policy
-from ...policy.fair import UNGROUPED, allocate
+from ...policy.fair import UNGROUPED, fair_shares
 from .state import PolicyMemo
 
 # Demand is recounted at most this often (seconds) when groups run dry between policy loads.
 RECOUNT_INTERVAL = 0.2
 
 
-def fair_shares(
+def current_shares(
     policy: Policy, live_slots: int | None = None, memo: PolicyMemo | None = None
 ) -> dict[str, int]:
-    """Slots per group for this moment (ungrouped work is the virtual group ""). Demand is
-    due or running work outside paused groups and domains, capped by each group's limit.
-    Capacity is the live workers' slots (``live_slots`` when the caller has just read them),
-    or the global cap when that is lower or no worker is live. ``memo``: a claim's answers
-    under ``policy``, where demand is kept (without it, demand is counted now)."""
+    """Slots per group for this moment (``policy.fair.fair_shares``): due or running work
+    per group outside paused groups and domains, and the live workers' slots (``live_slots``
+    when the caller has just read them). ``memo``: a claim's answers under ``policy``, where
+    demand is kept once counted (without it, demand is counted now)."""
     if memo is None:
         memo = PolicyMemo()
-    demand = memo.demand
-    if demand is None:
+    if memo.demand is None:
         # Counting the whole queue on every claim would cost more than the claim; demand read
         # once per policy load (at least every second) shifts shares a second late at worst.
         memo.demand_at = time.monotonic()
-        demand = memo.demand = {
-            (g or UNGROUPED): min(n, policy.group_cap(g) or n)
-            for g, n in (Task.objects.claimable() | Task.objects.running())
+        memo.demand = dict(
+            (Task.objects.claimable() | Task.objects.running())
             .exclude(group_key__in=list(policy.paused_groups))
             .exclude(domain__in=list(policy.paused_domains))
             .values_list("group_key")
             .annotate(n=Count("id"))
             .order_by()
-        }
+        )
     slots = live_slots if live_slots is not None else _live_slots()
-    capacity = policy.max_concurrency
-    if capacity is None or 0 < slots < capacity:
-        capacity = slots  # shares of slots no worker has would leave the weights unused
-    return allocate(
-        capacity,
-        demand,
-        policy.group_weights,
-        policy.group_minimum_slots,
-        policy.default_group_weight,
-    )
+    return fair_shares(policy, memo.demand, slots)
 
 
 def _live_slots() -> int:

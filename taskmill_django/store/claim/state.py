@@ -23,7 +23,7 @@ class PolicyMemo:
     """Answers a claim may reuse while one policy is current."""
 
     live_slots: int | None = None  # every live worker's slots, read by the last gated claim
-    demand: dict[str, int] | None = None  # fair-share demand per group, capped by its limit
+    demand: dict[str | None, int] | None = None  # due or running tasks per group key
     demand_at: float = 0.0  # when ``demand`` was counted (time.monotonic)
     nothing_aged: bool = False  # no due row had waited long enough to age
     buckets_low: bool = False  # a bucket ran short: take tokens row by row
