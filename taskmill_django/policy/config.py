@@ -47,7 +47,9 @@ class Policy:
     pressure: float = 0.0
     pressure_breakdown: dict[str, float] = field(default_factory=dict)
     throttle_from: int | None = None  # priorities >= this wait while pressure is high
-    io_saturated: frozenset[str] = frozenset()  # IO directions near capacity on this machine
+    # Bytes each busy IO direction of this machine can still take over the budget window,
+    # as sorted (direction, bytes) pairs: tasks declaring more wait (policy.io.budget).
+    io_budget: tuple[tuple[str, int], ...] = ()
 
     @property
     def has_caps(self) -> bool:
@@ -80,7 +82,7 @@ class Policy:
             or self.aging is not None
             or self.is_fair
             or self.throttle_from is not None
-            or bool(self.io_saturated)
+            or bool(self.io_budget)
         )
 
     def group_cap(self, group: str | None) -> int | None:
@@ -95,7 +97,7 @@ def build_policy(
     domain_defaults: dict[str, int | None],
     preemptor_priority: int | None,
     pressure: tuple[float, dict[str, float]] = (0.0, {}),
-    io_saturated: frozenset[str] = frozenset(),
+    io_budget: tuple[tuple[str, int], ...] = (),
 ) -> Policy:
     """Merge settings, domain declarations and stored overrides (overrides win)."""
     s = app_settings
@@ -141,7 +143,7 @@ def build_policy(
         pressure=pressure[0],
         pressure_breakdown=pressure[1],
         throttle_from=throttled_from(pressure[0], _throttle_policy(s.THROTTLE_POLICY)),
-        io_saturated=io_saturated,
+        io_budget=io_budget,
     )
 
 

@@ -223,7 +223,7 @@ def resume_expired_group_pauses() -> list[str]:
 
 def load_policy(
     pressure: tuple[float, dict[str, float]] = (0.0, {}),
-    io_saturated: frozenset[str] = frozenset(),
+    io_budget: tuple[tuple[str, int], ...] = (),
 ) -> Policy:
     """Settings + domain declarations + runtime overrides + who is preempting right now
     (+ the caller's measured pressure and saturated IO directions)."""
@@ -235,7 +235,7 @@ def load_policy(
         ).values_list("group_key", flat=True)
     )
     domains = {d.name: d.max_concurrency for d in registry.all_domains()}
-    return build_policy(overrides, paused, domains, preemptor_priority(), pressure, io_saturated)
+    return build_policy(overrides, paused, domains, preemptor_priority(), pressure, io_budget)
 
 
 def preemptor_priority() -> int | None:

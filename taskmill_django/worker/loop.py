@@ -433,14 +433,14 @@ class ClaimLoop:
             pressure.measure(self._pressure_sources), self._measure_io()
         )
 
-    def _measure_io(self) -> frozenset[str]:
-        """Fold a new IO reading into the averages; the saturated directions (none without
-        RESOURCE_MONITORING)."""
+    def _measure_io(self) -> tuple[tuple[str, int], ...]:
+        """Fold a new IO reading into the averages; the byte budget of each busy direction
+        (none without RESOURCE_MONITORING)."""
         if self._io_meter is None:
-            return frozenset()
+            return ()
         rates = self._io_meter.update(time.monotonic())
         self.io_report = io.report(rates, self._io_capacity)
-        return io.saturated(rates, self._io_capacity)
+        return tuple(sorted(io.budget(rates, self._io_capacity).items()))
 
 
 def _log_end(outcome: lifecycle.Outcome, execution: Execution | None, kind: str) -> None:

@@ -1155,11 +1155,21 @@ def test_io_budget__saturated_direction_holds_back_only_tasks_declaring_it():
     urgent_writer = (
         record.using(priority=Priority.HIGH, expected_io=IoBudget.disk(0, 1)).submit(n=5).id
     )
-    policy = control.load_policy(io_saturated=frozenset({"disk_write", "net_tx"}))
+    policy = control.load_policy(io_budget=(("disk_write", 0), ("net_tx", 0)))
 
     assert not policy.is_trivial
     assert claimed_ids(claim_now(10, policy=policy)) == {reader, plain, urgent_writer}
     assert claimed_ids(claim_now(10, policy=control.load_policy())) == {writer, net}
+
+
+def test_io_budget__a_busy_direction_takes_tasks_that_fit_its_bytes_left():
+    small = record.using(expected_io=IoBudget.disk(0, 100_000)).submit(n=1).id
+    large = record.using(expected_io=IoBudget.disk(0, 900_000)).submit(n=2).id
+    exact = record.using(expected_io=IoBudget.disk(0, 500_000)).submit(n=3).id
+    policy = control.load_policy(io_budget=(("disk_write", 500_000),))
+
+    assert claimed_ids(claim_now(10, policy=policy)) == {small, exact}
+    assert Task.objects.get(id=large).status == "pending"
 
 
 # --- backpressure ----------------------------------------------------------------------------

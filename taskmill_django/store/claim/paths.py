@@ -253,7 +253,7 @@ def _claim_under_gates(
         skip_ungrouped=skip_ungrouped,
         preemptor_priority=policy.preemptor_priority,
         throttle_from=policy.throttle_from,
-        io_saturated=policy.io_saturated,
+        io_budget=policy.io_budget,
     )
     if _admits_every_row(policy) and connection.vendor in ("postgresql", "sqlite"):
         # Nothing left to decide row by row: the filters and the shares (a LIMIT per group)

@@ -21,9 +21,9 @@ from django.db.models.functions import Now
 from ...enums import TaskStatus
 from ...models import Task
 from ...models.task import TaskQuerySet
+from ...policy import io
 from ...policy.config import Policy
 from ...policy.fair import UNGROUPED
-from ...policy.io import EXEMPT_PRIORITY, EXPECTED_COLUMN
 from ..db import qn
 
 ORDER = '"priority", "id"'  # dispatch order (identifiers quoted the same way everywhere)
@@ -142,7 +142,7 @@ class Filters:
     skip_ungrouped: bool
     preemptor_priority: int | None
     throttle_from: int | None
-    io_saturated: frozenset[str]
+    io_budget: tuple[tuple[str, int], ...]
 
     def queryset(self, *, one_group: bool = False) -> TaskQuerySet:
         """``one_group``: "pending" stated as a one-value range (the same rows) for the head
@@ -162,8 +162,8 @@ class Filters:
             qs = qs.filter(priority__lte=self.preemptor_priority)
         if self.throttle_from is not None:
             qs = qs.filter(priority__lt=self.throttle_from)
-        if self.io_saturated:
-            qs = qs.exclude(io_bound(self.io_saturated))
+        if self.io_budget:
+            qs = qs.exclude(io.held_back(dict(self.io_budget)))
         return qs
 
 
@@ -176,17 +176,8 @@ def plain_filters(policy: Policy, domains: Sequence[str] | None) -> Filters:
         skip_ungrouped=False,
         preemptor_priority=policy.preemptor_priority,
         throttle_from=policy.throttle_from,
-        io_saturated=policy.io_saturated,
+        io_budget=policy.io_budget,
     )
-
-
-def io_bound(directions: frozenset[str]) -> Q:
-    """Tasks an IO budget holds back: below HIGH priority, with expected bytes in a
-    saturated direction."""
-    uses = Q()
-    for direction in sorted(directions):
-        uses |= Q(**{f"{EXPECTED_COLUMN[direction]}__gt": 0})
-    return Q(priority__gt=EXEMPT_PRIORITY) & uses
 
 
 @functools.lru_cache(maxsize=256)
