@@ -9,6 +9,7 @@ import pytest
 
 from taskmill_django import executor
 from taskmill_django.enums import HistoryStatus, InterruptReason
+from taskmill_django.models import Task
 from taskmill_django.store import claim, lifecycle
 from tests.testapp.tasks import record
 
@@ -48,3 +49,14 @@ def test_not_started__a_queued_task_runs_normally_when_nothing_stopped_it(task_l
 
     assert (outcome.kind, outcome.result) == (lifecycle.COMPLETED, {"n": 7})
     assert [e["n"] for e in task_log.events("run")] == [7]
+
+
+def test_claimed_row__fields_a_claim_does_not_return_load_when_read():
+    outcome = record.submit(n=3)
+    Task.objects.filter(id=outcome.id).update(last_error="earlier failure", run_after=None)
+
+    (task,) = claim.claim_batch(uuid.uuid4(), 1)
+
+    assert "last_error" in task.get_deferred_fields()  # not sent by the claim
+    assert task.last_error == "earlier failure"  # loaded on first read
+    assert (task.payload, task.status, task.priority) == ({"n": 3}, "running", 128)

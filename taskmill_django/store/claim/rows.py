@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce, Now
 from ...enums import TaskStatus
 from ...models import Task
 from ..db import Ahead, run_together
-from .sql import claim_from_statement, claim_sql
+from .sql import claim_from_statement, claim_sql, claimed_fields
 
 # Statements to run right after a claim statement, in the same round trip where the driver
 # allows (see db.run_together): the payment for what the claim took (``buckets.py``).
@@ -145,7 +145,7 @@ def claimed_tasks(raw_rows: Sequence[tuple[Any, ...]]) -> list[Task]:
 @functools.lru_cache(maxsize=4)
 def _row_layout(vendor: str) -> tuple[list[str], Converters]:
     """Attribute names and converters of the returned columns (built once per vendor)."""
-    fields = list(Task._meta.concrete_fields)
+    fields = claimed_fields()
     return [f.attname for f in fields], _converters(fields)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.db.models.functions import Now
 
 from ...enums import TaskStatus
@@ -65,10 +65,57 @@ def claim_sql(vendor: str, domain_count: int, *, by_ids: bool = False) -> str:
     )
 
 
+# The columns a claim returns: what a worker, its task's context and the task body's usual
+# reads of ``ctx.record`` need. The others (the last error, progress, IO counters, pause and
+# requeue bookkeeping) stay in the database: the Task a worker holds has them deferred, and
+# reading one loads it. Every returned column costs the server, the driver (timestamps most)
+# and the model instance, on every claimed task.
+CLAIMED_FIELDS = (
+    "id",
+    "task_type",
+    "domain",
+    "key",
+    "label",
+    "priority",
+    "status",
+    "payload",
+    "group_key",
+    "parent_id",
+    "fail_fast",
+    "retry_count",
+    "max_retries",
+    "rescue_count",
+    "ttl_seconds",
+    "ttl_from",
+    "expires_at",
+    "timeout_seconds",
+    "created_at",
+    "started_at",
+    "lease_token",
+    "worker_id",
+    "cancel_reason",
+    "paused_at",
+    "paused_seconds",
+    "memo",
+    "has_children",
+    "is_finalizing",
+    "expected_read_bytes",
+    "expected_write_bytes",
+    "expected_net_rx_bytes",
+    "expected_net_tx_bytes",
+)
+
+
+def claimed_fields() -> list[Field[Any, Any]]:
+    """The fields of ``CLAIMED_FIELDS`` in the model's order, the order ``Model.from_db``
+    expects the values of a partial row in."""
+    return [f for f in Task._meta.concrete_fields if f.name in CLAIMED_FIELDS]
+
+
 @functools.lru_cache(maxsize=64)
 def claim_statement(vendor: str, picker: str) -> str:
-    """UPDATE the rows whose ids ``picker`` selects to running, returning every column."""
-    fields = [str(f.column) for f in Task._meta.concrete_fields]
+    """UPDATE the rows whose ids ``picker`` selects to running, returning ``CLAIMED_FIELDS``."""
+    fields = [str(f.column) for f in claimed_fields()]
     table = qn(Task._meta.db_table)
     if vendor == "postgresql":
         now = "STATEMENT_TIMESTAMP()"
