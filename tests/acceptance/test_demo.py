@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -53,9 +54,12 @@ def test_demo__ctrl_c_with_piped_output_leaves_no_worker_behind(tmp_path):
     db, port, log_path = tmp_path / "demo.sqlite3", free_port(), tmp_path / "demo.log"
     env = {**os.environ, "TASKMILL_DEMO_SQLITE": str(db)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
+    # As a user types it: the `python3` on the PATH, not this suite's interpreter (which may be
+    # the Django 6 venv's: dev.py would rebuild the project venv with it).
+    python = shutil.which("python3") or sys.executable
     with log_path.open("wb") as log:
         pipeline = subprocess.Popen(
-            ["bash", "-c", f"{sys.executable} dev.py demo --port {port} | cat"],
+            ["bash", "-c", f"{python} dev.py demo --port {port} | cat"],
             cwd=ROOT,
             env=env,
             stdout=log,

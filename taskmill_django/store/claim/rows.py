@@ -23,7 +23,7 @@ from django.db.models.functions import Coalesce, Now
 from ...enums import TaskStatus
 from ...models import Task
 from ..db import Ahead, run_together
-from .sql import claim_from_statement, claim_sql, claimed_fields
+from .sql import CLAIMED_FIELDS, claim_from_statement, claim_sql, claimed_fields
 
 # Statements to run right after a claim statement, in the same round trip where the driver
 # allows (see db.run_together): the payment for what the claim took (``buckets.py``).
@@ -121,7 +121,8 @@ def claim_ids(token: uuid.UUID, worker_id: uuid.UUID, ids: list[int]) -> list[Ta
         started_at=Now(),
         first_started_at=Coalesce("first_started_at", Now()),
     )
-    rows = list(Task.objects.filter(id__in=ids, lease_token=token).order_by("priority", "id"))
+    claimed = Task.objects.filter(id__in=ids, lease_token=token).only(*CLAIMED_FIELDS)
+    rows = list(claimed.order_by("priority", "id"))
     for row in rows:
         if (
             row.expires_at is None
