@@ -14,6 +14,7 @@ class TaskmillConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401 - registers the checks
+        from .metrics import checks as metrics_checks  # noqa: F401 - the endpoint's checks
 
         autodiscover_modules("tasks")
         self._load_django_tasks_backend()

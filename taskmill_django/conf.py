@@ -101,6 +101,9 @@ DEFAULTS: dict[str, Any] = {
         "credential",
         "cookie",
     ],
+    # Secret a Prometheus server sends as "Authorization: Bearer <token>" to read the metrics
+    # endpoint (taskmill_django.metrics.urls); None = only users with view_metrics may read it.
+    "METRICS_TOKEN": None,
     # Largest payload accepted, in bytes of its canonical JSON.
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
 }

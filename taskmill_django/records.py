@@ -111,8 +111,8 @@ class RecurringInfo:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Cluster-wide numbers for monitoring: ``counters`` only grow (until history is pruned),
-    ``gauges`` are current levels."""
+    """Cluster-wide numbers for monitoring: ``counters`` only grow (they are stored, so pruning
+    history does not lower them), ``gauges`` are current levels."""
 
     counters: dict[str, int]
     gauges: dict[str, float]

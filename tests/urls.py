@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("taskmill/api/", include("taskmill_django.api.urls")),
+    path("taskmill/metrics", include("taskmill_django.metrics.urls")),
 ]

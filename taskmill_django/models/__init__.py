@@ -1,6 +1,7 @@
 """Models of taskmill_django: thin rows plus QuerySets that name states."""
 
 from .cluster import PausedGroup, RateBucket, SchedulerSetting, Worker
+from .counters import TaskCounter
 from .history import DeadLetter, TaskHistory, TaskHistoryTag
 from .schedule import Schedule, ScheduleTick
 from .task import Dashboard, Task, TaskDependency, TaskTag
@@ -14,6 +15,7 @@ __all__ = [
     "ScheduleTick",
     "SchedulerSetting",
     "Task",
+    "TaskCounter",
     "TaskDependency",
     "TaskHistory",
     "TaskHistoryTag",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..enums import PARKING_REASONS, HistoryStatus
+from . import counters
 from .db import Ahead
 
 _SQL = """
@@ -61,12 +62,52 @@ history_tags AS (
 ),
 edges AS (
   DELETE FROM taskmill_task_dependency WHERE task_id IN (SELECT id FROM done)
+),
+timed AS (
+  SELECT COALESCE(worker_id::text, '') AS src, task_type, final_status, o_duration,
+         CASE WHEN o_duration IS NULL OR started_at IS NULL THEN NULL
+              ELSE GREATEST(0, EXTRACT(EPOCH FROM (started_at
+                   - GREATEST(created_at, COALESCE(run_after, created_at)))) * 1000) END AS wait
+  FROM done
+),
+counted AS (
+  INSERT INTO taskmill_counter (source, task_type, metric, value)
+  SELECT src, task_type, metric, SUM(v) FROM timed
+  CROSS JOIN LATERAL (VALUES
+    (final_status::text, 1::bigint),
+    ({duration_bucket}, 1),
+    (CASE WHEN o_duration IS NOT NULL THEN 'duration_sum_ms' END, o_duration),
+    ({wait_bucket}, 1),
+    (CASE WHEN wait IS NOT NULL THEN 'wait_sum_ms' END, ROUND(wait)::bigint)
+  ) AS m(metric, v)
+  WHERE metric IS NOT NULL
+  GROUP BY src, task_type, metric
+  ORDER BY src, task_type, metric
+  ON CONFLICT (source, task_type, metric)
+  DO UPDATE SET value = taskmill_counter.value + EXCLUDED.value
 )
 SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
        parent_id
 FROM done
-""".replace("{parking}", ", ".join(f"'{reason}'" for reason in sorted(PARKING_REASONS)))
+"""
+
+
+def _bucket_case(column: str, histogram: str) -> str:
+    """SQL naming the histogram bucket of ``column`` (milliseconds), as ``counters`` does."""
+    whens = " ".join(
+        f"WHEN {column} <= {bound * 1000!r} THEN '{counters.bucket_metric(histogram, label)}'"
+        for bound, label in zip(counters.BUCKETS, counters.BOUND_LABELS, strict=False)
+    )
+    inf = counters.bucket_metric(histogram, counters.INF)
+    return f"CASE WHEN {column} IS NULL THEN NULL {whens} ELSE '{inf}' END"
+
+
+_SQL = (
+    _SQL.replace("{parking}", ", ".join(f"'{reason}'" for reason in sorted(PARKING_REASONS)))
+    .replace("{duration_bucket}", _bucket_case("o_duration", counters.DURATION))
+    .replace("{wait_bucket}", _bucket_case("wait", counters.WAIT))
+)
 
 
 @dataclass(frozen=True)

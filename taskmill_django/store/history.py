@@ -16,6 +16,7 @@ from django.db.models import Q
 from .. import clock
 from ..enums import HistoryStatus
 from ..models import Task, TaskHistory, TaskTag
+from .counters import count_history
 from .db import chunks, qn
 
 
@@ -58,6 +59,11 @@ def move_to_history(
         for row in rows
     ]
     TaskHistory.objects.bulk_create(history)
+    count_history(
+        rows,
+        {h.id: h.status for h in history},
+        {row.id: details.get(row.id, _NO_DETAILS).duration_ms for row in rows},
+    )
     ids = [row.id for row in rows]
     _copy_tags(ids)
     from .children import children_finished

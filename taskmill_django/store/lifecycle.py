@@ -20,7 +20,7 @@ from django.db.models.functions import Now
 from .. import clock, signals
 from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
-from . import finish_pg
+from . import counters, finish_pg
 from .children import children_finished, parent_returned
 from .db import Ahead, notify_workers, send_on_commit
 from .dependencies import resolve_dependents
@@ -140,6 +140,7 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
     terminal: list[Task] = []
     statuses: dict[int, str] = {}
     details: dict[int, Finish] = {}
+    tally = counters.Tally()  # retries; ends are counted as they move to history
     for task_id, row in owned.items():
         outcome = by_id[task_id]
         if row.cancel_reason in PARKING_REASONS:
@@ -159,6 +160,8 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
             parent_returned(row, outcome.result)
         elif outcome.kind == RETRY:
             _retry(row, outcome)
+            tally.add(counters.source_of(row.worker_id), row.task_type, counters.RETRIED)
+            tally.run(row, outcome.duration_ms)
         elif outcome.kind == RELEASE:
             _release(row)
         else:
@@ -174,6 +177,7 @@ def _write(owned: dict[int, Task], by_id: dict[int, Outcome]) -> None:
                 **outcome.io,
             )
             _announce(row.id, row.task_type, status, outcome)
+    tally.save()
     if terminal:
         move_to_history(terminal, HistoryStatus.COMPLETED, details, statuses=statuses)
         _requeue([r for r in terminal if r.has_requeue and statuses[r.id] in _RERUN_AFTER])

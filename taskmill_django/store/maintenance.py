@@ -21,6 +21,7 @@ from ..conf import app_settings
 from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus, WorkerStatus
 from ..exceptions import ValidationError
 from ..models import Task, TaskHistory, TaskHistoryTag, Worker
+from .counters import RESCUED, count_events, fold_departed
 from .db import notify_workers, send_on_commit
 from .history import Finish, move_to_history
 from .parking import park
@@ -85,6 +86,7 @@ def rescue_orphans(limit: int = 500, *, rescuer: uuid.UUID | None = None) -> int
                 started_at=None,
                 rescue_count=F("rescue_count") + 1,
             )
+            count_events([(rescuer, task.task_type) for task in rescued], RESCUED)
             for task in rescued:
                 send_on_commit(
                     signals.task_rescued,
@@ -128,6 +130,7 @@ def forget_dead_workers() -> int:
     """Delete worker rows silent for ten lease timeouts (their tasks were rescued long ago)."""
     cutoff = Now() - app_settings.lease_timeout * 10
     deleted, _ = Worker.objects.filter(heartbeat_at__lt=cutoff).delete()
+    fold_departed()  # their counters (and those of workers that stopped) join the shared rows
     return deleted
 
 

@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce, Now
 from .. import signals
 from ..enums import InterruptReason, TaskStatus
 from ..models import Task
+from .counters import PREEMPTED, count_events
 from .db import notify_workers, send_on_commit
 
 
@@ -35,6 +36,8 @@ def park(rows: Sequence[tuple[int, str]], reason: str) -> int:
         worker_id=None,
         started_at=None,
     )
+    if reason == InterruptReason.PREEMPTED:
+        count_events([(None, task_type) for _, task_type in rows], PREEMPTED)
     signal = signals.task_preempted if reason == InterruptReason.PREEMPTED else signals.task_paused
     for task_id, task_type in rows:
         send_on_commit(signal, task_type, task_id=task_id)

@@ -1365,12 +1365,13 @@ def test_snapshot__running_tasks_with_progress():
     assert (running.progress, running.progress_message) == (0.25, "a quarter")
 
 
-def test_metrics__counters_and_gauges_for_the_cluster(history_factory):
-    submit_records(3)
+def test_metrics__counters_and_gauges_for_the_cluster():
+    submit_records(6)
+    first, second, third = claim_now(3)
+    finish(first)
+    finish(second)
+    finish(third, lifecycle.DEAD_LETTER, error="gave up")
     claim_now(1)
-    history_factory(status="completed")
-    history_factory(status="completed")
-    history_factory(status="dead_letter")
     workers.register_worker("w1", 1, 3, None)
     workers.register_worker("w2", 2, 5, None)
 
@@ -1383,6 +1384,7 @@ def test_metrics__counters_and_gauges_for_the_cluster(history_factory):
     assert metrics.counters["tasks_completed_total"] == 2
     assert metrics.counters["tasks_dead_letter_total"] == 1
     assert metrics.counters["tasks_cancelled_total"] == 0
+    assert metrics.counters["tasks_submitted_total"] == 6
 
 
 # --- runtime setters: persisted, validated ---------------------------------------------------
