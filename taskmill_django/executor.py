@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from . import registry
+from . import registry, tracing
 from .context import TaskContext
 from .domain import TaskDefinition
 from .enums import INTERRUPTIONS, HistoryStatus, InterruptReason
@@ -42,6 +42,24 @@ def run_sync(
     *,
     manage_connections: bool = True,
 ) -> lifecycle.Outcome:
+    """Run a sync task function in the calling (pool) thread, inside its trace span."""
+    with _span(task) as span:
+        outcome = _run_sync(task, ctx, definition, manage_connections=manage_connections)
+        tracing.record_outcome(span, outcome.kind, outcome.error)
+    return outcome
+
+
+def _span(task: Task) -> Any:
+    return tracing.task_span(task.id, task.task_type, task.retry_count + 1, task.trace_context)
+
+
+def _run_sync(
+    task: Task,
+    ctx: TaskContext,
+    definition: TaskDefinition | None,
+    *,
+    manage_connections: bool,
+) -> lifecycle.Outcome:
     """Run a sync task function in the calling (pool) thread.
 
     Pool threads own their connections: stale ones are closed around each task, as Django
@@ -68,7 +86,14 @@ def run_sync(
 
 
 async def run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) -> lifecycle.Outcome:
-    """Run an ``async def`` task on the worker's event loop."""
+    """Run an ``async def`` task on the worker's event loop, inside its trace span."""
+    with _span(task) as span:
+        outcome = await _run_async(task, ctx, definition)
+        tracing.record_outcome(span, outcome.kind, outcome.error)
+    return outcome
+
+
+async def _run_async(task: Task, ctx: TaskContext, definition: TaskDefinition) -> lifecycle.Outcome:
     started = time.monotonic()
     if ctx.is_cancelled():
         return finish(not_started(task, ctx, definition), ctx, started)

@@ -74,6 +74,11 @@ class Task(models.Model):
     timeout_seconds = models.FloatField(
         null=True, blank=True, help_text="Time limit of one attempt, in seconds (None = none)."
     )
+    trace_context = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Trace context active at submission (OpenTelemetry), for the run's span.",
+    )
     created_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     first_started_at = models.DateTimeField(null=True, blank=True)

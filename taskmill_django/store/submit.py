@@ -16,7 +16,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from .. import clock, signals
+from .. import clock, signals, tracing
 from ..enums import PARKING_REASONS, DuplicateStrategy, HistoryStatus, OutcomeKind, TaskStatus
 from ..exceptions import DuplicateTaskError, ValidationError
 from ..models import PausedGroup, Task, TaskTag
@@ -57,7 +57,8 @@ def _is_deadlock(exc: OperationalError) -> bool:
 
 
 def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
-    if _is_simple(new_tasks):
+    carrier = tracing.current_carrier()  # None unless OpenTelemetry has an active span
+    if carrier is None and _is_simple(new_tasks):
         # One statement in autocommit mode is atomic on its own: no BEGIN/COMMIT round trips.
         outcome = _submit_simple(new_tasks[0])
         if outcome is not None:
@@ -69,6 +70,8 @@ def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
         for chunk in chunks(list(new_tasks), CHUNK):
             outcomes.extend(_submit_chunk(chunk))
         _preempt(new_tasks, outcomes)
+        if carrier is not None:
+            _keep_trace_context(outcomes, carrier)
         paused = _paused_groups({t.group_key for t in new_tasks if t.group_key})
         if paused:
             outcomes = [
@@ -82,6 +85,17 @@ def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
                 signals.task_submitted, task.task_type, task_id=outcome.id, outcome=outcome
             )
     return outcomes
+
+
+_NEW_ROWS = (OutcomeKind.INSERTED, OutcomeKind.SUPERSEDED)
+
+
+def _keep_trace_context(outcomes: Sequence[SubmitOutcome], carrier: dict[str, str]) -> None:
+    """Store the submitter's trace context with the tasks this submission created (a twin
+    that already held the key keeps its own)."""
+    created = [o.id for o in outcomes if o.kind in _NEW_ROWS and o.id is not None]
+    for chunk in chunks(created, CHUNK):
+        Task.objects.filter(id__in=list(chunk)).update(trace_context=carrier)
 
 
 def _preempt(new_tasks: Sequence[NewTask], outcomes: Sequence[SubmitOutcome]) -> None:

@@ -103,6 +103,7 @@ CLAIMED_FIELDS = (
     "expected_write_bytes",
     "expected_net_rx_bytes",
     "expected_net_tx_bytes",
+    "trace_context",
 )
 
 
