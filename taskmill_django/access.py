@@ -40,6 +40,7 @@ CHANGE_SCHEDULES: Need = (f"{APP}.change_schedule",)
 PRUNE_HISTORY: Need = (f"{APP}.delete_taskhistory",)
 CONTROL: Need = (f"{APP}.control_scheduler",)
 URGENT: Need = (f"{APP}.submit_urgent",)
+READ_METRICS: Need = (f"{APP}.view_metrics",)
 
 
 def allowed(user: Any, need: Need) -> bool:

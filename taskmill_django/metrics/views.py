@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from . import access
+from . import auth
 
 MISSING_CLIENT = (
     "The metrics endpoint needs prometheus_client: pip install 'taskmill-django[prometheus]'\n"
@@ -18,7 +18,7 @@ MISSING_CLIENT = (
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Serve the metrics to an allowed scraper; 401/403 otherwise (without saying more)."""
-    verdict = access.decide(request)
+    verdict = auth.decide(request)
     if verdict == 401:
         response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="taskmill"'

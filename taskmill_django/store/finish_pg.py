@@ -5,8 +5,10 @@ portable path, which needs the whole row to build the rerun or judge the childre
 
 A chain of data-modifying CTEs deletes the fenced rows (``id`` + ``lease_token`` + ``running``),
 inserts their history rows, moves their tags and drops their edges, and returns what the caller
-needs for signals and follow-ups. Rows whose lease changed simply do not match: nothing of a
-zombie's outcome is written (G3). All timestamps come from the database clock.
+needs for signals and follow-ups; the same statement adds the batch to the stored counters
+(``counters``), so counting costs the completion path no statement. Rows whose lease changed
+simply do not match: nothing of a zombie's outcome is written (G3). All timestamps come from
+the database clock.
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ import hmac
 
 from django.http import HttpRequest
 
+from .. import access
 from ..conf import app_settings
-
-PERMISSION = "taskmill_django.view_metrics"
 
 
 def bearer_token(request: HttpRequest) -> str | None:
@@ -37,4 +36,4 @@ def decide(request: HttpRequest) -> int:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return 401
-    return 200 if user.has_perm(PERMISSION) else 403
+    return 200 if access.allowed(user, access.READ_METRICS) else 403
