@@ -39,6 +39,7 @@ HISTOGRAMS = (DURATION, WAIT)
 BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 )  # fmt: skip
+BUCKETS_MS: tuple[int, ...] = tuple(round(b * 1000) for b in BUCKETS)
 INF = "+Inf"
 BOUND_LABELS: tuple[str, ...] = (*(f"{b:g}" for b in BUCKETS), INF)
 
@@ -55,9 +56,9 @@ def sum_metric(histogram: str) -> str:
     return f"{histogram}_sum_ms"
 
 
-def bucket_for(seconds: float) -> str:
-    index = bisect.bisect_left(BUCKETS, seconds)
-    return BOUND_LABELS[index]
+def bucket_for(ms: int) -> str:
+    """The label of the first bound that holds ``ms`` whole milliseconds (Prometheus' ``le``)."""
+    return BOUND_LABELS[bisect.bisect_left(BUCKETS_MS, ms)]
 
 
 def source_of(worker_id: object) -> str:
@@ -75,9 +76,9 @@ class Tally:
         self.counts[key] = self.counts.get(key, 0) + n
 
     def observe(self, source: str, task_type: str, histogram: str, ms: float) -> None:
-        ms = max(ms, 0.0)
-        self.add(source, task_type, bucket_metric(histogram, bucket_for(ms / 1000.0)))
-        self.add(source, task_type, sum_metric(histogram), round(ms))
+        whole = max(round(ms), 0)  # whole milliseconds, as the PostgreSQL path counts them
+        self.add(source, task_type, bucket_metric(histogram, bucket_for(whole)))
+        self.add(source, task_type, sum_metric(histogram), whole)
 
     def run(self, row: Task, duration_ms: int | None) -> None:
         """An attempt of ``row`` ran for ``duration_ms``: observe it and its queue wait."""

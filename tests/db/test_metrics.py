@@ -176,3 +176,15 @@ def test_metrics__a_short_token_is_flagged(settings: Any, capsys: Any):
     call_command("check", "--tag", "taskmill")
 
     assert "taskmill.W051" in capsys.readouterr().err
+
+
+def test_metrics__a_run_on_a_bucket_bound_counts_in_that_bucket():
+    record.submit()
+    finish(claim_one(), duration_ms=50)  # exactly 0.05 s: le="0.05" holds it (Prometheus' <=)
+
+    got = scrape()
+
+    le = (("le", "0.025"), ("task_type", "tests::record"))
+    assert got["taskmill_task_duration_seconds_bucket", le] == 0
+    le = (("le", "0.05"), ("task_type", "tests::record"))
+    assert got["taskmill_task_duration_seconds_bucket", le] == 1
