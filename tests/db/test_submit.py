@@ -149,6 +149,30 @@ def test_domain_handle_submit__unknown_short_type_is_rejected():
     assert not Task.objects.exists()
 
 
+def _prepared_inserts() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['%INSERT INTO "taskmill_task"%'],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)  # outside a transaction: the one-statement path
+def test_submit__postgres_keeps_the_single_insert_prepared_unless_a_pooler_sits_between(settings):
+    for n in range(8):
+        record.submit(n=n)
+    assert _prepared_inserts() == 1  # one statement, parsed and planned once, reused
+
+    connections["default"].close()  # a fresh server connection: nothing prepared on it yet
+    settings.TASKMILL = {**settings.TASKMILL, "TRANSACTION_POOLING": True}
+    for n in range(8, 16):
+        record.submit(n=n)
+    assert _prepared_inserts() == 0
+    assert Task.objects.count() == 16
+
+
 # --- dedup: skip (the default) ---------------------------------------------------------------
 
 
