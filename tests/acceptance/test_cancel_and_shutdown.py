@@ -132,6 +132,23 @@ def test_shutdown__second_sigint_releases_running_tasks_at_once(worker_factory, 
     assert not TaskHistory.objects.exists()
 
 
+def test_shutdown__two_quick_sigints_release_at_once_whenever_the_second_arrives(
+    worker_factory, task_log
+):
+    """A user pressing Ctrl-C twice in a row: the second press must count even when it
+    lands before the worker has begun its graceful wait."""
+    sleep.submit_batch([{"seconds": 60, "n": n} for n in range(2)])
+    worker = worker_factory("--concurrency", "2", "--shutdown-timeout", "60")
+    wait_until(lambda: len(task_log.events("start")) == 2, timeout=30)
+
+    worker.send(signal.SIGINT)
+    worker.send(signal.SIGINT)
+
+    assert worker.wait(20) == 0, worker.output()
+    rows = list(Task.objects.values_list("status", "retry_count", "lease_token"))
+    assert rows == [(TaskStatus.PENDING, 0, None)] * 2
+
+
 def test_shutdown__task_ignoring_cancellation_is_released_at_the_timeout(worker_factory, task_log):
     stubborn.submit(seconds=60)
     worker = worker_factory("--concurrency", "1", "--shutdown-timeout", "1")
