@@ -6,7 +6,8 @@ never granted, a network path dropped without a reset (TCP keeps retransmitting 
 minutes). So every connection a worker thread opens (the claim loop, the heartbeat, maintenance,
 the listener) is bounded:
 
-- PostgreSQL: ``statement_timeout`` and ``lock_timeout`` for the session, a connect timeout,
+- PostgreSQL: ``statement_timeout`` and ``lock_timeout`` for the session (and
+  ``idle_in_transaction_session_timeout``, at the statement timeout), a connect timeout,
   TCP keepalives and ``tcp_user_timeout`` on the socket. Behind a transaction-mode pooler
   (``TRANSACTION_POOLING``) a session setting would stick to whichever server connection ran it
   and leak to that connection's other clients: there both are set with ``set_config(...,
@@ -107,13 +108,23 @@ def transaction_statement() -> str:
     """What bounds one PostgreSQL transaction's waits (its first statement under pooling)."""
     limits = [
         f"set_config('{name}', '{_milliseconds(seconds)}', true)"
-        for name, seconds in (
-            ("statement_timeout", app_settings.STATEMENT_TIMEOUT),
-            ("lock_timeout", app_settings.LOCK_TIMEOUT),
-        )
-        if seconds
+        for name, seconds in _postgres_limits()
     ]
     return f"SELECT {', '.join(limits)}" if limits else ""
+
+
+def _postgres_limits() -> list[tuple[str, Any]]:
+    """PostgreSQL's limits and their seconds. A worker thread never leaves a transaction idle
+    (no task code runs inside one), so one idle longer than a statement may take belongs to a
+    frozen or cut-off worker: the server ends it, and the locks it held stop blocking the
+    workers that rescue its tasks."""
+    statement, lock = app_settings.STATEMENT_TIMEOUT, app_settings.LOCK_TIMEOUT
+    named = (
+        ("statement_timeout", statement),
+        ("lock_timeout", lock),
+        ("idle_in_transaction_session_timeout", statement),
+    )
+    return [(name, seconds) for name, seconds in named if seconds]
 
 
 def _milliseconds(seconds: Any) -> int:
@@ -127,11 +138,7 @@ def session_statements(connection: Any) -> list[str]:
     if connection.vendor == "postgresql":
         if app_settings.TRANSACTION_POOLING:
             return []
-        return [
-            f"SET {name} = {_milliseconds(seconds)}"
-            for name, seconds in (("statement_timeout", statement), ("lock_timeout", lock))
-            if seconds
-        ]
+        return [f"SET {name} = {_milliseconds(seconds)}" for name, seconds in _postgres_limits()]
     if connection.vendor == "mysql":
         found = []
         if statement:

@@ -25,7 +25,8 @@ SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/lo
 
 
 def pgbouncer_binary() -> str | None:
-    return shutil.which("pgbouncer", path=SEARCH_PATH)
+    """``TASKMILL_PGBOUNCER`` when set, else ``pgbouncer`` on the PATH or in /usr/sbin."""
+    return shutil.which(os.environ.get("TASKMILL_PGBOUNCER") or "pgbouncer", path=SEARCH_PATH)
 
 
 def free_port() -> int:
