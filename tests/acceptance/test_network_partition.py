@@ -59,11 +59,14 @@ def test_partition__stalled_worker_fences_itself_before_its_task_is_rescued(
     task's body itself before another worker may rescue it, so the two runs never overlap and
     the body's effect ("done") happens once (G2: the rerun follows an interrupted attempt).
     G8: once the path heals, the same process registers again and claims new work."""
+    # It fences after LEASE_TIMEOUT - HEARTBEAT_INTERVAL = 2 s of silence; the rescuer may act
+    # after 3 s: a second of margin for a loaded machine. A transaction the stall leaves open
+    # on the server ends after STATEMENT_TIMEOUT, so its row locks cannot hold up the rescue.
     cut_off = worker_factory(
         "--concurrency",
         "1",
         environ=through(proxy),
-        settings={"STATEMENT_TIMEOUT": 4},
+        settings={"STATEMENT_TIMEOUT": 4, "HEARTBEAT_INTERVAL": 1.0},
     )
     task = sleep.submit(seconds=5, n=1)
     wait_until(lambda: task_log.events("start"), timeout=30)
