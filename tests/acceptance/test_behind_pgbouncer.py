@@ -68,6 +68,31 @@ def listening_sessions() -> int:
         return int(cursor.fetchone()[0])
 
 
+def pooled_session_settings(bouncer: PgBouncer) -> set[str]:
+    """``statement_timeout`` as other clients of the pooled server connections see it."""
+    import psycopg
+
+    settings = connection.settings_dict
+    seen = set()
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=bouncer.port,
+        user=settings["USER"],
+        dbname=settings["NAME"],
+        autocommit=True,
+    ) as conn:
+        for _ in range(20):
+            seen.add(conn.execute("SHOW statement_timeout").fetchone()[0])
+    return seen
+
+
+def quiet(worker: Any) -> None:
+    """No database error, retry or crash in the worker's log."""
+    output = worker.output()
+    for sign in ("Traceback", "retrying", "failed", "rror"):
+        assert sign not in output, output
+
+
 def registered(*workers: Any) -> None:
     pids = [w.pid for w in workers]
     wait_until(lambda: Worker.objects.filter(pid__in=pids).count() == len(pids), timeout=60)
@@ -99,7 +124,9 @@ def test_pgbouncer__tasks_submitted_through_the_pooler_wake_a_worker_listening_d
     assert "login attempt" in pgbouncer.log()  # clients really went through the pooler
     assert sorted(e["n"] for e in task_log.events("run")) == list(range(40))
     assert TaskHistory.objects.filter(status=HistoryStatus.COMPLETED).count() == 40
-    assert "Traceback" not in worker.output()
+    quiet(worker)
+    # The worker's timeouts were transaction-local: none stuck to a pooled server connection.
+    assert pooled_session_settings(pgbouncer) == {"0"}
 
 
 def test_pgbouncer__without_listen_database_the_worker_polls_and_says_so_once(
@@ -120,6 +147,7 @@ def test_pgbouncer__without_listen_database_the_worker_polls_and_says_so_once(
     assert output.count("LISTEN_DATABASE is not set") == 1, output
     assert "wake=poll every 0.3s" in output
     assert listening_sessions() == 0
+    quiet(worker)
 
 
 def test_pgbouncer__several_pooled_workers_run_each_task_exactly_once(
@@ -141,6 +169,7 @@ def test_pgbouncer__several_pooled_workers_run_each_task_exactly_once(
         worker.terminate()
     for worker in workers:
         assert worker.wait(30) == 0, worker.output()
+        quiet(worker)
 
     runs = counts([e["n"] for e in task_log.events("run")])
     rescued = set(
