@@ -120,7 +120,7 @@ def worker_factory(
         *args: str, settings: dict[str, Any] | None = None, environ: dict[str, str] | None = None
     ) -> WorkerProcess:
         """``settings``: TASKMILL entries for this worker only (see tests/settings.py);
-        ``environ``: extra environment variables (e.g. ``TASKMILL_PG_PORT``)."""
+        ``environ``: extra environment variables (e.g. ``TASKMILL_PG_PORT``, a faked clock)."""
         own = {**env, "TASKMILL_TEST_SETTINGS": json.dumps(settings)} if settings else env
         own = {**own, **environ} if environ else own
         worker = WorkerProcess(list(args), own, tmp_path / f"worker-{len(started)}.log")

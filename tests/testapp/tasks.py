@@ -309,3 +309,22 @@ def _charge_cancelled(
     ctx: TaskContext, card: dict, pin: str, api_key: str = "", **rest: object
 ) -> None:
     raise RuntimeError(f"refund failed: card={card!r} pin={pin} api_key={api_key}")
+
+
+@tests.task("ledger", retry=RetryPolicy.constant(0, 0))
+def ledger(ctx: TaskContext, seconds: float, n: int = 0) -> dict[str, int]:
+    """One execution-ledger line per attempt: when it began and ended by this machine's clock,
+    and when it was claimed by the database's clock (the moment a rate-limit token was spent)."""
+    started = ctx.record.started_at
+    _log(
+        "begin",
+        task_id=ctx.task_id,
+        n=n,
+        at=time.time(),
+        claimed=started.timestamp() if started else None,
+        group=ctx.record.group_key,
+        key=ctx.record.key,
+    )
+    ctx.wait_cancelled(seconds)
+    _log("end", task_id=ctx.task_id, n=n, at=time.time())
+    return {"pid": os.getpid()}
