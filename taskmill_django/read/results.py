@@ -14,6 +14,7 @@ transaction pooler without ``LISTEN_DATABASE``) the waiter polls at a growing in
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from .queries import EVERYTHING
 
 if TYPE_CHECKING:
     import psycopg
+
+logger = logging.getLogger(__name__)
 
 MAX_POLL = 1.0  # seconds between checks when polling, once the interval has grown
 SAFETY_RECHECK = 5.0  # seconds between checks while listening: a lost notification is caught
@@ -80,7 +83,7 @@ def _task_id(task_id: int | None) -> int:
         raise ValidationError(
             "id",
             "this submission created no task to wait for (a schedule whose first run lies "
-            "in the future)",
+            "in the future, or a task kept out by testing.capture(queue=False))",
         )
     return task_id
 
@@ -184,7 +187,13 @@ def _listening(task_id: int) -> Iterator[psycopg.Connection[Any] | None]:
         return
     import psycopg
 
-    with psycopg.connect(**params, autocommit=True) as session:
+    try:
+        session = psycopg.connect(**params, autocommit=True)
+    except psycopg.Error as exc:
+        logger.warning("cannot LISTEN for task_id=%s, polling instead: %s", task_id, exc)
+        yield None
+        return
+    with session:
         session.execute(f"LISTEN {RESULT_CHANNEL}")
         _mark_waiter(task_id)
         yield session
@@ -206,9 +215,17 @@ async def _alisten(task_id: int) -> psycopg.AsyncConnection[Any] | None:
         return None
     import psycopg
 
-    session = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-    await session.execute(f"LISTEN {RESULT_CHANNEL}")
-    await sync_to_async(_mark_waiter)(task_id)
+    try:
+        session = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    except psycopg.Error as exc:
+        logger.warning("cannot LISTEN for task_id=%s, polling instead: %s", task_id, exc)
+        return None
+    try:
+        await session.execute(f"LISTEN {RESULT_CHANNEL}")
+        await sync_to_async(_mark_waiter)(task_id)
+    except BaseException:
+        await session.close()
+        raise
     return session
 
 
