@@ -156,6 +156,22 @@ def notify_workers() -> None:
             cursor.execute("SELECT pg_notify('taskmill', '')")
 
 
+RESULT_CHANNEL = "taskmill_result"
+"""PostgreSQL channel of terminal outcomes that someone waits for; the payload is the task id."""
+
+
+def notify_results(task_ids: Sequence[int]) -> None:
+    """Tell waiters (``SubmitOutcome.wait``) that these tasks reached a terminal state;
+    delivered when the surrounding transaction commits. Only called for rows with
+    ``has_waiter``, so an outcome nobody waits for costs nothing."""
+    if task_ids and is_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, x::text) FROM unnest(%s::bigint[]) AS x",
+                [RESULT_CHANNEL, list(task_ids)],
+            )
+
+
 def send_on_commit(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]
     """Send a task signal after commit, and skip all work when nobody listens."""
     # ``receivers`` first: it costs nothing, while finding the sender and asking

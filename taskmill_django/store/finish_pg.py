@@ -64,7 +64,7 @@ edges AS (
 )
 SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
-       parent_id
+       parent_id, has_waiter
 FROM done
 """.replace("{parking}", ", ".join(f"'{reason}'" for reason in sorted(PARKING_REASONS)))
 
@@ -76,6 +76,7 @@ class Finished:
     status: str
     has_dependents: bool
     parent_id: int | None
+    has_waiter: bool = False  # someone waits for this outcome: notify them
 
 
 def finish_batch(outcomes: Sequence[Any], ahead: Ahead | None = None) -> list[Finished]:

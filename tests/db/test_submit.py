@@ -613,3 +613,19 @@ def test_asubmit_batch__bad_payload_inserts_nothing():
         asyncio.run(echo.asubmit_batch([{"value": 1}, {"value": {1}}]))
     assert info.value.field == "payloads[1].payload"
     assert not Task.objects.exists()
+
+
+@pytest.mark.django_db
+def test_submit__a_datetime_in_the_payload_is_refused_on_every_front_door():
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    advice = "which is not JSON-serializable: pass value.isoformat()"
+    with pytest.raises(ValidationError, match=rf"payload\['value'\] is of type datetime, {advice}"):
+        echo.submit(value=when)
+    with pytest.raises(ValidationError, match=rf"payload\['value'\]\[0\] .*{advice}") as info:
+        echo.using(priority=1).submit_batch([{"value": 1}, {"value": [when]}])
+    assert info.value.field == "payloads[1].payload"
+    with pytest.raises(ValidationError, match=advice):
+        scheduler.domain("tests").submit("echo", {"value": when})
+    assert not Task.objects.exists()
