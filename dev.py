@@ -199,6 +199,17 @@ def ensure_pgbouncer() -> None:
         print("WARNING: pgbouncer not available: the pooler tests are deselected")
 
 
+def ensure_faketime() -> None:
+    """Best effort: Debian's libfaketime for the clock-offset tests, which are deselected
+    (never counted) where it is missing."""
+    if not LIBFAKETIME.exists():
+        print("installing faketime for the clock-offset tests (apt-get)")
+        apt_install(["faketime"])
+    if not LIBFAKETIME.exists():
+        print("WARNING: libfaketime not available: the clock-offset tests are deselected")
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 # Debian installs pgbouncer in /usr/sbin, which a non-root PATH may lack.
 PGBOUNCER_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
@@ -258,6 +269,7 @@ def cmd_test(argv: list[str]) -> int:
     has_postgres = ensure_postgres()
     if has_postgres:
         ensure_pgbouncer()
+        ensure_faketime()
         results["postgres"] = pytest(python, "postgres", "postgres", args)
     elif os.environ.get("CI"):
         print("ERROR: PostgreSQL is not reachable on 127.0.0.1:5432 and CI is set")

@@ -34,7 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "pgbouncer: runs behind a real PgBouncer (deselected when it is not installed)"
     )
+    config.addinivalue_line(
+        "markers", "faketime: fakes worker clocks with libfaketime (deselected when it is missing)"
+    )
 
+
+# Debian's faketime package: skews the clock of the worker subprocesses a test starts.
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
 
 _missing: dict[str, int] = {}
 
@@ -45,6 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         absent.append("browser")
     if pgbouncer_binary() is None:
         absent.append("pgbouncer")
+    if not LIBFAKETIME.exists():
+        absent.append("faketime")
     keep, drop = [], []
     for item in items:
         marker = next((m for m in absent if item.get_closest_marker(m)), None)
@@ -57,7 +65,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    needs = {"browser": f"chromium ({CHROMIUM}) and playwright", "pgbouncer": "pgbouncer"}
+    needs = {
+        "browser": f"chromium ({CHROMIUM}) and playwright",
+        "pgbouncer": "pgbouncer",
+        "faketime": f"libfaketime ({LIBFAKETIME}, Debian's faketime)",
+    }
     for marker, count in _missing.items():
         terminalreporter.write_line(
             f"{count} {marker} test(s) deselected: {needs[marker]} not installed", yellow=True
