@@ -44,18 +44,32 @@ class Killer:
     kills: dict[int, float] = field(default_factory=dict)  # pid -> time.time() of the kill
     alive: list[WorkerProcess] = field(default_factory=list)
 
-    def run(self, worker_factory: Callable[..., WorkerProcess]) -> None:
+    def run(self, worker_factory: Callable[..., WorkerProcess], task_log: TaskLog) -> None:
         rng = random.Random(self.seed)
         flags = ("--concurrency", str(self.concurrency))
         self.alive = [worker_factory(*flags) for _ in range(self.workers)]
         stop = time.monotonic() + self.kill_for
         while time.monotonic() < stop and Task.objects.exists():
             time.sleep(self.kill_every * rng.uniform(0.5, 1.5))
-            victim = self.alive.pop(rng.randrange(len(self.alive)))
+            # A worker in the middle of an attempt, when there is one (soon, once they are
+            # up): a kill that interrupts nothing tests nothing.
+            deadline = time.monotonic() + 5.0
+            while not (busy := self._busy(task_log)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            candidates = busy or self.alive
+            victim = candidates[rng.randrange(len(candidates))]
+            self.alive.remove(victim)
             victim.kill()
             self.kills[victim.pid] = time.time()
             victim.wait(30)
             self.alive.append(worker_factory(*flags))
+
+    def _busy(self, task_log: TaskLog) -> list[WorkerProcess]:
+        ended = {(e["pid"], e["task_id"]) for e in task_log.events("end")}
+        running = {
+            e["pid"] for e in task_log.events("begin") if (e["pid"], e["task_id"]) not in ended
+        }
+        return [w for w in self.alive if w.pid in running]
 
     def report(self) -> str:
         return f"seed={self.seed} killed={sorted(self.kills)}"
@@ -100,7 +114,7 @@ def run_caps(worker_factory, task_log, killer: Killer, tasks: int) -> None:
         (narrow if n % 3 == 0 else ledger).submit(seconds=round(rng.uniform(0.1, 0.4), 3), n=n).id
         for n in range(tasks)
     ]
-    killer.run(worker_factory)
+    killer.run(worker_factory, task_log)
     assert_drained_and_completed(ids, killer)
 
     runs = attempts(task_log, killer.kills)
@@ -131,7 +145,7 @@ def test_limits__caps_hold_over_a_minute_of_kills(worker_factory, task_log):
 def run_rate(worker_factory, task_log, killer: Killer, tasks: int, limit: RateLimit) -> None:
     scheduler.set_rate_limit(ledger.task_type, limit)
     ids = [r.id for r in ledger.submit_batch([{"seconds": 0.02, "n": n} for n in range(tasks)])]
-    killer.run(worker_factory)
+    killer.run(worker_factory, task_log)
     assert_drained_and_completed(ids, killer)
 
     # Claim times come from the database clock, where the bucket is kept. Between any two
