@@ -69,7 +69,9 @@ SLOW_POLL_PROBES = 20
 
 
 def results_path(db: str) -> Path:
-    return BENCH / f"results-{db}.json"
+    """bench/results-<db>.json, or in TASKMILL_BENCH_RESULTS_DIR (the smoke test's)."""
+    folder = os.environ.get("TASKMILL_BENCH_RESULTS_DIR")
+    return (Path(folder) if folder else BENCH) / f"results-{db}.json"
 
 
 # --- child: one database --------------------------------------------------------------------
@@ -95,6 +97,8 @@ def run_child(
     from bench import floor, gates, operator, scenarios
 
     sizes = scenarios.Sizes.quick() if quick else scenarios.Sizes()
+    if os.environ.get("TASKMILL_BENCH_TINY"):  # the smoke test: every path, in seconds
+        sizes = scenarios.Sizes.tiny()
     ctx = scenarios.Context(db=db, workdir=workdir, sizes=sizes, analyze_after_fill=analyze)
     results: dict[str, Any] = {}
     meta = {
@@ -517,7 +521,11 @@ def print_table(all_results: dict[str, dict[str, Any]]) -> None:
                 f"  operator views over {filled['history_rows']:,} history and"
                 f" {filled['active_rows']:,} active rows; slowest statements in the results file"
             )
-    print("\nResults: " + ", ".join(str(results_path(db).relative_to(ROOT)) for db in all_results))
+    paths = [results_path(db) for db in all_results]
+    print(
+        "\nResults: "
+        + ", ".join(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in paths)
+    )
 
 
 def _sizes(text: str) -> list[int]:
@@ -636,8 +644,10 @@ def main(argv: list[str]) -> int:
             status = subprocess.run(child, cwd=tree, check=False).returncode
             print(f"({db} took {time.monotonic() - started:.0f}s)")
             produced = tree / "bench" / results_path(db).name
+            if os.environ.get("TASKMILL_BENCH_RESULTS_DIR"):
+                produced = results_path(db)
             if produced.exists():
-                if tree != ROOT:
+                if produced != results_path(db):
                     shutil.copyfile(produced, results_path(db))
                 done[db] = json.loads(results_path(db).read_text())
             code = code or status

@@ -52,6 +52,12 @@ class Sizes:
     operator_requests: int = 20
 
     @classmethod
+    def tiny(cls) -> Sizes:
+        """Only for the smoke test (TASKMILL_BENCH_TINY): proves the run works, measures
+        nothing."""
+        return cls(single=20, batch=2000, process=200, latency=5, operator_requests=2)
+
+    @classmethod
     def quick(cls) -> Sizes:
         return cls(
             single=300,
