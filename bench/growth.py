@@ -91,7 +91,9 @@ def at_pending(ctx: Context, pending: int) -> dict[str, Any]:
         while done < target:
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{pending:,} pending: {done} of {target} done in time")
-            probes.append(stamp.using(priority=PROBE_PRIORITY).submit(i=len(probes)).id)
+            probe = stamp.using(priority=PROBE_PRIORITY).submit(i=len(probes)).id
+            assert probe is not None  # no dedup key: always a new task
+            probes.append(probe)
             time.sleep(PROBE_EVERY)
             done = finished.count()
         left = Task.objects.filter(task_type=noop.task_type).count()

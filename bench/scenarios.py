@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from bench.benchapp.tasks import noop, stamp
 from bench.cpu import CpuMeter
@@ -314,19 +315,21 @@ def processing(
         meter.stop()
         # Counted before the workers stop: a run cut by its time limit must not be credited
         # with what they finish while shutting down.
-        completed = TaskHistory.objects.filter(status="completed").count()
+        # Only this run's tasks: bench/growth.py fills history beforehand.
+        ours = TaskHistory.objects.filter(task_type=task.task_type)
+        completed = ours.filter(status="completed").count()
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
     finally:
         workers.stop()
+    if not timed_out and completed != n:
+        raise RuntimeError(f"{completed} of {n} tasks completed; the rest failed or vanished")
     per_worker = sorted(
-        (c for c in _count_by_worker().values()),
+        (c for c in _count_by_worker(ours).values()),
         reverse=True,
     )
-    last_finish = TaskHistory.objects.order_by("-finished_at").values_list(
-        "finished_at", flat=True
-    )[:1]
+    last_finish = ours.order_by("-finished_at").values_list("finished_at", flat=True)[:1]
     db_elapsed = last_finish[0].timestamp() - started_wall if last_finish else None
     return {
         "n": n,
@@ -345,9 +348,9 @@ def processing(
     }
 
 
-def _count_by_worker() -> dict[str, int]:
+def _count_by_worker(history: QuerySet[TaskHistory]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for worker_id in TaskHistory.objects.values_list("worker_id", flat=True).iterator():
+    for worker_id in history.values_list("worker_id", flat=True).iterator():
         counts[str(worker_id)] = counts.get(str(worker_id), 0) + 1
     return counts
 
