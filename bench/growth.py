@@ -3,13 +3,17 @@
 ``pending``: for each size P, P pending ``noop`` tasks are filled with one set-based
 ``INSERT ... SELECT`` over ``generate_series`` (no statistics afterwards, as after a bulk
 load, unless ``--analyze-after-fill``), then 2 workers x 32 start on them and run until half
-the queue (at most the processing size) is done. The processing rate at that depth comes from
+the queue (at most the processing size) is done and 50 probes (below) were sent, but never
+past three quarters of the queue. The processing rate at that depth comes from
 those tasks' ``finished_at`` (the first tenth left out: start-up), so the workers' start-up and
 the bench's polling stay out of it. Meanwhile the bench submits a ``stamp``
 task more urgent than the backlog every 20 ms; the time from its insert to its claim (both
-database clock) is the claim latency at that depth: how long an urgent task waits behind a
-deep queue for the next claim. Probing starts when the first task has finished: the time a
-worker takes from registering to its first claim is reported on its own.
+database clock; the claim's is its transaction's start, so a claim that began just before the
+insert and still found it reads slightly negative) is the claim latency at that depth: how
+long an urgent task waits behind a deep queue for the next claim. ``run_ms`` is from just
+before ``submit()`` to the body's first line (wall clock), which adds the submit's commit and
+the wait in the worker's queue of tasks claimed ahead. Probing starts when both workers have
+registered and a task has finished.
 
 ``history``: for each size H, H finished tasks are filled as bench/operator.py fills them (a
 day of mixed outcomes, with tags), analyzed (autovacuum would have), then: the processing rate
@@ -36,6 +40,7 @@ from taskmill_django.models import Task, TaskHistory
 WORKERS = 2
 CONCURRENCY = 32
 PROBE_EVERY = 0.02
+MIN_PROBES = 50
 PROBE_PRIORITY = 64  # more urgent than the backlog's 128, not enough to preempt
 
 
@@ -75,25 +80,30 @@ def at_pending(ctx: Context, pending: int) -> dict[str, Any]:
     target = min(pending // 2, ctx.sizes.process)
     workers = Workers(ctx)
     probes: list[int] = []
+    submitted: dict[int, float] = {}
     try:
         workers.start(WORKERS, CONCURRENCY)
+        workers.wait_registered(WORKERS)
         registered = time.time()
         deadline = time.perf_counter() + max(120.0, target / 50)
         finished = TaskHistory.objects.filter(task_type=noop.task_type)
-        # Probes start once the workers claim: a worker spends a while between registering and
-        # its first claim (start-up upkeep), which is not claim latency.
+        # Probes start once the workers claim (with a full queue the first one to register
+        # starts before the second has): neither start-up is claim latency.
         while not finished.exists():
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{pending:,} pending: no task finished in time")
             time.sleep(0.005)
         first_finish = time.time() - registered
         done = 0
-        while done < target:
+        # Until the rate has its tasks and the latency its probes, while the queue is deep.
+        while (done < target or len(probes) < MIN_PROBES) and done < pending * 3 // 4:
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{pending:,} pending: {done} of {target} done in time")
+            before = time.time()
             probe = stamp.using(priority=PROBE_PRIORITY).submit(i=len(probes)).id
             assert probe is not None  # no dedup key: always a new task
             probes.append(probe)
+            submitted[probe] = before
             time.sleep(PROBE_EVERY)
             done = finished.count()
         left = Task.objects.filter(task_type=noop.task_type).count()
@@ -107,8 +117,11 @@ def at_pending(ctx: Context, pending: int) -> dict[str, Any]:
     )
     first = target // 10
     elapsed = (times[-1] - times[first]).total_seconds()
-    rows = TaskHistory.objects.filter(id__in=probes).values_list("created_at", "started_at")
-    claim_ms = [(s - c).total_seconds() * 1000 for c, s in rows if s is not None]
+    rows = TaskHistory.objects.filter(id__in=probes).values_list(
+        "id", "created_at", "started_at", "result"
+    )
+    claim_ms = [(s - c).total_seconds() * 1000 for _, c, s, _ in rows if s is not None]
+    run_ms = [(float(r) - submitted[i]) * 1000 for i, _, _, r in rows if r is not None]
     return {
         "pending": pending,
         "fill_seconds": fill_seconds,
@@ -121,6 +134,7 @@ def at_pending(ctx: Context, pending: int) -> dict[str, Any]:
         "seconds": elapsed,
         "rate": (len(times) - 1 - first) / elapsed if elapsed > 0 else None,
         "claim_ms": _percentiles(claim_ms),
+        "run_ms": _percentiles(run_ms),
         "probes": len(probes),
     }
 
@@ -159,9 +173,9 @@ def run(ctx: Context, pending: list[int], history: list[int]) -> dict[str, Any]:
         results["pending"].append(r)
         print(
             f"    filled in {r['fill_seconds']:.1f}s; {r['rate'] or 0:,.0f} tasks/s over"
-            f" {r['timed']:,}; first task done {r['first_finish_after_registered_s']:.1f}s after"
-            f" the workers registered; claim p50 {r['claim_ms'].get('p50', 0):.1f} ms,"
-            f" p99 {r['claim_ms'].get('p99', 0):.1f} ms",
+            f" {r['timed']:,}; claim p50 {r['claim_ms'].get('p50', 0):.1f} ms,"
+            f" p99 {r['claim_ms'].get('p99', 0):.1f} ms; submit to body p50"
+            f" {r['run_ms'].get('p50', 0):.1f} ms, p99 {r['run_ms'].get('p99', 0):.1f} ms",
             flush=True,
         )
     for size in history:

@@ -442,16 +442,17 @@ def build_rows(all_results: dict[str, dict[str, Any]]) -> list[list[str]]:
                     "",
                 ]
             )
-            claim = r["claim_ms"]
-            rows.append(
-                [
-                    f"growth, {r['pending']:,} pending: claim p50 / p99",
-                    f"{claim.get('p50', 0):.1f} / {claim.get('p99', 0):.1f} ms",
-                    "",
-                    "",
-                    "",
-                ]
-            )
+            for key, what in (("claim_ms", "claim"), ("run_ms", "submit -> body")):
+                ms = r.get(key, {})
+                rows.append(
+                    [
+                        f"growth, {r['pending']:,} pending: {what} p50 / p99",
+                        f"{ms.get('p50', 0):.1f} / {ms.get('p99', 0):.1f} ms",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
         for r in growth["history"]:
             ratio = f"{r['process_rate'] / _best_rate(floor):.2f}" if floor else ""
             rows.append(

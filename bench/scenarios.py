@@ -411,7 +411,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     ordered = sorted(values)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    # (quantiles() needs two points; a tiny growth run may probe once)
+    cuts = statistics.quantiles(
+        ordered * (2 if len(ordered) == 1 else 1), n=100, method="inclusive"
+    )
     return {
         "p50": cuts[49],
         "p90": cuts[89],

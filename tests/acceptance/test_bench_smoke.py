@@ -48,7 +48,7 @@ def test_bench__runs_end_to_end_with_floors_ratios_cpu_and_growth(tmp_path):
         assert results["ratios"][key]["rate"] > 0
     growth = results["growth"]
     assert [r["pending"] for r in growth["pending"]] == [2000]
-    assert growth["pending"][0]["rate"] > 0 and growth["pending"][0]["claim_ms"]
+    assert growth["pending"][0]["rate"] > 0 and growth["pending"][0]["run_ms"]["p50"] > 0
     assert [r["history"] for r in growth["history"]] == [0]
     assert growth["history"][0]["submit_rate"] > 0
     assert "÷ floor" in run.stdout
