@@ -189,6 +189,31 @@ def ensure_browser(python: Path) -> None:
         print("WARNING: chromium not available: the browser test is deselected")
 
 
+def ensure_pgbouncer() -> None:
+    """Best effort: Debian's pgbouncer for the tests behind a transaction-mode pooler, which
+    are deselected (never counted) where it is missing."""
+    if not shutil.which("pgbouncer", path=PGBOUNCER_PATH):
+        print("installing pgbouncer for the pooler tests (apt-get)")
+        apt_install(["pgbouncer"])
+    if not shutil.which("pgbouncer", path=PGBOUNCER_PATH):
+        print("WARNING: pgbouncer not available: the pooler tests are deselected")
+
+
+def ensure_faketime() -> None:
+    """Best effort: Debian's libfaketime for the clock-offset tests, which are deselected
+    (never counted) where it is missing."""
+    if not LIBFAKETIME.exists():
+        print("installing faketime for the clock-offset tests (apt-get)")
+        apt_install(["faketime"])
+    if not LIBFAKETIME.exists():
+        print("WARNING: libfaketime not available: the clock-offset tests are deselected")
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+# Debian installs pgbouncer in /usr/sbin, which a non-root PATH may lack.
+PGBOUNCER_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+
+
 def lint(python: Path) -> bool:
     """ruff check and ruff format --check over the package and the tests."""
     ruff = str(python.parent / "ruff")
@@ -243,6 +268,8 @@ def cmd_test(argv: list[str]) -> int:
     results["sqlite"] = pytest(python, "sqlite", "sqlite", args)
     has_postgres = ensure_postgres()
     if has_postgres:
+        ensure_pgbouncer()
+        ensure_faketime()
         results["postgres"] = pytest(python, "postgres", "postgres", args)
     elif os.environ.get("CI"):
         print("ERROR: PostgreSQL is not reachable on 127.0.0.1:5432 and CI is set")

@@ -72,9 +72,9 @@ def _setup(gates: tuple[str, ...]) -> None:
 def run(ctx: Context, results: dict[str, Any]) -> None:
     """Adds ``gates_<workers>w_c<concurrency>`` to ``results`` as each concurrency finishes, so
     a later failure (a database restart by a concurrent test suite) keeps what was measured."""
-    for concurrency in ctx.sizes.concurrencies:
+    for concurrency in ctx.sizes.gate_concurrencies:
         runs: dict[str, list[dict[str, Any]]] = {}
-        for name, gates in sequence(singles=concurrency == max(ctx.sizes.concurrencies)):
+        for name, gates in sequence(singles=concurrency == max(ctx.sizes.gate_concurrencies)):
             r = processing(
                 ctx,
                 WORKERS,

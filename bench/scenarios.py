@@ -22,8 +22,11 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from bench.benchapp.tasks import noop, stamp
+from bench.cpu import CpuMeter
+from taskmill_django.domain import TaskDefinition
 from taskmill_django.models import Task, TaskHistory, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +40,30 @@ class Sizes:
 
     single: int = 2000
     batch: int = 50_000
-    process: int = 20_000
+    process: int = 10_000
     latency: int = 200
-    concurrencies: tuple[int, ...] = (8, 32)
-    worker_counts: tuple[int, ...] = (1, 2)
+    # 2 workers at the library default (--concurrency 4) and at the high-throughput setting.
+    concurrencies: tuple[int, ...] = (4, 32)
+    worker_counts: tuple[int, ...] = (2,)
+    gate_concurrencies: tuple[int, ...] = (8, 32)  # bench/gates.py
+    async_concurrency: int = 32  # async bodies (``anoop``) on the workers' event loops
     # bench/operator.py (PostgreSQL; SQLite uses a tenth) and its timed requests per view.
     operator_history: int = 1_000_000
     operator_active: int = 100_000
     operator_requests: int = 20
 
     @classmethod
+    def tiny(cls) -> Sizes:
+        """Only for the smoke test (TASKMILL_BENCH_TINY): proves the run works, measures
+        nothing."""
+        return cls(single=20, batch=2000, process=200, latency=5, operator_requests=2)
+
+    @classmethod
     def quick(cls) -> Sizes:
         return cls(
             single=300,
             batch=5000,
-            process=3000,
+            process=2000,
             latency=40,
             operator_history=100_000,
             operator_active=10_000,
@@ -242,6 +254,7 @@ def processing(
     worker_env: Mapping[str, str] | None = None,
     setup: Callable[[], None] | None = None,
     time_limit: float | None = None,
+    task: TaskDefinition = noop,
 ) -> dict[str, Any]:
     """Drain N no-op tasks with ``worker_count`` processes of ``--concurrency concurrency``.
 
@@ -251,6 +264,9 @@ def processing(
     in runs of chunk/len(groups) ids), ``worker_env`` (settings for the workers) and ``setup``
     (runs on the fresh database before the workers start, e.g. runtime overrides) and
     ``time_limit`` (stop the clock there; the rate is then over the part that finished).
+    ``task`` is ``noop`` (a thread per slot) or ``anoop`` (async: the workers' event loop).
+    CPU time per task of the workers and of the server backends is measured over the same
+    window (bench/cpu.py).
     """
     fresh_database()
     if setup is not None:
@@ -263,13 +279,15 @@ def processing(
         samplers = workers.sample(f"{worker_count}w-c{concurrency}")
         payloads = [{"n": i} for i in range(n)]
         insert_started = time.perf_counter()
+        meter = CpuMeter([proc.pid for proc in workers.procs], connection)
         with transaction.atomic():
             for start in range(0, n, BATCH_CHUNK):
                 chunk = payloads[start : start + BATCH_CHUNK]
                 if not groups:
-                    noop.submit_batch(chunk)
+                    task.submit_batch(chunk)
                 for index, group in enumerate(groups):
-                    noop.using(group=group).submit_batch(chunk[index :: len(groups)])
+                    task.using(group=group).submit_batch(chunk[index :: len(groups)])
+            meter.start()  # from here the workers' CPU goes to these tasks
         if ctx.analyze_after_fill and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("ANALYZE taskmill_task")
@@ -294,21 +312,24 @@ def processing(
                     )
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
+        meter.stop()
         # Counted before the workers stop: a run cut by its time limit must not be credited
         # with what they finish while shutting down.
-        completed = TaskHistory.objects.filter(status="completed").count()
+        # Only this run's tasks: bench/growth.py fills history beforehand.
+        ours = TaskHistory.objects.filter(task_type=task.task_type)
+        completed = ours.filter(status="completed").count()
         for sampler in samplers:
             sampler.send_signal(signal.SIGINT)
             sampler.wait(30)
     finally:
         workers.stop()
+    if not timed_out and completed != n:
+        raise RuntimeError(f"{completed} of {n} tasks completed; the rest failed or vanished")
     per_worker = sorted(
-        (c for c in _count_by_worker().values()),
+        (c for c in _count_by_worker(ours).values()),
         reverse=True,
     )
-    last_finish = TaskHistory.objects.order_by("-finished_at").values_list(
-        "finished_at", flat=True
-    )[:1]
+    last_finish = ours.order_by("-finished_at").values_list("finished_at", flat=True)[:1]
     db_elapsed = last_finish[0].timestamp() - started_wall if last_finish else None
     return {
         "n": n,
@@ -322,25 +343,31 @@ def processing(
         "completed": completed,
         "per_worker": per_worker,
         "timed_out": timed_out,
+        "task": task.task_type,
+        "cpu": meter.per_task(completed),
     }
 
 
-def _count_by_worker() -> dict[str, int]:
+def _count_by_worker(history: QuerySet[TaskHistory]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for worker_id in TaskHistory.objects.values_list("worker_id", flat=True).iterator():
+    for worker_id in history.values_list("worker_id", flat=True).iterator():
         counts[str(worker_id)] = counts.get(str(worker_id), 0) + 1
     return counts
 
 
-def pickup_latency(ctx: Context, poll_interval: float | None = None) -> dict[str, Any]:
+def pickup_latency(
+    ctx: Context, poll_interval: float | None = None, *, fresh: bool = True, n: int | None = None
+) -> dict[str, Any]:
     """One idle worker; submit ``stamp`` tasks one at a time with small random gaps.
 
     ``db_ms`` is ``started_at - created_at`` (both written by the database clock: insert and
     claim); ``e2e_ms`` is from just before ``submit()`` to the first line of the task body
     (wall clock, same machine), so it adds the submit commit and the thread hand-off.
+    bench/growth.py runs it on a database it filled (``fresh=False``).
     """
-    fresh_database()
-    n = ctx.sizes.latency
+    if fresh:
+        fresh_database()
+    n = n or ctx.sizes.latency
     rng = random.Random(20240601)
     extra = ["--poll-interval", str(poll_interval)] if poll_interval else []
     workers = Workers(ctx)
@@ -384,7 +411,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     ordered = sorted(values)
-    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    # (quantiles() needs two points; a tiny growth run may probe once)
+    cuts = statistics.quantiles(
+        ordered * (2 if len(ordered) == 1 else 1), n=100, method="inclusive"
+    )
     return {
         "p50": cuts[49],
         "p90": cuts[89],

@@ -13,7 +13,7 @@ class TaskmillConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 - registers the checks
+        from . import checks, checks_setup  # noqa: F401 - registers the checks
         from .metrics import checks as metrics_checks  # noqa: F401 - the endpoint's checks
 
         autodiscover_modules("tasks")

@@ -112,7 +112,41 @@ def _check_worker_connections(s: Any) -> list[CheckMessage]:
         errors.append(
             _error("LISTEN_DATABASE", alias, "None or an alias in DATABASES", "taskmill.E063")
         )
+    if s.TRANSACTION_POOLING is True:
+        errors.extend(_check_pooled_database(settings.DATABASES.get("default") or {}))
     return errors
+
+
+def _check_pooled_database(database: dict[str, Any]) -> list[CheckMessage]:
+    """Under a transaction-mode pooler, session state the default database would keep
+    breaks as soon as the next transaction lands on another server connection (W065, W066)."""
+    if "postgresql" not in str(database.get("ENGINE", "")):
+        return []
+    warnings: list[CheckMessage] = []
+    if not database.get("DISABLE_SERVER_SIDE_CURSORS"):
+        warnings.append(
+            Warning(
+                "TASKMILL['TRANSACTION_POOLING'] is on but DATABASES['default'] keeps "
+                "server-side cursors: QuerySet.iterator() outside a transaction (admin bulk "
+                "actions) opens a cursor the pooler cannot keep.",
+                hint="Set DATABASES['default']['DISABLE_SERVER_SIDE_CURSORS'] = True.",
+                id="taskmill.W065",
+            )
+        )
+    options = database.get("OPTIONS") or {}
+    if options.get("server_side_binding") is True or options.get("prepare_threshold") is not None:
+        warnings.append(
+            Warning(
+                "TASKMILL['TRANSACTION_POOLING'] is on but DATABASES['default'] uses "
+                "server-side prepared statements (OPTIONS 'prepare_threshold' or "
+                "'server_side_binding'): a statement prepared on one server connection is "
+                "missing on the next.",
+                hint="Remove both options unless the pooler tracks prepared statements "
+                "(PgBouncer >= 1.21 with max_prepared_statements > 0).",
+                id="taskmill.W066",
+            )
+        )
+    return warnings
 
 
 def _check_api() -> list[CheckMessage]:

@@ -100,7 +100,9 @@ class Dispatcher:
             saved_progress=self.loop.progress_saved,
         )
         self.listener: Listener | None = None
-        self._deadline = 0.0
+        # A second interrupt: release running tasks now, also when it arrives before the
+        # shutdown wait has begun.
+        self._release_now = threading.Event()
 
     @property
     def worker_id(self) -> Any:
@@ -164,7 +166,8 @@ class Dispatcher:
         def handle(signum: int, frame: Any) -> None:
             if self.stopping.is_set() and signum == signal.SIGINT:
                 logger.warning("second interrupt: releasing running tasks now")
-                self._deadline = 0.0
+                self._release_now.set()
+                self.loop.wake.set()
             self.stop()
 
         signal.signal(signal.SIGTERM, handle)
@@ -220,8 +223,8 @@ class Dispatcher:
         if self.listener is not None:
             self.listener.stop()
         self.upkeep.stop()
-        self._deadline = time.monotonic() + self.shutdown_timeout
-        while self.running and time.monotonic() < self._deadline:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.running and time.monotonic() < deadline and not self._release_now.is_set():
             self.loop.alive_at = time.monotonic()
             self._guarded(self.loop.write_pending)
             self.loop.wake.wait(0.05)

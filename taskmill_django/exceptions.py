@@ -70,3 +70,16 @@ class PermanentError(Exception):
 
 class LeaseLost(TaskmillError):
     """A worker tried to write the outcome of a task it no longer owns (fenced off)."""
+
+
+class ResultTimeout(TaskmillError, TimeoutError):
+    """``outcome.wait(timeout=...)`` ran out of time before the task reached a terminal state."""
+
+    def __init__(self, task_id: int, timeout: float, status: str) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        self.status = status
+        super().__init__(
+            f"task {task_id} did not finish within {timeout:g} s (it is {status}); "
+            "wait longer, or read it later with scheduler.result(task_id)"
+        )

@@ -133,8 +133,16 @@ def run_on_cancel(ctx: TaskContext, definition: TaskDefinition | None) -> None:
             logger.warning(
                 "on_cancel of %s is async; only sync hooks are supported", ctx.record.task_type
             )
-    except Exception:
-        logger.exception("on_cancel hook failed task_id=%s", ctx.record.id)
+    except Exception as exc:
+        # Not logger.exception: the traceback's message may echo payload values, and log
+        # lines carry only what redaction lets through.
+        record = ctx.record
+        logger.error(
+            "on_cancel hook failed task_id=%s type=%s\n%s",
+            record.id,
+            record.task_type,
+            mask_text(_format_traceback(exc), record.task_type, record.payload),
+        )
 
 
 def success(task: Task, ctx: TaskContext, result: Any) -> lifecycle.Outcome:

@@ -15,7 +15,7 @@ from . import registry
 from .enums import HistoryStatus, TaskStatus
 from .exceptions import AlreadyRetried, TaskNotFound, ValidationError
 from .models import Task, TaskHistory
-from .read import progress, queries
+from .read import progress, queries, results
 from .read.queries import EVERYTHING
 from .read.snapshot import build_snapshot, recurring_infos
 from .records import (
@@ -72,6 +72,11 @@ class TaskStore:
 
     def task_by_key(self, key: str) -> Task | None:
         return Task.objects.filter(self.scope, key=key).first()
+
+    def result(self, task_id: int) -> TaskHistory | None:
+        """The history record of a terminal task, None while it is active; TaskNotFound when
+        it is in neither table (see ``scheduler.result``)."""
+        return results.result(task_id, self.scope)
 
     def running_io_totals(self) -> IoTotals:
         return queries.running_io_totals(self.scope)

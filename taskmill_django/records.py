@@ -57,6 +57,33 @@ class SubmitOutcome:
     def inserted(self) -> bool:
         return self.kind == "inserted"
 
+    def wait(self, timeout: float | timedelta | None = None, poll: float = 0.05) -> TaskHistory:
+        """Block until task ``id`` is terminal; return its history record (``status``,
+        ``result``, ``last_error``).
+
+        A deduplicated submission waits for the task that holds the key (``id``). Raises
+        ``ResultTimeout`` (a ``TimeoutError``) after ``timeout`` seconds, ``TaskNotFound`` when
+        the task finished and its history row was pruned. PostgreSQL wakes the waiter by
+        notification; other databases are polled, first after ``poll`` seconds and then at a
+        growing interval of up to a second.
+
+        >>> outcome = thumbnail.submit(path="a.png")
+        >>> record = outcome.wait(timeout=30)
+        >>> record.status, record.result
+        ('completed', {'width': 64})
+        """
+        from .read.results import wait  # upward import: a record that can wait for its task
+
+        return wait(self.id, timeout, poll)
+
+    async def await_result(
+        self, timeout: float | timedelta | None = None, poll: float = 0.05
+    ) -> TaskHistory:
+        """``wait()`` for async code: ``record = await outcome.await_result(timeout=30)``."""
+        from .read.results import await_result
+
+        return await await_result(self.id, timeout, poll)
+
 
 @dataclass(frozen=True)
 class NewTask:

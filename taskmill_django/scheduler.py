@@ -60,6 +60,15 @@ class Scheduler:
             raise TaskNotFound(f"no task with id {task_id}")
         return row
 
+    def result(self, task_id: int) -> TaskHistory | None:
+        """The history record of task ``task_id`` (``status``, ``result``, ``last_error``) if
+        it is terminal, None while it is still active; never waits (``SubmitOutcome.wait()``
+        does). Raises TaskNotFound when the id is in neither table (never submitted, or its
+        history row was pruned)."""
+        from .read.results import result
+
+        return result(task_id)
+
     def active_tasks(self) -> list[Task]:
         """The running tasks of every domain, longest-running first."""
         from .read.queries import running_tasks

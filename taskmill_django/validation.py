@@ -37,13 +37,77 @@ _CANONICAL = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
 )
 
+_JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
+
+
+def how_to_convert(value: Any) -> str:
+    """What to pass instead of a value JSON cannot hold, and how the task gets it back.
+
+    Payloads are plain JSON on purpose: what a task receives is exactly what was stored and
+    shown in the admin and the API, on every database, whoever submitted it (Python, HTTP,
+    a schedule). So values that ``DjangoJSONEncoder`` would turn into strings are refused
+    with the conversion to write, rather than converted silently into a different type.
+
+    >>> from decimal import Decimal
+    >>> how_to_convert(Decimal("1.50"))
+    'pass str(value) and Decimal(text) in the task (exact)'
+    """
+    from datetime import date, time
+    from decimal import Decimal
+    from pathlib import PurePath
+    from uuid import UUID
+
+    if isinstance(value, datetime | date | time):
+        kind = type(value).__name__
+        return f"pass value.isoformat() and {kind}.fromisoformat(text) in the task"
+    if isinstance(value, timedelta):
+        return "pass value.total_seconds() and timedelta(seconds=n) in the task"
+    if isinstance(value, Decimal):
+        return "pass str(value) and Decimal(text) in the task (exact)"
+    if isinstance(value, UUID):
+        return "pass str(value) and UUID(text) in the task"
+    if isinstance(value, PurePath):
+        return "pass str(value) and Path(text) in the task"
+    if isinstance(value, set | frozenset):
+        return "pass sorted(value) (a list)"
+    if isinstance(value, bytes | bytearray):
+        return "pass base64 text (base64.b64encode(value).decode())"
+    if hasattr(value, "_meta") and hasattr(value, "pk"):
+        return "pass its primary key (value.pk) and load the row in the task"
+    return "pass only dicts, lists, strings, numbers, booleans and None"
+
+
+def _first_non_json(value: Any, where: str) -> tuple[str, Any] | None:
+    """The path and value of the first thing JSON cannot hold (only on the error path)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_non_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_non_json(item, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    return None if isinstance(value, _JSON_TYPES) else (where, value)
+
 
 def canonical_json(payload: Any) -> str:
     """Stable JSON text (sorted keys, no spaces) used for dedup keys and size checks."""
     try:
         return _CANONICAL.encode(payload)
     except (TypeError, ValueError) as exc:
-        raise ValidationError("payload", f"must be JSON-serializable: {exc}") from exc
+        found = _first_non_json(payload, "payload")
+        if found is None:
+            raise ValidationError("payload", f"must be JSON-serializable: {exc}") from exc
+        where, value = found
+        raise ValidationError(
+            "payload",
+            f"{where} is of type {type(value).__name__}, which is not JSON-serializable: "
+            f"{how_to_convert(value)}",
+        ) from exc
 
 
 def validate_payload(payload: Any) -> str:

@@ -116,9 +116,13 @@ def worker_factory(
     env["TASKMILL_TEST_LOG"] = str(task_log.path)
     env.pop("DJANGO_SETTINGS_MODULE", None)
 
-    def start(*args: str, settings: dict[str, Any] | None = None) -> WorkerProcess:
-        """``settings``: TASKMILL entries for this worker only (see tests/settings.py)."""
+    def start(
+        *args: str, settings: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        """``settings``: TASKMILL entries for this worker only (see tests/settings.py);
+        ``environ``: extra environment variables (e.g. ``TASKMILL_PG_PORT``, a faked clock)."""
         own = {**env, "TASKMILL_TEST_SETTINGS": json.dumps(settings)} if settings else env
+        own = {**own, **environ} if environ else own
         worker = WorkerProcess(list(args), own, tmp_path / f"worker-{len(started)}.log")
         started.append(worker)
         return worker

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "taskmill-tests"  # noqa: S105 - test only
@@ -59,7 +60,7 @@ _name_override = os.environ.get("TASKMILL_TEST_DB_NAME")
 _tmp = Path(os.environ.get("TASKMILL_TEST_TMP", "/tmp"))
 
 if DB == "postgres":
-    DATABASES = {
+    DATABASES: dict[str, dict[str, Any]] = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": _name_override or "taskmill",
@@ -70,6 +71,15 @@ if DB == "postgres":
             "TEST": {"NAME": os.environ.get("TASKMILL_TEST_PG_DBNAME", "test_taskmill")},
         }
     }
+    # A process that reaches the default database through a pooler (TASKMILL_PG_PORT) can LISTEN
+    # on PostgreSQL itself through "direct" (TASKMILL['LISTEN_DATABASE'] = "direct").
+    if os.environ.get("TASKMILL_TEST_POOLED"):  # a transaction-mode pooler keeps no cursor
+        DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    if os.environ.get("TASKMILL_TEST_DIRECT_PORT"):
+        DATABASES["direct"] = {
+            **DATABASES["default"],
+            "PORT": os.environ["TASKMILL_TEST_DIRECT_PORT"],
+        }
 elif DB == "mariadb":
     DATABASES = {
         "default": {

@@ -1,38 +1,27 @@
-"""The "bench" domain: a no-op task for throughput and a time-stamping task for latency."""
+"""The "bench" domain: no-op tasks for throughput and a time-stamping task for latency."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import asyncio
 import time
 
+from bench.body import append_line
 from taskmill_django import Domain, TaskContext
 
 bench = Domain("bench")
 
 
-_log: int | None = None
-
-
-def _append_line(n: object) -> None:
-    """One small append to a per-process file: the least a real task body does, and like any
-    I/O it releases the GIL once (a body that never does lets the worker's claim loop wait
-    for the whole pool, which real workloads never see)."""
-    global _log
-    if _log is None:
-        folder = os.environ.get("TASKMILL_BENCH_LOG_DIR") or tempfile.gettempdir()
-        _log = os.open(
-            os.path.join(folder, f"taskmill-bench-{os.getpid()}.log"),
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-            0o644,
-        )
-    os.write(_log, f"{n} {time.time():.6f}\n".encode())
-
-
 @bench.task("noop")
 def noop(ctx: TaskContext, **payload: object) -> None:
     """Appends one line to a file and returns: what is left is the scheduler's own cost."""
-    _append_line(payload.get("n"))
+    append_line(payload.get("n"))
+
+
+@bench.task("anoop")
+async def anoop(ctx: TaskContext, **payload: object) -> None:
+    """The async counterpart, run on the worker's event loop: yields to the loop once, as any
+    awaited I/O does, and returns."""
+    await asyncio.sleep(0)
 
 
 @bench.task("stamp")

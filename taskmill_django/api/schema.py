@@ -238,7 +238,7 @@ class TaskmillSchemaGenerator(SchemaGenerator):
 
     def get_schema(self, request: Any = None, public: bool = False) -> Any:
         if self.patterns is None:  # e.g. ``generateschema --generator_class``: our API only
-            from .urls import api_patterns
+            from .routes import api_patterns
 
             self.patterns = api_patterns
         if not self.url:

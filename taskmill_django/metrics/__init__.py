@@ -2,5 +2,5 @@
 ``path("taskmill/metrics", include("taskmill_django.metrics.urls"))``.
 
 Needs ``prometheus_client`` (``pip install taskmill-django[prometheus]``); without it the
-system check ``taskmill.E050`` says so and the endpoint answers 503 with the same advice.
+system check ``taskmill.E073`` says so and the endpoint answers 503 with the same advice.
 """

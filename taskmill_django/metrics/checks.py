@@ -28,7 +28,7 @@ def check_prometheus_client(app_configs: Any = None, **kwargs: Any) -> list[Erro
             "taskmill_django.metrics.urls is in the URLconf but prometheus_client is not "
             "installed.",
             hint="pip install 'taskmill-django[prometheus]' (the endpoint answers 503 until then).",
-            id="taskmill.E050",
+            id="taskmill.E073",
         )
     ]
 
@@ -42,7 +42,7 @@ def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Error | 
         return [
             Error(
                 f"TASKMILL['METRICS_TOKEN'] must be None or a string, got {type(token).__name__}.",
-                id="taskmill.E051",
+                id="taskmill.E033",
             )
         ]
     if len(token.strip()) < MIN_TOKEN_LENGTH:
@@ -53,7 +53,7 @@ def check_metrics_token(app_configs: Any = None, **kwargs: Any) -> list[Error | 
                 hint="Use a long random secret, e.g. python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))', or None to allow only users with "
                 "taskmill_django.view_metrics.",
-                id="taskmill.W051",
+                id="taskmill.W033",
             )
         ]
     return []

@@ -116,6 +116,11 @@ class Task(models.Model):
     memo = models.JSONField(null=True, blank=True)
     has_children = models.BooleanField(default=False, db_default=False)
     is_finalizing = models.BooleanField(default=False, db_default=False)
+    has_waiter = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Someone waits for the outcome (PostgreSQL): its terminal write notifies.",
+    )
 
     objects = TaskQuerySet.as_manager()
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import connection
 
-from .db import CHUNK, chunks, qn
+from .db import CHUNK, chunks, prepared_cursor, qn
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def insert_rows(
     """
     out: list[tuple[Any, ...]] = []
     shape = (tuple(columns), conflict_key, tuple(returning), notify, insert_order)
-    with connection.cursor() as cursor:
+    single = len(rows) == 1
+    with prepared_cursor() if single else connection.cursor() as cursor:
         for chunk in chunks(list(rows), CHUNK * 4):
             if len(chunk) == 1:
                 sql = _sql(connection.vendor, table, *shape, fixed=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -105,11 +106,70 @@ def _sends_many_at_once() -> bool:
     return is_psycopg3 and not options.get("server_side_binding")
 
 
+def prepared_cursor() -> Any:
+    """A cursor whose statements PostgreSQL keeps prepared, for the few statements run once
+    per task (a single submission): parsing and planning them cost more server time than
+    executing them.
+
+    Django's PostgreSQL cursors bind parameters on the client and Django turns psycopg's
+    automatic preparation off (for transaction-mode poolers). This cursor binds them on the
+    server and prepares what it runs; it is wrapped as Django wraps every cursor (query
+    logging, execute wrappers, error translation). Behind a transaction-mode pooler
+    (``TRANSACTION_POOLING``) it is Django's ordinary cursor: a prepared statement belongs
+    to one server connection. Other databases: their ordinary cursor.
+    """
+    from ..conf import app_settings
+
+    if connection.vendor != "postgresql" or app_settings.TRANSACTION_POOLING:
+        return connection.cursor()
+    connection.ensure_connection()
+    options = connection.settings_dict.get("OPTIONS") or {}
+    if "prepare_threshold" in options and options["prepare_threshold"] is None:
+        return connection.cursor()  # the project turned preparation off itself
+    psycopg_connection = connection.connection
+    if psycopg_connection.prepare_threshold is None:
+        # Django's default: psycopg then prepares nothing, even when asked. A threshold no
+        # statement reaches lets this cursor's explicit requests through and changes nothing
+        # else (Django's own cursors bind on the client and never prepare).
+        psycopg_connection.prepare_threshold = 2**31
+    with connection.wrap_database_errors:
+        raw = _preparing_cursor_class()(psycopg_connection)
+        return connection._prepare_cursor(raw)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _preparing_cursor_class() -> type:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparingCursor(ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            kwargs.setdefault("prepare", True)
+            return super().execute(query, params, **kwargs)  # type: ignore[misc]
+
+    return PreparingCursor
+
+
 def notify_workers() -> None:
     """Wake idle PostgreSQL workers; delivered when the surrounding transaction commits."""
     if is_postgres():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify('taskmill', '')")
+
+
+RESULT_CHANNEL = "taskmill_result"
+"""PostgreSQL channel of terminal outcomes that someone waits for; the payload is the task id."""
+
+
+def notify_results(task_ids: Sequence[int]) -> None:
+    """Tell waiters (``SubmitOutcome.wait``) that these tasks reached a terminal state;
+    delivered when the surrounding transaction commits. Only called for rows with
+    ``has_waiter``, so an outcome nobody waits for costs nothing."""
+    if task_ids and is_postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_notify(%s, x::text) FROM unnest(%s::bigint[]) AS x",
+                [RESULT_CHANNEL, list(task_ids)],
+            )
 
 
 def send_on_commit(signal, task_type: str, **kwargs: object) -> None:  # type: ignore[no-untyped-def]

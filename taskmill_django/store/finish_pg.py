@@ -90,7 +90,7 @@ counted AS (
 )
 SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
-       parent_id
+       parent_id, has_waiter
 FROM done
 """
 
@@ -115,6 +115,7 @@ class Finished:
     status: str
     has_dependents: bool
     parent_id: int | None
+    has_waiter: bool = False  # someone waits for this outcome: notify them
 
 
 def finish_batch(outcomes: Sequence[Any], ahead: Ahead | None = None) -> list[Finished]:

@@ -17,7 +17,7 @@ from .. import clock
 from ..enums import HistoryStatus
 from ..models import Task, TaskHistory, TaskTag
 from .counters import count_history
-from .db import chunks, qn
+from .db import chunks, is_postgres, notify_results, qn
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def move_to_history(
         {row.id: details.get(row.id, _NO_DETAILS).duration_ms for row in rows},
     )
     ids = [row.id for row in rows]
+    if is_postgres():
+        notify_results(_waited_for(rows))
     _copy_tags(ids)
     from .children import children_finished
     from .dependencies import delete_edges_of, resolve_dependents  # cycle: dependents finish too
@@ -86,6 +88,16 @@ def move_to_history(
             cancel_matching(Q(parent_id__in=parents), status=child_status)
     children_finished((h.id, h.parent_id, h.status) for h in history if h.parent_id)
     return history
+
+
+def _waited_for(rows: Sequence[Task]) -> list[int]:
+    """Ids among ``rows`` that someone waits for. A row loaded without ``has_waiter`` (a
+    deferred column) is asked of the database, in one query for all such rows."""
+    waited = [row.id for row in rows if row.__dict__.get("has_waiter")]
+    unknown = [row.id for row in rows if "has_waiter" not in row.__dict__]
+    if unknown:
+        waited += Task.objects.filter(id__in=unknown, has_waiter=True).values_list("id", flat=True)
+    return waited
 
 
 def _child_status(parent_status: str) -> str:

@@ -22,7 +22,7 @@ from ..enums import PARKING_REASONS, HistoryStatus, TaskStatus
 from ..models import Task, TaskHistoryTag, TaskTag
 from . import counters, finish_pg
 from .children import children_finished, parent_returned
-from .db import Ahead, notify_workers, send_on_commit
+from .db import Ahead, notify_results, notify_workers, send_on_commit
 from .dependencies import resolve_dependents
 from .history import Finish, move_to_history
 from .parking import park
@@ -111,6 +111,7 @@ def _finish_pg(outcomes: list[Outcome], moved: Ahead | None) -> list[Outcome]:
         _announce(row.id, row.task_type, row.status, by_id[row.id])
     resolve_dependents({row.id: row.status for row in finished if row.has_dependents})
     children_finished((row.id, row.parent_id, row.status) for row in finished if row.parent_id)
+    notify_results([row.id for row in finished if row.has_waiter])
     done = {row.id for row in finished}
     # Rows the statement skipped: fenced off, or flagged for a rerun (portable path).
     rest = _apply_generic([o for o in outcomes if o.task_id not in done])

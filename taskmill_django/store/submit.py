@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Q
@@ -30,6 +33,33 @@ _MAX_RACE_RETRIES = 5
 _MAX_DEADLOCK_RETRIES = 10
 
 
+class SubmissionObserver(Protocol):
+    """Sees every submission made while it is registered (``testing.capture()``)."""
+
+    keeps_out: bool  # True: the tasks are recorded only, never written
+
+    def observed(self, new_tasks: Sequence[NewTask], outcomes: Sequence[SubmitOutcome]) -> None:
+        """Called after each submission with what was submitted and its outcomes."""
+
+
+_observers: ContextVar[tuple[SubmissionObserver, ...]] = ContextVar(
+    "taskmill_submission_observers", default=()
+)
+
+KEPT_OUT = "captured"
+"""``SubmitOutcome.kind`` of a task an observer kept out of the database (its ``id`` is None)."""
+
+
+@contextmanager
+def observing(observer: SubmissionObserver) -> Iterator[None]:
+    """Register ``observer`` for submissions made in this context (thread or task)."""
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield
+    finally:
+        _observers.reset(token)
+
+
 def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     """Insert ``new_tasks`` in one transaction (all or nothing) and return one outcome each.
 
@@ -38,6 +68,19 @@ def submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     one, a transaction the database aborted as a deadlock victim (InnoDB, when concurrent
     batches share keys) is simply run again: nothing of it was kept.
     """
+    observers = _observers.get()
+    if not observers:
+        return _submit_retrying(new_tasks)
+    if any(o.keeps_out for o in observers):
+        outcomes = [SubmitOutcome(KEPT_OUT, None) for _ in new_tasks]
+    else:
+        outcomes = _submit_retrying(new_tasks)
+    for observer in observers:
+        observer.observed(new_tasks, outcomes)
+    return outcomes
+
+
+def _submit_retrying(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
     for attempt in range(_MAX_DEADLOCK_RETRIES):
         try:
             return _submit_tasks(new_tasks)

@@ -6,11 +6,15 @@ never granted, a network path dropped without a reset (TCP keeps retransmitting 
 minutes). So every connection a worker thread opens (the claim loop, the heartbeat, maintenance,
 the listener) is bounded:
 
-- PostgreSQL: ``statement_timeout`` and ``lock_timeout`` for the session, a connect timeout,
+- PostgreSQL: ``statement_timeout`` and ``lock_timeout`` for the session (and
+  ``idle_in_transaction_session_timeout``, at the statement timeout), a connect timeout,
   TCP keepalives and ``tcp_user_timeout`` on the socket. Behind a transaction-mode pooler
   (``TRANSACTION_POOLING``) a session setting would stick to whichever server connection ran it
-  and leak to that connection's other clients: there the timeouts belong to the database role
-  (``ALTER ROLE ... SET statement_timeout``), and the socket options still apply.
+  and leak to that connection's other clients: there both are set with ``set_config(...,
+  true)`` (``SET LOCAL``) at the start of each transaction a worker thread opens, and vanish at
+  its end. A statement run outside a transaction (autocommit) is bounded only by the database
+  role's own settings (``ALTER ROLE ... SET statement_timeout``); the socket options apply to
+  both.
 - MariaDB / MySQL: ``max_statement_time`` (MariaDB) or ``max_execution_time`` (MySQL), and
   ``innodb_lock_wait_timeout``.
 - SQLite: the busy timeout (``LOCK_TIMEOUT``) unless the project set its own ``timeout``.
@@ -24,6 +28,7 @@ A timeout is an ordinary database error: the loop that met it backs off and trie
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connections
@@ -69,6 +74,10 @@ def uninstall() -> None:
 def _bound_session(sender: Any, connection: Any, **kwargs: Any) -> None:
     if not getattr(_thread, "bounded", False):
         return
+    if connection.vendor == "postgresql" and app_settings.TRANSACTION_POOLING:
+        if transaction_statement() and _bound_transaction not in connection.execute_wrappers:
+            connection.execute_wrappers.append(_bound_transaction)
+        return
     statements = session_statements(connection)
     if statements:
         with connection.cursor() as cursor:
@@ -76,21 +85,60 @@ def _bound_session(sender: Any, connection: Any, **kwargs: Any) -> None:
                 cursor.execute(sql)
 
 
+# libpq's PQTRANS_IDLE (psycopg 2 and 3 alike): connected, no transaction open.
+_IDLE = 0
+
+
+def _bound_transaction(
+    execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: dict[str, Any]
+) -> Any:
+    """Under ``TRANSACTION_POOLING``: the first statement of each transaction (autocommit off,
+    none open yet) is preceded by the transaction-local timeouts, in that same transaction."""
+    wrapper = context["connection"]
+    if not wrapper.get_autocommit():
+        raw = wrapper.connection
+        if raw is not None and raw.info.transaction_status == _IDLE:
+            bounds = transaction_statement()
+            if bounds:
+                context["cursor"].cursor.execute(bounds)
+    return execute(sql, params, many, context)
+
+
+def transaction_statement() -> str:
+    """What bounds one PostgreSQL transaction's waits (its first statement under pooling)."""
+    limits = [
+        f"set_config('{name}', '{_milliseconds(seconds)}', true)"
+        for name, seconds in _postgres_limits()
+    ]
+    return f"SELECT {', '.join(limits)}" if limits else ""
+
+
+def _postgres_limits() -> list[tuple[str, Any]]:
+    """PostgreSQL's limits and their seconds. A worker thread never leaves a transaction idle
+    (no task code runs inside one), so one idle longer than a statement may take belongs to a
+    frozen or cut-off worker: the server ends it, and the locks it held stop blocking the
+    workers that rescue its tasks."""
+    statement, lock = app_settings.STATEMENT_TIMEOUT, app_settings.LOCK_TIMEOUT
+    named = (
+        ("statement_timeout", statement),
+        ("lock_timeout", lock),
+        ("idle_in_transaction_session_timeout", statement),
+    )
+    return [(name, seconds) for name, seconds in named if seconds]
+
+
 def _milliseconds(seconds: Any) -> int:
     return max(int(float(seconds) * 1000), 1)
 
 
 def session_statements(connection: Any) -> list[str]:
-    """What bounds a new worker connection's waits, for its vendor (none for a pooled one)."""
+    """What bounds a new worker connection's waits, for its vendor (none for a pooled one:
+    its transactions are bounded one by one, see ``transaction_statement``)."""
     statement, lock = app_settings.STATEMENT_TIMEOUT, app_settings.LOCK_TIMEOUT
     if connection.vendor == "postgresql":
         if app_settings.TRANSACTION_POOLING:
             return []
-        return [
-            f"SET {name} = {_milliseconds(seconds)}"
-            for name, seconds in (("statement_timeout", statement), ("lock_timeout", lock))
-            if seconds
-        ]
+        return [f"SET {name} = {_milliseconds(seconds)}" for name, seconds in _postgres_limits()]
     if connection.vendor == "mysql":
         found = []
         if statement:

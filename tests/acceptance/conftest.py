@@ -1,8 +1,10 @@
-"""Acceptance-test plumbing: the ``browser`` marker for tests that drive a real Chromium.
+"""Acceptance-test plumbing: the ``browser`` marker for tests that drive a real Chromium, and
+the ``pgbouncer`` marker for tests behind a real PgBouncer.
 
 Browser tests need Debian's ``chromium`` (or ``TASKMILL_CHROMIUM`` pointing at a Chromium
-binary) and the ``playwright`` package. Without them the tests are deselected, not skipped, so
-a run never counts them as passing.
+binary) and the ``playwright`` package; pooler tests need Debian's ``pgbouncer``. Without them
+the tests are deselected, not skipped, so a run never counts them as passing, and the run's
+summary says why.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
+
+from tests.acceptance.pgbouncer import PgBouncer, pgbouncer_binary, running_pgbouncer
 
 CHROMIUM = os.environ.get("TASKMILL_CHROMIUM", "/usr/bin/chromium")
 
@@ -27,17 +31,56 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "browser: drives headless Chromium (deselected when it is not installed)"
     )
+    config.addinivalue_line(
+        "markers", "pgbouncer: runs behind a real PgBouncer (deselected when it is not installed)"
+    )
+    config.addinivalue_line(
+        "markers", "faketime: fakes worker clocks with libfaketime (deselected when it is missing)"
+    )
+
+
+# Debian's faketime package: skews the clock of the worker subprocesses a test starts.
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+_missing: dict[str, int] = {}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if browser_available():
-        return
+    absent = []
+    if not browser_available():
+        absent.append("browser")
+    if pgbouncer_binary() is None:
+        absent.append("pgbouncer")
+    if not LIBFAKETIME.exists():
+        absent.append("faketime")
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("browser") else keep).append(item)
+        marker = next((m for m in absent if item.get_closest_marker(m)), None)
+        (drop if marker else keep).append(item)
+        if marker:
+            _missing[marker] = _missing.get(marker, 0) + 1
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    needs = {
+        "browser": f"chromium ({CHROMIUM}) and playwright",
+        "pgbouncer": "pgbouncer",
+        "faketime": f"libfaketime ({LIBFAKETIME}, Debian's faketime)",
+    }
+    for marker, count in _missing.items():
+        terminalreporter.write_line(
+            f"{count} {marker} test(s) deselected: {needs[marker]} not installed", yellow=True
+        )
+
+
+@pytest.fixture
+def pgbouncer(transactional_db: None) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode in front of the test database, on a free port."""
+    with running_pgbouncer(connection.settings_dict) as bouncer:
+        yield bouncer
 
 
 CHROMIUM_ARGS = [

@@ -4,6 +4,7 @@ worker with SIGINT (graceful, then immediate on a second SIGINT)."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import pytest
@@ -130,6 +131,29 @@ def test_shutdown__second_sigint_releases_running_tasks_at_once(worker_factory, 
     rows = list(Task.objects.values_list("status", "retry_count", "lease_token"))
     assert rows == [(TaskStatus.PENDING, 0, None)] * 3
     assert not TaskHistory.objects.exists()
+
+
+def test_shutdown__two_quick_sigints_release_at_once_whenever_the_second_arrives(
+    worker_factory, task_log
+):
+    """A user pressing Ctrl-C twice in a row: the second press must count even when it
+    lands before the worker has begun its graceful wait (here: as soon as the first has
+    been heard; two signals sent at once may merge into one on the way)."""
+    sleep.submit_batch([{"seconds": 60, "n": n} for n in range(2)])
+    worker = worker_factory("--concurrency", "2", "--shutdown-timeout", "60")
+    wait_until(lambda: len(task_log.events("start")) == 2, timeout=30)
+
+    worker.send(signal.SIGINT)
+    wait_until(lambda: "worker stopping" in worker.output(), timeout=20)
+    worker.send(signal.SIGINT)
+
+    try:
+        worker.wait(20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop:\n{worker.output()}")
+    assert worker.wait(1) == 0, worker.output()
+    rows = list(Task.objects.values_list("status", "retry_count", "lease_token"))
+    assert rows == [(TaskStatus.PENDING, 0, None)] * 2
 
 
 def test_shutdown__task_ignoring_cancellation_is_released_at_the_timeout(worker_factory, task_log):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from taskmill_django import scheduler
 from taskmill_django.models import TaskHistory
+from tests.conftest import wait_until
 from tests.testapp.tasks import charge
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,5 +31,20 @@ def test_worker_log__failure_echoing_the_payload_shows_no_secret(worker_factory,
     output = worker.output()
     assert f"task_id={failing.id}" in output
     assert "card declined" in output
+    for secret in SECRETS:
+        assert secret not in output
+
+
+def test_worker_log__failing_on_cancel_hook_shows_no_secret(worker_factory, task_log):
+    card = {"number": SECRETS[0], "holder": "Ann Smith"}
+    held = charge.submit(card=card, pin=SECRETS[1], api_key=SECRETS[2], hold=True)
+    worker = worker_factory()
+    wait_until(lambda: task_log.events("charge"), timeout=30)
+
+    assert scheduler.cancel(held.id)
+
+    wait_until(lambda: "refund failed" in worker.output(), timeout=30)
+    output = worker.output()
+    assert "on_cancel hook failed" in output and f"task_id={held.id}" in output
     for secret in SECRETS:
         assert secret not in output

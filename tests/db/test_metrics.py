@@ -166,7 +166,7 @@ def test_metrics__without_prometheus_client_says_what_to_install(monkeypatch: An
 
     assert response.status_code == 503
     assert b"pip install 'taskmill-django[prometheus]'" in response.content
-    with pytest.raises(Exception, match=r"taskmill\.E050"):
+    with pytest.raises(Exception, match=r"taskmill\.E073"):
         call_command("check", "--tag", "taskmill")
 
 
@@ -175,7 +175,7 @@ def test_metrics__a_short_token_is_flagged(settings: Any, capsys: Any):
 
     call_command("check", "--tag", "taskmill")
 
-    assert "taskmill.W051" in capsys.readouterr().err
+    assert "taskmill.W033" in capsys.readouterr().err
 
 
 def test_metrics__a_run_on_a_bucket_bound_counts_in_that_bucket():

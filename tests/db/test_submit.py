@@ -149,6 +149,30 @@ def test_domain_handle_submit__unknown_short_type_is_rejected():
     assert not Task.objects.exists()
 
 
+def _prepared_inserts() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ['%INSERT INTO "taskmill_task"%'],
+        )
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)  # outside a transaction: the one-statement path
+def test_submit__postgres_keeps_the_single_insert_prepared_unless_a_pooler_sits_between(settings):
+    for n in range(8):
+        record.submit(n=n)
+    assert _prepared_inserts() == 1  # one statement, parsed and planned once, reused
+
+    connections["default"].close()  # a fresh server connection: nothing prepared on it yet
+    settings.TASKMILL = {**settings.TASKMILL, "TRANSACTION_POOLING": True}
+    for n in range(8, 16):
+        record.submit(n=n)
+    assert _prepared_inserts() == 0
+    assert Task.objects.count() == 16
+
+
 # --- dedup: skip (the default) ---------------------------------------------------------------
 
 
@@ -588,4 +612,20 @@ def test_asubmit_batch__bad_payload_inserts_nothing():
     with pytest.raises(ValidationError) as info:
         asyncio.run(echo.asubmit_batch([{"value": 1}, {"value": {1}}]))
     assert info.value.field == "payloads[1].payload"
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db
+def test_submit__a_datetime_in_the_payload_is_refused_on_every_front_door():
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    advice = "which is not JSON-serializable: pass value.isoformat()"
+    with pytest.raises(ValidationError, match=rf"payload\['value'\] is of type datetime, {advice}"):
+        echo.submit(value=when)
+    with pytest.raises(ValidationError, match=rf"payload\['value'\]\[0\] .*{advice}") as info:
+        echo.using(priority=1).submit_batch([{"value": 1}, {"value": [when]}])
+    assert info.value.field == "payloads[1].payload"
+    with pytest.raises(ValidationError, match=advice):
+        scheduler.domain("tests").submit("echo", {"value": when})
     assert not Task.objects.exists()

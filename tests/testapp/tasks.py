@@ -284,11 +284,47 @@ def poison(ctx: TaskContext) -> None:
 
 @tests.task("charge", sensitive=("card.number", "pin"), retry=RetryPolicy.constant(0, 0))
 def charge(
-    ctx: TaskContext, card: dict, pin: str, api_key: str = "", amount: int = 0, fail: bool = False
+    ctx: TaskContext,
+    card: dict,
+    pin: str,
+    api_key: str = "",
+    amount: int = 0,
+    fail: bool = False,
+    hold: bool = False,
 ) -> dict[str, object]:
     """Carries secrets: ``card.number`` and ``pin`` are declared sensitive, ``api_key`` is a
-    SENSITIVE_KEYS name. Records what it received; with ``fail`` its error echoes them all."""
+    SENSITIVE_KEYS name. Records what it received; with ``fail`` its error echoes them all;
+    with ``hold`` it runs until cancelled (and its ``on_cancel`` fails echoing them)."""
     _log("charge", task_id=ctx.task_id, number=card.get("number"), pin=pin, api_key=api_key)
     if fail:
         raise ValueError(f"card declined: card={card!r} pin={pin} api_key={api_key} {ctx.record}")
+    deadline = time.monotonic() + 60
+    while hold and not ctx.is_cancelled() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return {"charged": amount, "receipt": {"api_key": api_key}}
+
+
+@charge.on_cancel
+def _charge_cancelled(
+    ctx: TaskContext, card: dict, pin: str, api_key: str = "", **rest: object
+) -> None:
+    raise RuntimeError(f"refund failed: card={card!r} pin={pin} api_key={api_key}")
+
+
+@tests.task("ledger", retry=RetryPolicy.constant(0, 0))
+def ledger(ctx: TaskContext, seconds: float, n: int = 0) -> dict[str, int]:
+    """One execution-ledger line per attempt: when it began and ended by this machine's clock,
+    and when it was claimed by the database's clock (the moment a rate-limit token was spent)."""
+    started = ctx.record.started_at
+    _log(
+        "begin",
+        task_id=ctx.task_id,
+        n=n,
+        at=time.time(),
+        claimed=started.timestamp() if started else None,
+        group=ctx.record.group_key,
+        key=ctx.record.key,
+    )
+    ctx.wait_cancelled(seconds)
+    _log("end", task_id=ctx.task_id, n=n, at=time.time())
+    return {"pid": os.getpid()}

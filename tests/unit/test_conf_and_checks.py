@@ -264,6 +264,23 @@ def test_checks__transaction_pooling_must_be_a_bool_e062():
     assert _ids({"TRANSACTION_POOLING": "yes"}) == ["taskmill.E062"]
 
 
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_checks__pooled_postgres_must_not_keep_session_state_w065_w066():
+    pg = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    cases = [
+        ({**pg}, ["taskmill.W065"]),
+        ({**pg, "DISABLE_SERVER_SIDE_CURSORS": True}, []),
+        (
+            {**pg, "DISABLE_SERVER_SIDE_CURSORS": True, "OPTIONS": {"prepare_threshold": 5}},
+            ["taskmill.W066"],
+        ),
+    ]
+    for database, expected in cases:
+        with override_settings(DATABASES={"default": database}):
+            assert _ids({"TRANSACTION_POOLING": True}) == expected
+            assert _ids({"TRANSACTION_POOLING": False}) == []
+
+
 def test_checks__listen_database_must_name_an_alias_e063():
     assert _ids({"LISTEN_DATABASE": "nowhere"}) == ["taskmill.E063"]
     assert _ids({"LISTEN_DATABASE": "default"}) == []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -209,3 +212,32 @@ def test_dedup_key__explicit_key_is_scoped_by_task_type():
 def test_dedup_key__explicit_key_never_equals_a_payload_key():
     text = validate_payload({"a": 1})
     assert dedup_key("m::t", text) != dedup_key("m::t", None, text)
+
+
+@pytest.mark.parametrize(
+    ("value", "advice"),
+    [
+        (
+            datetime(2024, 1, 1, tzinfo=UTC),
+            "is of type datetime, which is not JSON-serializable: pass "
+            "value.isoformat() and datetime.fromisoformat(text) in the task",
+        ),
+        (
+            uuid.UUID(int=1),
+            "is of type UUID, which is not JSON-serializable: pass str(value) and UUID(text)",
+        ),
+        (
+            Decimal("1.50"),
+            "is of type Decimal, which is not JSON-serializable: pass str(value) and "
+            "Decimal(text) in the task (exact)",
+        ),
+        (Path("/srv/a.png"), "which is not JSON-serializable: pass str(value) and Path(text)"),
+    ],
+    ids=["datetime", "uuid", "decimal", "path"],
+)
+def test_validate_payload__django_json_values_are_refused_with_the_conversion(value, advice):
+    with pytest.raises(ValidationError) as info:
+        validate_payload({"job": {"inputs": [1, value]}})
+    assert info.value.field == "payload"
+    assert info.value.message.startswith("payload['job']['inputs'][1] ")
+    assert advice in info.value.message

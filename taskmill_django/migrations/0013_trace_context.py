@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("taskmill_django", "0011_counters"),
+        ("taskmill_django", "0012_counters"),
     ]
 
     operations = [

@@ -21,7 +21,7 @@ def seed_from_history(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("taskmill_django", "0010_progress_rate_dashboard_history_parent"),
+        ("taskmill_django", "0011_task_has_waiter"),
     ]
 
     operations = [
