@@ -11,7 +11,7 @@ from tests.testapp.tasks import charge
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-SECRETS = ("4111111111111111", "9876", "sk_live_abc123")
+SECRETS = ("4111111111111111", "pin-4x9z", "sk_live_abc123")
 
 
 def test_worker_log__failure_echoing_the_payload_shows_no_secret(worker_factory, task_log):

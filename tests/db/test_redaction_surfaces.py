@@ -15,7 +15,7 @@ from tests.testapp.tasks import charge
 
 pytestmark = pytest.mark.django_db
 
-NUMBER, PIN, API_KEY = "4111111111111111", "9876", "sk_live_abc123"
+NUMBER, PIN, API_KEY = "4111111111111111", "pin-4x9z", "sk_live_abc123"
 SECRETS = (NUMBER, PIN, API_KEY)
 
 
