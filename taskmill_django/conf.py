@@ -71,6 +71,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a busy worker lets finished tasks pile up before writing them and claiming more
     # (one transaction per cycle, however many it carries); 0 = never wait.
     "COALESCE_WINDOW": 0.002,
+    # Seconds a worker keeps the counts of written outcomes in memory before storing them with
+    # a cycle (a SIGKILL loses at most that much; a graceful stop none); 0 = every cycle.
+    "COUNTER_FLUSH_INTERVAL": 1.0,
     # Seconds a task past its time limit may take to stop before it is abandoned (its slot
     # goes to a fresh thread, the attempt is recorded as timed out).
     "TIMEOUT_GRACE": 10.0,

@@ -233,6 +233,7 @@ class Dispatcher:
             self.pool.cancel(execution, InterruptReason.SHUTDOWN)
         self._release_unfinished()
         self.pool.stop()
+        self._retrying(self.loop.counts.flush, attempts=3)
         self.heartbeat.stop()
         if self.identity.worker_id is not None:
             worker_id = self.identity.worker_id

@@ -1,20 +1,26 @@
 """Stored counters: what the metrics endpoint counts, added where the outcomes are written.
 
-Counts ride on writes the store does anyway, one statement per batch, in the same transaction:
-an outcome and its count commit together or not at all, so a counter never counts a task twice
-or misses one that committed. On PostgreSQL the worker's batch of finished tasks is counted by
-the very statement that moves it to history (``finish_pg``): no statement and no round trip is
-added to the completion path. Each worker adds to rows of its own (``source`` = its id), so
-workers never wait on one another's counter rows; upkeep folds the rows of workers that are gone
-into the shared rows (``fold_departed``). Submissions are not counted at all: every task ever
-submitted is either still in the task table or was counted when it left it, so the read side
-derives ``submitted`` from the two (no statement on ``submit()``).
+Counts are made where the store writes the outcomes, and committed with them: a count never
+counts a task twice or one that did not commit. Outside a worker they are written by one
+statement in the outcome's own transaction. A worker gathers them in memory instead
+(``Buffered``) and writes them with the cycle that comes ``COUNTER_FLUSH_INTERVAL`` after the
+last write, in that cycle's transaction: at a few tasks per cycle, an upsert of a handful of
+counter rows in every cycle is a large share of what the cycle costs the database. A worker
+killed with SIGKILL loses at most that interval of counts (a graceful stop writes them all; 0
+writes them in every cycle). Each worker adds to rows of its own (``source`` = its id),
+so workers never wait on one another's counter rows; upkeep folds the rows of workers that are
+gone into the shared rows (``fold_departed``). Submissions are not counted at all: every task
+ever submitted is either still in the task table or was counted when it left it, so the read
+side derives ``submitted`` from the two (no statement on ``submit()``).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -82,13 +88,22 @@ class Tally:
 
     def run(self, row: Task, duration_ms: int | None) -> None:
         """An attempt of ``row`` ran for ``duration_ms``: observe it and its queue wait."""
+        self.ran(source_of(row.worker_id), row.task_type, duration_ms, queue_wait_ms(row))
+
+    def ran(
+        self, source: str, task_type: str, duration_ms: float | None, wait_ms: float | None
+    ) -> None:
+        """An attempt ran for ``duration_ms`` after waiting ``wait_ms`` from due to start
+        (neither is observed when it did not run to its end: ``duration_ms`` None)."""
         if duration_ms is None:
             return
-        source = source_of(row.worker_id)
-        self.observe(source, row.task_type, DURATION, duration_ms)
-        wait = queue_wait_ms(row)
-        if wait is not None:
-            self.observe(source, row.task_type, WAIT, wait)
+        self.observe(source, task_type, DURATION, duration_ms)
+        if wait_ms is not None:
+            self.observe(source, task_type, WAIT, wait_ms)
+
+    def merge(self, counts: Mapping[Key, int]) -> None:
+        for key, n in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + n
 
     def save(self) -> None:
         add(self.counts)
@@ -106,10 +121,24 @@ def queue_wait_ms(row: Task) -> float | None:
     return max((started - due).total_seconds() * 1000.0, 0.0)
 
 
+# Where counts go instead of the database while a worker's cycle writes outcomes (Buffered).
+_gathering: ContextVar[Tally | None] = ContextVar("taskmill_counts", default=None)
+
+
 def add(counts: Mapping[Key, int]) -> None:
-    """Add ``counts`` to the stored counters: one upsert per 500 keys, in the caller's
-    transaction. Keys go in sorted order so two transactions adding to the same rows lock them
-    in the same order (no deadlock)."""
+    """Add ``counts`` to the stored counters, in the caller's transaction; inside
+    ``Buffered.gathering`` to the worker's buffer instead."""
+    gathering = _gathering.get()
+    if gathering is not None:
+        gathering.merge(counts)
+    else:
+        write(counts)
+
+
+def write(counts: Mapping[Key, int]) -> None:
+    """Add ``counts`` to the stored rows: one upsert per 500 keys, in the caller's transaction.
+    Keys go in sorted order so two transactions adding to the same rows lock them in the same
+    order (no deadlock)."""
     items = sorted((key, n) for key, n in counts.items() if n)
     for chunk in chunks(items):
         values = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
@@ -130,6 +159,53 @@ def _upsert_sql(values: str) -> str:
             head + f"ON CONFLICT ({key}) DO UPDATE SET {value} = {table}.{value} + excluded.{value}"
         )
     return head + f"ON DUPLICATE KEY UPDATE {value} = {value} + VALUES({value})"
+
+
+class Buffered:
+    """A worker's counts between writes: gathered while its cycles write outcomes, and written
+    by the first cycle ``interval`` seconds after the last write, in that cycle's transaction.
+
+    Counts join the buffer only once their transaction has committed (``on_commit``), and leave
+    it only once the transaction that wrote them has: a cycle that fails changes nothing, and
+    its outcomes, written again by a later cycle, are counted then.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.tally = Tally()
+        self._due = time.monotonic() + interval
+
+    @contextmanager
+    def gathering(self, flush: bool = False) -> Iterator[None]:
+        """Inside a transaction: counts made in the block go to this buffer when it commits;
+        the buffer is written in the same transaction when it is due or ``flush`` is set."""
+        cycle = Tally()
+        token = _gathering.set(cycle)
+        try:
+            yield
+        finally:
+            _gathering.reset(token)
+        if flush or time.monotonic() >= self._due:
+            both = Tally()
+            both.merge(self.tally.counts)
+            both.merge(cycle.counts)
+            write(both.counts)
+            transaction.on_commit(self._written)
+        elif cycle.counts:
+            transaction.on_commit(lambda: self.tally.merge(cycle.counts))
+
+    def due(self) -> bool:
+        """Holds counts and their interval is up."""
+        return bool(self.tally.counts) and time.monotonic() >= self._due
+
+    def flush(self) -> None:
+        """Write what the buffer holds now (a worker's last act before it stops)."""
+        with transaction.atomic(), self.gathering(flush=True):
+            pass
+
+    def _written(self) -> None:
+        self.tally = Tally()
+        self._due = time.monotonic() + self.interval
 
 
 def count_history(
@@ -174,5 +250,5 @@ def fold_departed() -> int:
             key = (SHARED, row.task_type, row.metric)
             totals[key] = totals.get(key, 0) + row.value
         TaskCounter.objects.filter(id__in=[row.id for row in departed]).delete()
-        add(totals)
+        write(totals)
     return len(departed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -21,8 +22,8 @@ from django.db.models.functions import Now
 
 from ..models import Task
 from ..policy.config import Policy
-from . import claim, lifecycle
-from .db import Ahead
+from . import claim, counters, lifecycle
+from .db import Ahead, preparable
 
 
 def write_and_claim(
@@ -32,15 +33,19 @@ def write_and_claim(
     domains: Sequence[str] | None,
     policy: Policy | None,
     state: claim.ClaimState | None = None,
+    counts: counters.Buffered | None = None,
 ) -> tuple[lifecycle.Applied, list[Task]]:
     """Write ``outcomes`` and claim up to ``limit`` tasks for ``worker_id``, in one
     transaction: both or neither. ``state``: the worker's ``ClaimState`` (see
-    ``claim.claim_batch``)."""
+    ``claim.claim_batch``); ``counts``: the worker's counter buffer, which the cycle's counts
+    go to and which is written with the cycle when it is due."""
     if not outcomes and connection.vendor == "sqlite" and not _anything_due(domains):
         # SQLite: a transaction here takes the database's one write lock (IMMEDIATE), which
         # an idle worker would otherwise do at every poll, delaying everyone's heartbeats.
+        if counts is not None and counts.due():
+            counts.flush()
         return lifecycle.Applied([], []), []
-    with transaction.atomic():
+    with transaction.atomic(), counts.gathering() if counts else nullcontext():
         moved = lifecycle.moving_ahead(outcomes)
         plain = policy is None or policy.is_trivial
         if moved is None:
@@ -58,9 +63,26 @@ def write_and_claim(
 # bulk load right after a quiet period, before any ANALYZE) make the planner prefer reading
 # every pending row and sorting them, 50 times slower at 20,000 rows. Taking the sort off
 # the table for the cycle's transaction keeps the index plan whatever the statistics say.
-# Gated claims (caps, rate limits, fair shares, aging) read group heads and candidates
-# their own way and keep the planner's choice.
-PLAN_HINT = (("SET LOCAL enable_sort = off", ()),)
+# The cycle's statements are prepared (db.run_together) and planned once per connection: a
+# generic plan, which does not know the LIMIT and guesses a tenth of the table, so hash and
+# merge joins are off too (the claim would otherwise join its few ids to a scan of the whole
+# table, and the move to history its outcomes to every running row); every join the cycle
+# makes is by primary key. JIT is off: a disabled node's cost crosses ``jit_above_cost``,
+# and a cached plan would compile at every run. Gated claims (caps, rate limits, fair shares,
+# aging) read group heads and candidates their own way and keep the planner's choice.
+PLAN_HINT = (
+    (
+        preparable(
+            "SELECT set_config('enable_sort', 'off', true), "
+            "set_config('enable_hashjoin', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true), "
+            "set_config('jit', 'off', true), "
+            "set_config('plan_cache_mode', 'force_generic_plan', true)",
+            prepare=False,
+        ),
+        (),
+    ),
+)
 
 
 def _is_postgres() -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -54,15 +54,30 @@ class Ahead:
             run_together([], self)
 
 
+# Statements worth keeping prepared on PostgreSQL (``preparable``): SQL text -> whether to
+# prepare it (False for settings sent with them, which have nothing to plan).
+_PREPARABLE: dict[str, bool] = {}
+
+
+def preparable(sql: str, *, prepare: bool = True) -> str:
+    """Mark ``sql`` as a statement of the worker's cycle that ``run_together`` may send as a
+    prepared statement: its text is the same at every call and its parameters are plain
+    values. Returns ``sql``."""
+    _PREPARABLE[sql] = prepare
+    return sql
+
+
 def run_together(statements: Statements, ahead: Ahead | None = None) -> list[list[tuple[Any, ...]]]:
     """Run ``statements`` in order and return the rows of each (none for a statement that
     returns no rows, such as a plain UPDATE). Those of ``ahead``, unless sent already, run
     first; their rows go to ``ahead.rows``.
 
-    With psycopg 3 and client-side binding (Django's default) they travel as one simple query:
-    one round trip instead of one each. Each statement still takes its own snapshot (READ
-    COMMITTED), so a read placed after a lock sees what was committed before the lock was
-    granted. Other drivers and settings run them one by one.
+    With psycopg 3 they travel in one round trip instead of one each: when every one of them
+    is ``preparable``, in a pipeline of prepared statements (the BEGIN that opens the
+    transaction goes with them, and PostgreSQL neither parses nor plans them again); otherwise
+    as one simple query (client-side binding, Django's default). Each statement still takes
+    its own snapshot (READ COMMITTED), so a read placed after a lock sees what was committed
+    before the lock was granted. Other drivers and settings run them one by one.
     """
     if ahead is not None and ahead.rows is None:
         results = run_together([*ahead.prelude, *ahead.statements, *statements])
@@ -71,6 +86,8 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
         return results[len(ahead.statements) :]
     if not statements:
         return []
+    if all(sql in _PREPARABLE for sql, _ in statements) and _pipelines():
+        return _run_pipelined(statements)
     with connection.cursor() as cursor:
         if not _sends_many_at_once():
             results = []
@@ -106,6 +123,97 @@ def _sends_many_at_once() -> bool:
     return is_psycopg3 and not options.get("server_side_binding")
 
 
+def _run_pipelined(statements: Statements) -> list[list[tuple[Any, ...]]]:
+    """``statements`` in one psycopg pipeline, each prepared once per connection (the
+    ``preparable`` ones) and run by name after that: one round trip."""
+    db = connections[DEFAULT_DB_ALIAS]  # resolved once: the hot path of every cycle
+    db.ensure_connection()
+    psycopg_connection = _allow_preparing(db)
+    zone = _zone_to_register(db, psycopg_connection)
+    cursors = []
+    with db.wrap_database_errors:  # errors surface when the pipeline syncs
+        with psycopg_connection.pipeline():
+            for sql, params in statements:
+                cursor = _wrapped(db, psycopg_connection, _PREPARABLE[sql], zone)
+                cursor.execute(sql, params)
+                cursors.append(cursor)
+        return [_rows(cursor) for cursor in cursors]
+
+
+@functools.cache
+def _pipeline_supported() -> bool:
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
+
+
+def _pipelines() -> bool:
+    """Prepared statements in a pipeline: PostgreSQL through psycopg 3 with a libpq that
+    pipelines, off a transaction-mode pooler, unless the project turned preparing off."""
+    if not _prepares():
+        return False
+    try:
+        return _pipeline_supported()
+    except (ImportError, AttributeError):
+        return False
+
+
+def _prepares() -> bool:
+    """May statements be prepared on this connection? Not off PostgreSQL with psycopg 3, not
+    behind a transaction-mode pooler (``TRANSACTION_POOLING``: a prepared statement belongs
+    to one server connection), not where ``OPTIONS["prepare_threshold"]`` is set to None."""
+    from ..conf import app_settings
+
+    if connection.vendor != "postgresql" or app_settings.TRANSACTION_POOLING:
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    options = connection.settings_dict.get("OPTIONS") or {}
+    if "prepare_threshold" in options and options["prepare_threshold"] is None:
+        return False  # the project turned preparation off itself
+    return bool(is_psycopg3)
+
+
+def _server_binding_cursor() -> Any:
+    """A cursor that binds parameters on the server and prepares what it runs, wrapped as
+    Django wraps every cursor (query logging, execute wrappers, error translation)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    db.ensure_connection()
+    psycopg_connection = _allow_preparing(db)
+    with db.wrap_database_errors:
+        return _wrapped(db, psycopg_connection, True, _zone_to_register(db, psycopg_connection))
+
+
+def _allow_preparing(db: Any) -> Any:
+    """The psycopg connection of ``db``, set to prepare what a cursor asks it to."""
+    psycopg_connection = db.connection
+    if psycopg_connection.prepare_threshold is None:
+        # Django's default: psycopg then prepares nothing, even when asked. A threshold no
+        # statement reaches lets explicit requests through and changes nothing else
+        # (Django's own cursors bind on the client and never prepare).
+        psycopg_connection.prepare_threshold = 2**31
+    return psycopg_connection
+
+
+def _zone_to_register(db: Any, psycopg_connection: Any) -> Any:
+    """The time zone timestamps must load in, when the connection's loader disagrees (what
+    Django's ``create_cursor`` checks for its own cursors), else None."""
+    from psycopg.pq import Format
+
+    timestamptz = 1184
+    loader = psycopg_connection.adapters.get_loader(timestamptz, Format.TEXT)
+    return db.timezone if db.timezone != getattr(loader, "timezone", None) else None
+
+
+def _wrapped(db: Any, psycopg_connection: Any, prepare: bool, zone: Any) -> Any:
+    raw = _cursor_class(prepare)(psycopg_connection)
+    if zone is not None:
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+        register_tzloader(zone, raw)
+    return db._prepare_cursor(raw)
+
+
 def prepared_cursor() -> Any:
     """A cursor whose statements PostgreSQL keeps prepared, for the few statements run once
     per task (a single submission): parsing and planning them cost more server time than
@@ -113,38 +221,29 @@ def prepared_cursor() -> Any:
 
     Django's PostgreSQL cursors bind parameters on the client and Django turns psycopg's
     automatic preparation off (for transaction-mode poolers). This cursor binds them on the
-    server and prepares what it runs; it is wrapped as Django wraps every cursor (query
-    logging, execute wrappers, error translation). Behind a transaction-mode pooler
-    (``TRANSACTION_POOLING``) it is Django's ordinary cursor: a prepared statement belongs
-    to one server connection. Other databases: their ordinary cursor.
+    server and prepares what it runs. Where statements may not be prepared (``_prepares``),
+    and on other databases, it is Django's ordinary cursor.
     """
-    from ..conf import app_settings
-
-    if connection.vendor != "postgresql" or app_settings.TRANSACTION_POOLING:
-        return connection.cursor()
-    connection.ensure_connection()
-    options = connection.settings_dict.get("OPTIONS") or {}
-    if "prepare_threshold" in options and options["prepare_threshold"] is None:
-        return connection.cursor()  # the project turned preparation off itself
-    psycopg_connection = connection.connection
-    if psycopg_connection.prepare_threshold is None:
-        # Django's default: psycopg then prepares nothing, even when asked. A threshold no
-        # statement reaches lets this cursor's explicit requests through and changes nothing
-        # else (Django's own cursors bind on the client and never prepare).
-        psycopg_connection.prepare_threshold = 2**31
-    with connection.wrap_database_errors:
-        raw = _preparing_cursor_class()(psycopg_connection)
-        return connection._prepare_cursor(raw)  # type: ignore[attr-defined]
+    return _server_binding_cursor() if _prepares() else connection.cursor()
 
 
 @functools.cache
-def _preparing_cursor_class() -> type:
+def _cursor_class(prepare: bool) -> type:
     from django.db.backends.postgresql.base import ServerBindingCursor
+
+    if not prepare:
+        return ServerBindingCursor  # psycopg prepares nothing under the threshold set above
 
     class PreparingCursor(ServerBindingCursor):
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             kwargs.setdefault("prepare", True)
             return super().execute(query, params, **kwargs)  # type: ignore[misc]
+
+        def _send_query_prepared(self, name: Any, pgq: Any, *args: Any, **kwargs: Any) -> Any:
+            # psycopg records the query only when it runs it unprepared; Django's query log
+            # (DEBUG, CaptureQueriesContext, the debug toolbar) reads it from there.
+            self._query = pgq
+            return super()._send_query_prepared(name, pgq, *args, **kwargs)  # type: ignore[misc]
 
     return PreparingCursor
 

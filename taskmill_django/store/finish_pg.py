@@ -5,8 +5,7 @@ portable path, which needs the whole row to build the rerun or judge the childre
 
 A chain of data-modifying CTEs deletes the fenced rows (``id`` + ``lease_token`` + ``running``),
 inserts their history rows, moves their tags and drops their edges, and returns what the caller
-needs for signals and follow-ups; the same statement adds the batch to the stored counters
-(``counters``), so counting costs the completion path no statement. Rows whose lease changed
+needs for signals, follow-ups and the stored counters (``counters``). Rows whose lease changed
 simply do not match: nothing of a zombie's outcome is written (G3). All timestamps come from
 the database clock.
 """
@@ -19,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..enums import PARKING_REASONS, HistoryStatus
-from . import counters
-from .db import Ahead
+from .db import Ahead, preparable
 
 _SQL = """
 WITH o AS (
@@ -64,47 +62,20 @@ history_tags AS (
 ),
 edges AS (
   DELETE FROM taskmill_task_dependency WHERE task_id IN (SELECT id FROM done)
-),
-timed AS (
-  SELECT COALESCE(worker_id::text, '') AS src, task_type, final_status, o_duration,
-         CASE WHEN o_duration IS NOT NULL AND started_at IS NOT NULL
-              THEN GREATEST(0, ROUND(1000 * EXTRACT(EPOCH FROM (started_at
-                   - GREATEST(created_at, COALESCE(run_after, created_at))))))::bigint
-         END AS wait
-  FROM done
-),
-counted AS (
-  INSERT INTO taskmill_counter (source, task_type, metric, value)
-  SELECT src, task_type, metric, SUM(v) FROM timed
-  CROSS JOIN LATERAL (VALUES
-    (final_status::text, 1::bigint),
-    ('duration_le:' || ({labels})[width_bucket(o_duration - 0.5, {bounds}) + 1], 1),
-    (CASE WHEN o_duration IS NOT NULL THEN 'duration_sum_ms' END, o_duration),
-    ('wait_le:' || ({labels})[width_bucket(wait - 0.5, {bounds}) + 1], 1),
-    (CASE WHEN wait IS NOT NULL THEN 'wait_sum_ms' END, wait)
-  ) AS m(metric, v)
-  WHERE metric IS NOT NULL
-  GROUP BY src, task_type, metric
-  ON CONFLICT (source, task_type, metric)
-  DO UPDATE SET value = taskmill_counter.value + EXCLUDED.value
 )
 SELECT id, task_type, final_status,
        EXISTS (SELECT 1 FROM taskmill_task_dependency d WHERE d.depends_on_id = done.id),
-       parent_id, has_waiter
+       parent_id, has_waiter, COALESCE(worker_id::text, ''), o_duration,
+       CASE WHEN o_duration IS NOT NULL AND started_at IS NOT NULL
+            THEN GREATEST(0, ROUND(1000 * EXTRACT(EPOCH FROM (started_at
+                 - GREATEST(created_at, COALESCE(run_after, created_at))))))::bigint
+       END
 FROM done
 """
 
 
-# No ORDER BY in ``counted``: under the claim's ``enable_sort = off`` a sort node costs 1e10,
-# which crosses ``jit_above_cost`` and makes PostgreSQL JIT-compile the whole statement (half a
-# second per cycle). Its rows carry this worker's id, so no other transaction adds to them in
-# another order; the shared rows are only written by operators and upkeep.
-# Buckets as ``counters.bucket_for`` picks them, for whole milliseconds: the first bound >= the
-# value is the one after every bound < value, i.e. after those <= value - 0.5 (width_bucket).
-_SQL = (
+_SQL = preparable(
     _SQL.replace("{parking}", ", ".join(f"'{reason}'" for reason in sorted(PARKING_REASONS)))
-    .replace("{labels}", "ARRAY[" + ", ".join(f"'{x}'" for x in counters.BOUND_LABELS) + "]")
-    .replace("{bounds}", "ARRAY[" + ", ".join(str(x) for x in counters.BUCKETS_MS) + "]::numeric[]")
 )
 
 
@@ -116,6 +87,10 @@ class Finished:
     has_dependents: bool
     parent_id: int | None
     has_waiter: bool = False  # someone waits for this outcome: notify them
+    # For the counters: whose rows they go to, the attempt's run time and its queue wait (ms).
+    source: str = ""
+    duration_ms: int | None = None
+    wait_ms: int | None = None
 
 
 def finish_batch(outcomes: Sequence[Any], ahead: Ahead | None = None) -> list[Finished]:

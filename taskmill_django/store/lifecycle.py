@@ -107,8 +107,12 @@ def _finish_pg(outcomes: list[Outcome], moved: Ahead | None) -> list[Outcome]:
         return []
     by_id = {o.task_id: o for o in outcomes}
     finished = finish_pg.finish_batch(outcomes, moved)
+    tally = counters.Tally()
     for row in finished:
         _announce(row.id, row.task_type, row.status, by_id[row.id])
+        tally.add(row.source, row.task_type, row.status)
+        tally.ran(row.source, row.task_type, row.duration_ms, row.wait_ms)
+    tally.save()
     resolve_dependents({row.id: row.status for row in finished if row.has_dependents})
     children_finished((row.id, row.parent_id, row.status) for row in finished if row.parent_id)
     notify_results([row.id for row in finished if row.has_waiter])

@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, connection
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    connection,
+    transaction,
+)
 
 from .. import executor, signals
 from ..conf import app_settings
@@ -30,7 +37,7 @@ from ..models import Task
 from ..policy import io, pressure
 from ..policy.config import Policy
 from ..storable import storable_text
-from ..store import control, cycle, lifecycle, workers
+from ..store import control, counters, cycle, lifecycle, workers
 from ..store.claim import ClaimState
 from ..store.db import send_task_signal
 from .heartbeat import Identity
@@ -106,6 +113,8 @@ class ClaimLoop:
         self.claim_state = ClaimState()
         self._outcomes: queue.SimpleQueue[lifecycle.Outcome] = queue.SimpleQueue()
         self._unwritten: list[lifecycle.Outcome] = []
+        # Counts of written outcomes not yet stored (see counters.Buffered).
+        self.counts = counters.Buffered(float(app_settings.COUNTER_FLUSH_INTERVAL))
         self._progress: queue.SimpleQueue[list[tuple[Execution, dict[str, Any]]]] = (
             queue.SimpleQueue()
         )
@@ -205,7 +214,7 @@ class ClaimLoop:
             # Outcomes of the last batch and the claim of the next share one short
             # transaction: one commit per cycle (on PostgreSQL one round trip for both).
             applied, claimed = cycle.write_and_claim(
-                batch, worker_id, limit, self.domains, self.policy, self.claim_state
+                batch, worker_id, limit, self.domains, self.policy, self.claim_state, self.counts
             )
         except DATA_ERRORS as exc:
             self._write_one_by_one(batch, exc)
@@ -351,7 +360,9 @@ class ClaimLoop:
         if not batch:
             return
         try:
-            self._account(batch, lifecycle.apply_outcomes(batch))
+            with transaction.atomic(), self.counts.gathering():
+                applied = lifecycle.apply_outcomes(batch)
+            self._account(batch, applied)
         except DATA_ERRORS as exc:
             self._write_one_by_one(batch, exc)
 

@@ -43,13 +43,18 @@ def test_metrics__real_workers_counts_survive_a_killed_worker_and_pruning(
     flaky.submit(fail_times=1)
     flaky.submit(fail_times=2)
     boom.submit()
-    burst = worker_factory("--burst", "--concurrency", "2")
+    # Its counts stay in its memory until it stops (an hour's interval): the stop stores them.
+    burst = worker_factory(
+        "--burst", "--concurrency", "2", settings={"COUNTER_FLUSH_INTERVAL": 3600}
+    )
     assert burst.wait(60) == 0, burst.output()
-    # A second worker runs more and is killed: its counters stay with its id for now.
+    # A second worker runs more, stores their counts within its interval (1 s) though it has
+    # nothing more to do, and is killed: its counters stay with its id for now.
     killed = worker_factory("--concurrency", "2")
     killed_id = worker_id_of(killed)
     record.submit_batch([{"n": n} for n in range(5, 8)])
     wait_until(lambda: TaskHistory.objects.count() == 11)
+    wait_until(lambda: counters().get(("taskmill_tasks_completed_total", "tests::record")) == 8)
     killed.send(signal.SIGKILL)
     killed.wait(30)
 

@@ -11,11 +11,13 @@ import uuid
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
+from psycopg.pq import PipelineStatus
 
 from taskmill_django import RateLimit, scheduler, signals
 from taskmill_django.models import Task, TaskHistory
 from taskmill_django.store import claim, control, cycle, lifecycle, workers
 from taskmill_django.store.claim import ClaimState
+from taskmill_django.store.claim.sql import claim_sql
 from tests.testapp.tasks import echo, record
 
 executes = pytest.mark.django_db(transaction=True)
@@ -86,22 +88,53 @@ def test_cycle__outcomes_needing_more_than_a_move_are_written_too():
     assert set(TaskHistory.objects.values_list("id", flat=True)) == {plain.id, dependency.id}
 
 
+def _prepared() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
 @pytest.mark.postgres_only
 @executes
-def test_cycle__moves_finished_tasks_in_the_claims_round_trip_on_postgres():
+def test_cycle__sends_the_move_to_history_and_the_claim_prepared_in_one_pipeline(settings):
     running = _claim_after_submitting(4)
     for i in range(4, 8):
         record.submit(n=i)
+    sent: list[tuple[str, bool]] = []  # each statement, and whether it went in a pipeline
 
-    with CaptureQueriesContext(connection) as queries:
+    def in_pipeline(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        sent.append((sql, connection.connection.pgconn.pipeline_status != PipelineStatus.OFF))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(in_pipeline):
         applied, claimed = cycle.write_and_claim(
             [_done(t) for t in running], uuid.uuid4(), 4, None, None
         )
 
     assert (len(applied.written), len(claimed)) == (4, 4)
+    hint = [sql for sql, _ in cycle.PLAN_HINT]
+    assert [sql for sql, _ in sent[: len(hint)]] == hint
+    (moving, _), (claiming, _) = sent[len(hint) : len(hint) + 2]
+    assert "json_to_recordset" in moving and "picked AS MATERIALIZED" in claiming
+    # One round trip for all of them (the counts of the batch follow, outside a worker).
+    assert all(pipelined for _, pipelined in sent[: len(hint) + 2])
+    prepared = _prepared()
+    assert any("json_to_recordset" in sql for sql in prepared)
+    assert any("FOR UPDATE SKIP LOCKED" in sql for sql in prepared)
+
+    # Behind a transaction-mode pooler: nothing prepared, still one round trip (one query).
+    connection.close()
+    settings.TASKMILL = {"TRANSACTION_POOLING": True}
+    running = claimed
+    record.submit(n=9)
+    with CaptureQueriesContext(connection) as queries:
+        applied, claimed = cycle.write_and_claim(
+            [_done(t) for t in running], uuid.uuid4(), 4, None, None
+        )
+    assert (len(applied.written), len(claimed)) == (4, 1)
     sent = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
-    assert len(sent) == 1
     assert sent[0].index("json_to_recordset") < sent[0].index("picked AS MATERIALIZED")
+    assert _prepared() == []
 
 
 @pytest.mark.postgres_only
@@ -191,10 +224,42 @@ def test_cycle__claims_walk_the_dispatch_index_even_with_statistics_of_an_empty_
 
 @executes
 @pytest.mark.postgres_only
+def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unknown():
+    # A generic plan guesses a tenth of the pending rows for ``LIMIT $1``: left to itself the
+    # planner then joins the picked ids to a scan of the whole table.
+    record.submit_batch([{"n": n} for n in range(5000)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task")
+    numbered = (
+        claim_sql("postgresql", 0)
+        .replace("%s", "$1", 1)
+        .replace("%s", "$2", 1)
+        .replace("%s", "$3", 1)
+    )
+
+    with transaction.atomic():
+        for sql, _ in cycle.PLAN_HINT:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        with connection.cursor() as cursor:
+            cursor.execute(f"PREPARE tm_claim (bigint, uuid, uuid) AS {numbered}")
+            cursor.execute("EXPLAIN EXECUTE tm_claim (4, %s, %s)", [uuid.uuid4(), uuid.uuid4()])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("DEALLOCATE tm_claim")
+        transaction.set_rollback(True)
+
+    assert "Index Scan using taskmill_task_dispatch" in plan, plan
+    assert "Index Scan using taskmill_task_pkey" in plan, plan
+    assert "Seq Scan" not in plan and "Hash" not in plan and "Sort" not in plan, plan
+
+
+@executes
+@pytest.mark.postgres_only
 def test_cycle__sends_the_plan_hint_first_in_its_transaction():
     record.submit(n=1)
     with CaptureQueriesContext(connection) as queries:
         cycle.write_and_claim([], uuid.uuid4(), 1, None, None)
-    sent = [q["sql"] for q in queries.captured_queries]
-    claiming = next(sql for sql in sent if "FOR UPDATE SKIP LOCKED" in sql)
-    assert claiming.startswith(cycle.PLAN_HINT[0][0]), sent
+    sent = [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    hint = [sql for sql, _ in cycle.PLAN_HINT]
+    assert sent[: len(hint)] == hint, sent
+    assert "FOR UPDATE SKIP LOCKED" in sent[len(hint)]

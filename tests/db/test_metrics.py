@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import transaction
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmill_django import scheduler
 from taskmill_django.models import TaskCounter, TaskHistory
-from taskmill_django.store import lifecycle, maintenance, workers
+from taskmill_django.store import counters, lifecycle, maintenance, workers
 from taskmill_django.store.counters import SHARED
 from tests.db.conftest import claim_one, finish
 from tests.testapp.tasks import echo, record
@@ -91,6 +92,31 @@ def test_metrics__counters_survive_pruning_history():
     assert scheduler.metrics_snapshot().counters == before
     assert before["tasks_completed_total"] == 3
     assert before["tasks_submitted_total"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics__a_workers_buffered_counts_are_stored_only_with_a_commit():
+    buffered = counters.Buffered(interval=3600)
+    record.submit()
+    task = claim_one()
+
+    # A cycle that fails: its counts neither reach the database nor stay in the buffer.
+    with pytest.raises(RuntimeError), transaction.atomic(), buffered.gathering():
+        finish(task, duration_ms=40)
+        raise RuntimeError("the cycle's commit never happens")
+    assert not buffered.tally.counts
+    assert not TaskCounter.objects.exists()
+
+    # The same outcome written again: counted once, held in memory until the buffer is due.
+    with transaction.atomic(), buffered.gathering():
+        finish(task, duration_ms=40)
+    assert not TaskCounter.objects.exists()
+    assert buffered.tally.counts[(str(task.worker_id), "tests::record", "completed")] == 1
+
+    buffered.flush()
+    assert not buffered.tally.counts
+    assert scrape()["taskmill_tasks_completed_total", of("tests::record")] == 1
+    assert scrape()["taskmill_task_duration_seconds_count", of("tests::record")] == 1
 
 
 def test_metrics__counters_of_a_removed_worker_survive_folding():

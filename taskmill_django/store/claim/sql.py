@@ -24,7 +24,7 @@ from ...models.task import TaskQuerySet
 from ...policy import io
 from ...policy.config import Policy
 from ...policy.fair import UNGROUPED
-from ..db import qn
+from ..db import preparable, qn
 
 ORDER = '"priority", "id"'  # dispatch order (identifiers quoted the same way everywhere)
 SQLITE_NOW = "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'NOW')"
@@ -56,13 +56,15 @@ def claim_sql(vendor: str, domain_count: int, *, by_ids: bool = False) -> str:
             pick = f"AND {qn('id')} IN (SELECT value FROM json_each(%s))"  # noqa: S608
         else:
             pick = f"ORDER BY {ORDER} LIMIT %s"
-    return claim_statement(
+    sql = claim_statement(
         vendor,
         f"SELECT {qn('id')} FROM {table} "  # noqa: S608
         f"WHERE {qn('status')} = 'pending' AND ({qn('run_after')} IS NULL "
         f"OR {qn('run_after')} <= {due}) AND ({qn('expires_at')} IS NULL "
         f"OR {qn('expires_at')} > {now}){domain_sql} {pick}",
     )
+    # The ungated claim runs in every cycle of every worker: kept prepared (db.run_together).
+    return preparable(sql) if vendor == "postgresql" and not by_ids else sql
 
 
 # The columns a claim returns: what a worker, its task's context and the task body's usual
