@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 from django.dispatch import Signal
 from django.test import Client
 from django.utils import timezone
@@ -25,6 +27,26 @@ from taskmill_django.models import (
     TaskTag,
 )
 from taskmill_django.store import claim, lifecycle
+
+
+@contextmanager
+def round_trips() -> Iterator[list[list[str]]]:
+    """What a block sends, one list of statements per round trip: statements that travel
+    together (one simple query, or one psycopg pipeline on PostgreSQL) share a list. The
+    BEGIN and COMMIT Django sends itself are not counted."""
+    trips: list[list[str]] = []
+    last: list[object] = [None]  # the pipeline of the last statement (None: not in one)
+
+    def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        pipeline = getattr(connection.connection, "_pipeline", None)
+        if pipeline is None or pipeline is not last[0]:
+            trips.append([])
+        trips[-1].append(sql)
+        last[0] = pipeline
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count):
+        yield trips
 
 
 @pytest.fixture
