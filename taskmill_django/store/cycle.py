@@ -1,9 +1,10 @@
 """The worker's cycle: write the last batch's outcomes and claim the next under one commit.
 
 On PostgreSQL the statement that moves finished tasks to history travels with the claim's
-first round trip (ahead of any savepoint a gated claim may roll back to): with psycopg 3's
-client-side binding (Django's default) both go as one query, and a cycle costs BEGIN, that
-query and COMMIT. At a few tasks per cycle a worker mostly waits on round trips. What
+first round trip (ahead of any savepoint a gated claim may roll back to): for the ungated
+claim both are prepared statements in one pipeline with the transaction's BEGIN, and a cycle
+costs that round trip and COMMIT; a cycle with nothing to write is the claim alone, one round
+trip committed on its own. At a few tasks per cycle a worker mostly waits on round trips. What
 follows from those ends (dependents to settle, parents to tell, reruns to start) and the
 outcomes that keep a task active (retries, releases) are written after the claim, in the
 same transaction: a dependent made due there is claimed by the next cycle. Elsewhere the
@@ -23,7 +24,7 @@ from django.db.models.functions import Now
 from ..models import Task
 from ..policy.config import Policy
 from . import claim, counters, lifecycle
-from .db import Ahead, preparable
+from .db import Ahead, pipelines, preparable
 
 
 def write_and_claim(
@@ -45,9 +46,17 @@ def write_and_claim(
         if counts is not None and counts.due():
             counts.flush()
         return lifecycle.Applied([], []), []
+    plain = policy is None or policy.is_trivial
+    flush = counts is not None and counts.due()
+    if not outcomes and plain and not flush and _is_postgres() and pipelines():
+        # Nothing to write: the claim alone, committed at the end of its one round trip (an
+        # idle worker picking up a task it was woken for pays no BEGIN and COMMIT).
+        alone = Ahead([], prelude=PLAN_HINT)
+        return lifecycle.Applied([], []), claim.claim_committed_batch(
+            worker_id, limit, domains, alone
+        )
     with transaction.atomic(), counts.gathering() if counts else nullcontext():
         moved = lifecycle.moving_ahead(outcomes)
-        plain = policy is None or policy.is_trivial
         if moved is None:
             applied = lifecycle.apply_outcomes(outcomes)
             hint = Ahead([], prelude=PLAN_HINT) if plain and _is_postgres() else None

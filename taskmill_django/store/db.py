@@ -86,7 +86,7 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
         return results[len(ahead.statements) :]
     if not statements:
         return []
-    if all(sql in _PREPARABLE for sql, _ in statements) and _pipelines():
+    if all(sql in _PREPARABLE for sql, _ in statements) and pipelines():
         return _run_pipelined(statements)
     with connection.cursor() as cursor:
         if not _sends_many_at_once():
@@ -147,7 +147,7 @@ def _pipeline_supported() -> bool:
     return bool(psycopg.Pipeline.is_supported())
 
 
-def _pipelines() -> bool:
+def pipelines() -> bool:
     """Prepared statements in a pipeline: PostgreSQL through psycopg 3 with a libpq that
     pipelines, off a transaction-mode pooler, unless the project turned preparing off."""
     if not _prepares():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -256,6 +257,28 @@ def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unkno
     assert "Index Scan using taskmill_task_dispatch" in plan, plan
     assert "Index Scan using taskmill_task_pkey" in plan, plan
     assert "Seq Scan" not in plan and "Hash" not in plan and "Sort" not in plan, plan
+
+
+@executes
+@pytest.mark.postgres_only
+def test_cycle__with_nothing_to_write_the_claim_commits_alone_in_one_round_trip():
+    waiting = record.submit(n=1)
+    with round_trips() as trips, CaptureQueriesContext(connection) as queries:
+        applied, claimed = cycle.write_and_claim([], uuid.uuid4(), 4, None, None)
+
+    assert applied.written == [] and [t.id for t in claimed] == [waiting.id]
+    assert len(trips) == 1 and "FOR UPDATE SKIP LOCKED" in trips[0][-1]
+    assert not any(q["sql"] in ("BEGIN", "COMMIT") for q in queries.captured_queries)
+    assert not connection.in_atomic_block
+    # Committed: another session sees the task running under the claim's lease.
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as other:
+        row = other.execute(
+            "SELECT status, lease_token FROM taskmill_task WHERE id = %s", [waiting.id]
+        ).fetchone()
+    assert row == ("running", claimed[0].lease_token)
 
 
 @executes

@@ -11,7 +11,7 @@ its claim loop). The rest of the package uses only the names below.
 from __future__ import annotations
 
 from .load import CLAIM_LOCK
-from .paths import claim_batch
+from .paths import claim_batch, claim_committed_batch
 from .rows import claim_ids, claim_returning, claimed_tasks
 from .shares import current_shares
 from .state import ClaimState
@@ -20,6 +20,7 @@ __all__ = [
     "CLAIM_LOCK",
     "ClaimState",
     "claim_batch",
+    "claim_committed_batch",
     "claim_ids",
     "claim_returning",
     "claimed_tasks",
