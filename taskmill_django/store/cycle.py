@@ -75,10 +75,10 @@ def write_and_claim(
 # The cycle's statements are prepared (db.run_together) and planned once per connection: a
 # generic plan, which does not know the LIMIT and guesses a tenth of the table, so hash and
 # merge joins are off too (the claim would otherwise join its few ids to a scan of the whole
-# table, and the move to history its outcomes to every running row); every join the cycle
-# makes is by primary key. JIT is off: a disabled node's cost crosses ``jit_above_cost``,
-# and a cached plan would compile at every run. Gated claims (caps, rate limits, fair shares,
-# aging) read group heads and candidates their own way and keep the planner's choice.
+# table; it looks them up by primary key). JIT is off: a disabled node's cost crosses
+# ``jit_above_cost``, and a cached plan would compile at every run. Gated claims (caps, rate
+# limits, fair shares, aging) read group heads and candidates their own way and keep the
+# planner's choice.
 PLAN_HINT = (
     (
         preparable(
