@@ -52,9 +52,7 @@ def write_and_claim(
         # Nothing to write: the claim alone, committed at the end of its one round trip (an
         # idle worker picking up a task it was woken for pays no BEGIN and COMMIT).
         alone = Ahead([], prelude=PLAN_HINT)
-        return lifecycle.Applied([], []), claim.claim_committed_batch(
-            worker_id, limit, domains, alone
-        )
+        return lifecycle.Applied([], []), claim.claim_committed(worker_id, limit, domains, alone)
     with transaction.atomic(), counts.gathering() if counts else nullcontext():
         moved = lifecycle.moving_ahead(outcomes)
         if moved is None:

@@ -174,16 +174,6 @@ def _prepares() -> bool:
     return bool(is_psycopg3)
 
 
-def _server_binding_cursor() -> Any:
-    """A cursor that binds parameters on the server and prepares what it runs, wrapped as
-    Django wraps every cursor (query logging, execute wrappers, error translation)."""
-    db = connections[DEFAULT_DB_ALIAS]
-    db.ensure_connection()
-    psycopg_connection = _allow_preparing(db)
-    with db.wrap_database_errors:
-        return _wrapped(db, psycopg_connection, True, _zone_to_register(db, psycopg_connection))
-
-
 def _allow_preparing(db: Any) -> Any:
     """The psycopg connection of ``db``, set to prepare what a cursor asks it to."""
     psycopg_connection = db.connection
@@ -221,10 +211,17 @@ def prepared_cursor() -> Any:
 
     Django's PostgreSQL cursors bind parameters on the client and Django turns psycopg's
     automatic preparation off (for transaction-mode poolers). This cursor binds them on the
-    server and prepares what it runs. Where statements may not be prepared (``_prepares``),
-    and on other databases, it is Django's ordinary cursor.
+    server and prepares what it runs, wrapped as Django wraps every cursor (query logging,
+    execute wrappers, error translation). Where statements may not be prepared
+    (``_prepares``), and on other databases, it is Django's ordinary cursor.
     """
-    return _server_binding_cursor() if _prepares() else connection.cursor()
+    if not _prepares():
+        return connection.cursor()
+    db = connections[DEFAULT_DB_ALIAS]
+    db.ensure_connection()
+    psycopg_connection = _allow_preparing(db)
+    with db.wrap_database_errors:
+        return _wrapped(db, psycopg_connection, True, _zone_to_register(db, psycopg_connection))
 
 
 @functools.cache

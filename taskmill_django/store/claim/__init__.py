@@ -11,8 +11,8 @@ its claim loop). The rest of the package uses only the names below.
 from __future__ import annotations
 
 from .load import CLAIM_LOCK
-from .paths import claim_batch, claim_committed_batch
-from .rows import claim_ids, claim_returning, claimed_tasks
+from .paths import claim_batch
+from .rows import claim_committed, claim_ids, claim_returning, claimed_tasks
 from .shares import current_shares
 from .state import ClaimState
 
@@ -20,7 +20,7 @@ __all__ = [
     "CLAIM_LOCK",
     "ClaimState",
     "claim_batch",
-    "claim_committed_batch",
+    "claim_committed",
     "claim_ids",
     "claim_returning",
     "claimed_tasks",

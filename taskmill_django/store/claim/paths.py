@@ -26,7 +26,7 @@ from . import buckets
 from .buckets import Claim
 from .candidates import OVERFETCH, candidates, candidates_per_share, may_have_aged
 from .load import Load, read_state, state_from, state_statements
-from .rows import claim_committed, claim_from, claim_ids, claim_returning, claimed_tasks
+from .rows import claim_from, claim_ids, claim_returning, claimed_tasks
 from .shares import current_shares, noting_dry_groups, rooms, running_by_group
 from .sql import Filters, claim_from_statement, heads, heads_with_rooms, plain_filters
 from .state import ClaimState, PolicyMemo
@@ -58,15 +58,6 @@ def claim_batch(
     if policy is not None and not policy.is_trivial:
         return claim_gated(token, worker_id, limit, domains, policy, state or ClaimState(), ahead)
     return claim_returning(token, worker_id, limit, domains, ahead=ahead)
-
-
-def claim_committed_batch(
-    worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None, ahead: Ahead | None = None
-) -> list[Task]:
-    """``claim_batch`` without a policy, committed on its own (``rows.claim_committed``)."""
-    if limit <= 0:
-        return []
-    return claim_committed(uuid.uuid4(), worker_id, limit, domains, ahead)
 
 
 # --- the gated claim -------------------------------------------------------------------------

@@ -48,16 +48,14 @@ def claim_returning(
 
 
 def claim_committed(
-    token: uuid.UUID,
-    worker_id: uuid.UUID,
-    limit: int,
-    domains: Sequence[str] | None,
-    ahead: Ahead | None = None,
+    worker_id: uuid.UUID, limit: int, domains: Sequence[str] | None, ahead: Ahead | None = None
 ) -> list[Task]:
     """PostgreSQL, outside any transaction, where ``db.pipelines()``: the ungated claim and
     ``ahead`` in one pipeline, which PostgreSQL runs as one implicit transaction committed at
     its end. One round trip, where a transaction costs BEGIN and COMMIT on top."""
-    return _claim_returning(token, worker_id, limit, domains, ahead=ahead)
+    if limit <= 0:
+        return []
+    return _claim_returning(uuid.uuid4(), worker_id, limit, domains, ahead=ahead)
 
 
 def _claim_returning(
