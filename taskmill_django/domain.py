@@ -391,6 +391,7 @@ class _Builder:
             key=dedup_key(self.key_material, canonical, explicit),
             label=self.label if self.label is not None else (explicit or definition.name)[:255],
             payload=dict(payload),
+            payload_json=canonical,
             **self.shared,
         )
 

@@ -108,6 +108,9 @@ class NewTask:
     depends_on: tuple[int, ...] = ()
     on_dependency_failure: str = "cancel"
     fail_fast: bool = True
+    # The payload's canonical JSON text, kept from validation so a bulk load does not
+    # serialise every payload twice (None: serialise ``payload`` when writing).
+    payload_json: str | None = None
 
 
 @dataclass(frozen=True)

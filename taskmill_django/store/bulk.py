@@ -34,6 +34,12 @@ class Column:
     kind: str = "plain"  # plain | json | datetime | bool
 
 
+class JsonText(str):
+    """A json column's value given as its JSON text already (not serialised again)."""
+
+    __slots__ = ()
+
+
 def supports_set_insert() -> bool:
     return connection.vendor in ("postgresql", "sqlite")
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -24,8 +24,8 @@ from ..enums import PARKING_REASONS, DuplicateStrategy, HistoryStatus, OutcomeKi
 from ..exceptions import DuplicateTaskError, ValidationError
 from ..models import PausedGroup, Task, TaskTag
 from ..records import NewTask, SubmitOutcome
-from . import bulk
-from .db import CHUNK, chunks, send_on_commit
+from . import bulk, bulk_copy
+from .db import CHUNK, chunks, is_postgres, send_on_commit
 from .dependencies import add_dependencies, check_dependencies_exist
 from .history import move_to_history
 
@@ -110,8 +110,9 @@ def _submit_tasks(new_tasks: Sequence[NewTask]) -> list[SubmitOutcome]:
         check_dependencies_exist({d for t in new_tasks for d in t.depends_on})
         _adopt_children({t.parent_id for t in new_tasks if t.parent_id is not None})
         outcomes: list[SubmitOutcome] = []
+        copying = _Copying()
         for chunk in chunks(list(new_tasks), CHUNK):
-            outcomes.extend(_submit_chunk(chunk))
+            outcomes.extend(_submit_chunk(chunk, copying))
         _preempt(new_tasks, outcomes)
         if carrier is not None:
             _keep_trace_context(outcomes, carrier)
@@ -204,7 +205,15 @@ def _paused_groups(groups: set[str]) -> set[str]:
     )
 
 
-def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
+@dataclass
+class _Copying:
+    """Whether this submission still tries ``COPY`` for its large chunks: not after one
+    met a taken key (a batch that repeats keys would pay a wasted copy per chunk)."""
+
+    allowed: bool = True
+
+
+def _submit_chunk(chunk: Sequence[NewTask], copying: _Copying) -> list[SubmitOutcome]:
     """Insert first; only keys that turn out occupied are looked at (and locked) afterwards.
 
     The common case, a new key, costs one INSERT ... ON CONFLICT DO NOTHING and nothing else.
@@ -227,7 +236,7 @@ def _submit_chunk(chunk: Sequence[NewTask]) -> list[SubmitOutcome]:
             pending[task.key] = (index, task)
     replaced: dict[str, int] = {}
     for _ in range(_MAX_RACE_RETRIES):
-        inserted = _insert([task for _, task in pending.values()], now)
+        inserted = _insert([task for _, task in pending.values()], now, copying)
         for key, task_id in inserted.items():
             kind = OutcomeKind.SUPERSEDED if key in replaced else OutcomeKind.INSERTED
             outcomes[pending[key][0]] = SubmitOutcome(kind, task_id, replaced_id=replaced.get(key))
@@ -312,11 +321,14 @@ def _release_key(twin: Task, reason: str) -> None:
     )
 
 
-def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
+def _insert(new_tasks: list[NewTask], now: datetime, copying: _Copying) -> dict[str, int]:
     """Insert tasks whose key is free; return {key: id} of those inserted (others are occupied)."""
     if not new_tasks:
         return {}
-    if bulk.supports_set_insert():
+    copied = _copy(new_tasks, now, copying)
+    if copied is not None:
+        ids = copied
+    elif bulk.supports_set_insert():
         ids = dict(
             bulk.insert_rows(
                 "taskmill_task",
@@ -343,6 +355,24 @@ def _insert(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
     if edges:
         add_dependencies(edges)
     return ids
+
+
+def _copy(new_tasks: list[NewTask], now: datetime, copying: _Copying) -> dict[str, int] | None:
+    """PostgreSQL, many rows: insert them all with ``COPY`` ({key: id}); None when that is
+    not worth it or a key was taken (nothing kept: the caller inserts them the other way)."""
+    if not copying.allowed or len(new_tasks) < bulk_copy.MIN_ROWS or not is_postgres():
+        return None
+    ids = bulk_copy.copy_rows(
+        "taskmill_task",
+        _COLUMNS,
+        [_values(task, now, payload=_json_text(task)) for task in new_tasks],
+        order_by=_KEY_COLUMN,
+        notify=True,
+    )
+    if ids is None:
+        copying.allowed = False
+        return None
+    return {task.key: task_id for task, task_id in zip(new_tasks, ids, strict=True)}
 
 
 def _insert_one_by_one(new_tasks: list[NewTask], now: datetime) -> dict[str, int]:
@@ -387,10 +417,16 @@ _COLUMNS = (
     _C("expected_net_tx_bytes", "bigint"),
 )
 _FIELD_NAMES = tuple(c.name for c in _COLUMNS)
+_KEY_COLUMN = _FIELD_NAMES.index("key")
 _TAG_COLUMNS = (_C("task_id", "bigint"), _C("key", "text"), _C("value", "text"))
 
 
-def _values(task: NewTask, now: datetime) -> tuple[object, ...]:
+def _json_text(task: NewTask) -> object:
+    return task.payload if task.payload_json is None else bulk.JsonText(task.payload_json)
+
+
+def _values(task: NewTask, now: datetime, payload: object = None) -> tuple[object, ...]:
+    """The row of ``_COLUMNS`` for ``task``; ``payload`` stands in for its payload."""
     run_after = task.run_after
     if isinstance(run_after, timedelta):
         run_after = now + run_after
@@ -405,7 +441,7 @@ def _values(task: NewTask, now: datetime) -> tuple[object, ...]:
         task.label,
         task.priority,
         TaskStatus.BLOCKED.value if task.depends_on else TaskStatus.PENDING.value,
-        task.payload,
+        task.payload if payload is None else payload,
         task.group_key,
         task.parent_id,
         task.fail_fast,
