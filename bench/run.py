@@ -2,6 +2,7 @@
 
     python3 dev.py bench [SCENARIO ...] [--db sqlite|postgres|all] [--quick] [--rev REV]
                          [--pending 10000,100000] [--history 0,1000000]
+                         [--operator-history 10000000]
     .venv/bin/python bench/run.py ...                 (the same, without the venv check)
 
 Scenarios (default: enqueue, process, async, latency; about two minutes): ``enqueue``,
@@ -19,6 +20,7 @@ target, only on a broken run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -84,6 +86,7 @@ def run_child(
     analyze: bool = False,
     growth_sizes: tuple[list[int], list[int]] = ([], []),
     floors: bool = True,
+    operator_history: int | None = None,
 ) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"taskmill-bench-{db}-"))
     os.environ["TASKMILL_BENCH_DB"] = db
@@ -99,6 +102,8 @@ def run_child(
     sizes = scenarios.Sizes.quick() if quick else scenarios.Sizes()
     if os.environ.get("TASKMILL_BENCH_TINY"):  # the smoke test: every path, in seconds
         sizes = scenarios.Sizes.tiny()
+    if operator_history is not None:
+        sizes = dataclasses.replace(sizes, operator_history=operator_history)
     ctx = scenarios.Context(db=db, workdir=workdir, sizes=sizes, analyze_after_fill=analyze)
     results: dict[str, Any] = {}
     meta = {
@@ -572,6 +577,12 @@ def main(argv: list[str]) -> int:
         f" {','.join(map(str, GROWTH_HISTORY))})",
     )
     parser.add_argument(
+        "--operator-history",
+        type=int,
+        default=None,
+        help="operator: history rows to fill (default 1000000; 100000 with --quick)",
+    )
+    parser.add_argument(
         "--analyze-after-fill",
         action="store_true",
         help="PostgreSQL: ANALYZE the task table after the pre-fill (planner statistics)",
@@ -615,6 +626,7 @@ def main(argv: list[str]) -> int:
             args.analyze_after_fill,
             (pending, history),
             not args.no_floor,
+            args.operator_history,
         )
 
     if not args.db:
@@ -642,6 +654,8 @@ def main(argv: list[str]) -> int:
             child += ["--no-floor"] if args.no_floor else []
             child += ["--pending", ",".join(map(str, pending))]
             child += ["--history", ",".join(map(str, history))]
+            if args.operator_history is not None:
+                child += ["--operator-history", str(args.operator_history)]
             status = subprocess.run(child, cwd=tree, check=False).returncode
             print(f"({db} took {time.monotonic() - started:.0f}s)")
             produced = tree / "bench" / results_path(db).name
