@@ -73,7 +73,9 @@ def write_and_claim(
 # The cycle's statements are prepared (db.run_together) and planned once per connection: a
 # generic plan, which does not know the LIMIT and guesses a tenth of the table, so hash and
 # merge joins are off too (the claim would otherwise join its few ids to a scan of the whole
-# table; it looks them up by primary key). JIT is off: a disabled node's cost crosses
+# table; it looks them up by primary key), and so are sequential scans (the move to history
+# finds its rows by primary key, one probe per outcome, where a generic plan that guesses a
+# hundred outcomes would read a small table whole). JIT is off: a disabled node's cost crosses
 # ``jit_above_cost``, and a cached plan would compile at every run. Gated claims (caps, rate
 # limits, fair shares, aging) read group heads and candidates their own way and keep the
 # planner's choice.
@@ -81,6 +83,7 @@ PLAN_HINT = (
     (
         preparable(
             "SELECT set_config('enable_sort', 'off', true), "
+            "set_config('enable_seqscan', 'off', true), "
             "set_config('enable_hashjoin', 'off', true), "
             "set_config('enable_mergejoin', 'off', true), "
             "set_config('jit', 'off', true), "

@@ -8,6 +8,12 @@ inserts their history rows, moves their tags and drops their edges, and returns 
 needs for signals, follow-ups and the stored counters (``counters``). Rows whose lease changed
 simply do not match: nothing of a zombie's outcome is written (G3). All timestamps come from
 the database clock.
+
+The rows are found by primary key, one probe per outcome, whatever the statistics say: the
+running check is written so that no index can serve it (``status || ''``). Written plainly,
+it matches the partial index of running rows, and statistics taken while few tasks ran (the
+cycle's plan is generic, with hash joins off) made the planner read every running row and
+compare each with each outcome: 10 ms per cycle at 5,000 running tasks instead of 0.2.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ WITH o AS (
 ),
 done AS (
   DELETE FROM taskmill_task t USING o
-  WHERE t.id = o.id AND t.lease_token = o.token AND t.status = 'running'
+  WHERE t.id = o.id AND t.lease_token = o.token AND t.status || '' = 'running'
     AND NOT t.has_requeue AND NOT t.has_children
   RETURNING t.*,
             CASE WHEN t.cancel_reason IN ('', {parking}) THEN o.status

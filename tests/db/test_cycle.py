@@ -16,7 +16,7 @@ from psycopg.pq import PipelineStatus
 
 from taskmill_django import RateLimit, scheduler, signals
 from taskmill_django.models import Task, TaskHistory
-from taskmill_django.store import claim, control, cycle, lifecycle, workers
+from taskmill_django.store import claim, control, cycle, finish_pg, lifecycle, workers
 from taskmill_django.store.claim import ClaimState
 from taskmill_django.store.claim.sql import claim_sql
 from tests.db.conftest import round_trips
@@ -257,6 +257,36 @@ def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unkno
     assert "Index Scan using taskmill_task_dispatch" in plan, plan
     assert "Index Scan using taskmill_task_pkey" in plan, plan
     assert "Seq Scan" not in plan and "Hash" not in plan and "Sort" not in plan, plan
+
+
+@executes
+@pytest.mark.postgres_only
+def test_cycle__finished_tasks_are_found_by_primary_key_however_many_run():
+    # Statistics taken while nothing ran say running rows are rare: left to itself the
+    # planner then reads every running row and compares each with each outcome.
+    record.submit_batch([{"n": n} for n in range(3000)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task")
+        cursor.execute(
+            "UPDATE taskmill_task SET status = 'running', lease_token = gen_random_uuid() "
+            "WHERE id IN (SELECT id FROM taskmill_task ORDER BY id LIMIT 2000)"
+        )
+    finished = Task.objects.filter(status="running").order_by("-id")[:4]
+    (statement, params), *_ = finish_pg.finish_ahead([_done(task) for task in finished]).statements
+
+    with transaction.atomic():
+        for sql, _ in cycle.PLAN_HINT:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        with connection.cursor() as cursor:
+            cursor.execute(f"PREPARE tm_finish (text) AS {statement.replace('%s', '$1')}")
+            cursor.execute("EXPLAIN EXECUTE tm_finish (%s)", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("DEALLOCATE tm_finish")
+        transaction.set_rollback(True)
+
+    assert "Index Scan using taskmill_task_pkey on taskmill_task t" in plan, plan
+    assert "taskmill_task_worker" not in plan, plan
 
 
 @executes
