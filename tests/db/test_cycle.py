@@ -11,6 +11,7 @@ import uuid
 import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
+from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from psycopg.pq import PipelineStatus
 
@@ -18,7 +19,7 @@ from taskmill_django import RateLimit, scheduler, signals
 from taskmill_django.models import Task, TaskHistory
 from taskmill_django.store import claim, control, cycle, finish_pg, lifecycle, workers
 from taskmill_django.store.claim import ClaimState
-from taskmill_django.store.claim.sql import claim_sql
+from taskmill_django.store.claim.sql import CLAIMED_FIELDS, claim_sql
 from tests.db.conftest import round_trips
 from tests.testapp.tasks import echo, record
 
@@ -257,6 +258,41 @@ def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unkno
     assert "Index Scan using taskmill_task_dispatch" in plan, plan
     assert "Index Scan using taskmill_task_pkey" in plan, plan
     assert "Seq Scan" not in plan and "Hash" not in plan and "Sort" not in plan, plan
+
+
+@executes
+def test_claim__a_claimed_task_is_the_row_the_orm_would_load():
+    submitted = record.using(priority=5, ttl=60, group="g").submit(n=7)
+    (claimed,) = _claim(1)
+    stored = Task.objects.get(id=submitted.id)
+
+    assert {name: getattr(claimed, name) for name in CLAIMED_FIELDS} == {
+        name: getattr(stored, name) for name in CLAIMED_FIELDS
+    }
+    assert claimed.get_deferred_fields() == {
+        f.attname for f in Task._meta.concrete_fields if f.name not in CLAIMED_FIELDS
+    }
+    assert claimed.progress_message == ""  # deferred: read on first access
+    claimed.progress_message = "halfway"
+    claimed.save(update_fields=["progress_message"])
+    assert Task.objects.get(id=submitted.id).progress_message == "halfway"
+    assert (claimed._state.adding, claimed._state.db) == (False, connection.alias)
+
+
+@executes
+def test_claim__post_init_receivers_see_claimed_tasks():
+    seen: list[int] = []
+
+    def receiver(sender: type[Task], instance: Task, **kwargs: object) -> None:
+        seen.append(instance.id)
+
+    waiting = record.submit(n=1)
+    post_init.connect(receiver, sender=Task)
+    try:
+        _claim(1)
+    finally:
+        post_init.disconnect(receiver, sender=Task)
+    assert seen == [waiting.id]
 
 
 @executes

@@ -18,7 +18,9 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Field
+from django.db.models.base import ModelState
 from django.db.models.functions import Coalesce, Now
+from django.db.models.signals import post_init, pre_init
 
 from ...enums import TaskStatus
 from ...models import Task
@@ -28,8 +30,9 @@ from .sql import CLAIMED_FIELDS, claim_from_statement, claim_sql, claimed_fields
 # Statements to run right after a claim statement, in the same round trip where the driver
 # allows (see db.run_together): the payment for what the claim took (``buckets.py``).
 Then = Sequence[tuple[str, Sequence[object]]]
-# Per column: the backend's and the field's converters, and the column expression they take.
-Converters = list[tuple[list[Callable[..., Any]], Any]]
+# Per column that has any: its index, the backend's and the field's converters, and the column
+# expression they take.
+Converters = list[tuple[int, list[Callable[..., Any]], Any]]
 
 
 def claim_returning(
@@ -149,9 +152,29 @@ def claim_ids(token: uuid.UUID, worker_id: uuid.UUID, ids: list[int]) -> list[Ta
 def claimed_tasks(raw_rows: Sequence[tuple[Any, ...]]) -> list[Task]:
     """Tasks from the rows a claim statement returned, in dispatch order."""
     names, converters = _row_layout(connection.vendor)
-    rows = [Task.from_db(connection.alias, names, _convert(row, converters)) for row in raw_rows]
+    alias = connection.alias
+    if pre_init.has_listeners(Task) or post_init.has_listeners(Task):
+        rows = [Task.from_db(alias, names, _convert(row, converters)) for row in raw_rows]
+    else:
+        rows = [_loaded(alias, names, _convert(row, converters)) for row in raw_rows]
     rows.sort(key=lambda t: (t.priority, t.id))
     return rows
+
+
+def _loaded(alias: str, names: list[str], values: list[Any]) -> Task:
+    """The ``Task`` that ``Task.from_db`` builds from these columns, the others deferred.
+
+    ``from_db`` matches every field of the model against the claimed names and ``__init__``
+    then walks them again, setting each and sending ``pre_init`` and ``post_init``: for a
+    claim, which builds one instance per task, that was the largest Python cost per task of
+    the worker. Used when nobody listens to those signals for ``Task``; a field left out is
+    deferred exactly as ``from_db`` leaves it (absent from the instance's ``__dict__``)."""
+    task = Task.__new__(Task)
+    task.__dict__.update(zip(names, values, strict=True))
+    state = task._state = ModelState()
+    state.adding = False
+    state.db = alias
+    return task
 
 
 @functools.lru_cache(maxsize=4)
@@ -162,19 +185,23 @@ def _row_layout(vendor: str) -> tuple[list[str], Converters]:
 
 
 def _converters(fields: list[Field[Any, Any]]) -> Converters:
-    """Backend converters (e.g. SQLite text → datetime/UUID/JSON) as the ORM would apply."""
+    """Backend converters (e.g. SQLite text → datetime/UUID/JSON) as the ORM would apply,
+    for the columns that have any."""
     result = []
-    for field in fields:
+    for index, field in enumerate(fields):
         expression = field.get_col(Task._meta.db_table)
         backend = connection.ops.get_db_converters(expression)
         own = expression.get_db_converters(connection)
-        result.append((backend + own, expression))
+        if backend or own:
+            result.append((index, backend + own, expression))
     return result
 
 
 def _convert(row: tuple[Any, ...], converters: Converters) -> list[Any]:
     values = list(row)
-    for index, (funcs, expression) in enumerate(converters):
+    for index, funcs, expression in converters:
+        value = values[index]
         for func in funcs:
-            values[index] = func(values[index], expression, connection)
+            value = func(value, expression, connection)
+        values[index] = value
     return values
