@@ -16,22 +16,43 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import DateTimeField, Model, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.functional import cached_property
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from .. import access
 from ..models import DeadLetter, Schedule, Task, TaskHistory, Worker
+from ..read.counting import bounded_count
 from ..redaction import mask_text
 from . import display
 
 LOG_CHUNK = 500
 
 
+class BoundedCountPaginator(Paginator):
+    """Counts exactly up to ``read.counting.EXACT_UP_TO`` rows and, on PostgreSQL, takes the
+    planner's estimate past it: a list of ten million history rows must not be read whole
+    to say how many pages it has. ``is_estimate`` says which."""
+
+    is_estimate = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if not isinstance(rows, QuerySet):
+            return len(rows)
+        count, self.is_estimate = bounded_count(rows)
+        return count
+
+
 class TaskRowsMixin:
     """List helpers shared by the active-task and history pages (both rows carry id, key,
     label and priority)."""
+
+    paginator: type[Paginator] = BoundedCountPaginator
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

@@ -517,3 +517,25 @@ def test_admin_object_pages__times_to_the_second(admin_client_, history_factory)
     ).content.decode()
 
     assert timezone.localtime(finished).strftime("%Y-%m-%d %H:%M:%S") in page
+
+
+def test_admin_history_list__a_long_list_is_counted_up_to_a_bound_then_estimated(
+    admin_client_, history_factory, monkeypatch
+):
+    from django.db import connection
+
+    from taskmill_django.read import counting
+
+    monkeypatch.setattr(counting, "EXACT_UP_TO", 5)
+    for n in range(12):
+        history_factory(key=f"k{n}")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task_history")
+    url = reverse("admin:taskmill_django_taskhistory_changelist")
+
+    response = admin_client_.get(url)
+
+    assert response.status_code == 200
+    paginator = response.context["cl"].paginator
+    assert (paginator.count, paginator.is_estimate) == (12, connection.vendor == "postgresql")
+    assert response.context["cl"].result_count == 12

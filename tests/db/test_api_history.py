@@ -52,6 +52,29 @@ def test_history__newest_first_with_tags(api, history_factory):
     assert body["count"] == 2
 
 
+def test_history__a_long_list_is_counted_up_to_a_bound_then_estimated(
+    api, history_factory, monkeypatch
+):
+    from django.db import connection
+
+    from taskmill_django.read import counting
+
+    monkeypatch.setattr(counting, "EXACT_UP_TO", 5)
+    made = [history_factory(key=f"k{n}").id for n in range(12)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task_history")
+
+    pages = [api.get(HISTORY, {"limit": 5, "offset": o}).json() for o in (0, 5, 10)]
+    failed = api.get(HISTORY, {"status": "failed"}).json()
+
+    estimated = connection.vendor == "postgresql"
+    assert [(p["count"], p["count_is_estimate"]) for p in pages] == [(12, estimated)] * 3
+    assert sorted(r["id"] for p in pages for r in p["results"]) == made
+    assert ["offset=5" in pages[0]["next"], "offset=10" in pages[1]["next"]] == [True, True]
+    assert pages[2]["next"] is None
+    assert (failed["count"], failed["count_is_estimate"], failed["results"]) == (0, False, [])
+
+
 def test_history__filters(api, history_factory):
     now = timezone.now()
     done = history_factory(status="completed", key="k1", finished_at=now - timedelta(days=3))
