@@ -183,6 +183,8 @@ def run_child(
                 _log(
                     f"  db p50 {r['db_ms']['p50']:.1f} ms, p99 {r['db_ms']['p99']:.1f} ms;"
                     f" end-to-end p50 {r['e2e_ms']['p50']:.1f} ms, p99 {r['e2e_ms']['p99']:.1f} ms"
+                    f" (p50 submit {r['submit_ms']['p50']:.1f} ms, claim to body"
+                    f" {r['start_ms']['p50']:.1f} ms)"
                 )
         if "operator" in only:
             _log("operator views over a filled database ...")

@@ -362,7 +362,9 @@ def pickup_latency(
 
     ``db_ms`` is ``started_at - created_at`` (both written by the database clock: insert and
     claim); ``e2e_ms`` is from just before ``submit()`` to the first line of the task body
-    (wall clock, same machine), so it adds the submit commit and the thread hand-off.
+    (wall clock, same machine), so it adds the submit commit and the thread hand-off;
+    ``submit_ms`` and ``start_ms`` are those two additions (the database runs on the same
+    machine, so its clock is the bench's).
     bench/growth.py runs it on a database it filled (``fresh=False``).
     """
     if fresh:
@@ -387,15 +389,21 @@ def pickup_latency(
     rows = TaskHistory.objects.filter(id__in=list(submitted)).values_list(
         "id", "created_at", "started_at", "result"
     )
-    db_ms, e2e_ms = [], []
+    db_ms, e2e_ms, submit_ms, start_ms = [], [], [], []
     for task_id, created_at, started_at, result in rows:
         db_ms.append((started_at - created_at).total_seconds() * 1000)
         e2e_ms.append((float(result) - submitted[task_id]) * 1000)
+        # The database and the bench share the machine's clock: split the way in three.
+        submit_ms.append((created_at.timestamp() - submitted[task_id]) * 1000)
+        start_ms.append((float(result) - started_at.timestamp()) * 1000)
     return {
         "n": len(db_ms),
         "poll_interval": poll_interval,
         "db_ms": _percentiles(db_ms),
         "e2e_ms": _percentiles(e2e_ms),
+        # Before submit() to the insert's timestamp; the claim's timestamp to the body.
+        "submit_ms": _percentiles(submit_ms),
+        "start_ms": _percentiles(start_ms),
     }
 
 
