@@ -39,9 +39,9 @@ def copy_rows(
     notify: bool = False,
 ) -> list[int] | None:
     """Insert ``rows`` (tuples in ``columns`` order; a json column's value may be given as
-    ``JsonText``) into ``table`` and return their new ids,
-    in ``rows`` order; None when one of them collides with a row already there, in which
-    case none of them was kept. Runs inside the caller's transaction (a savepoint of it).
+    ``JsonText``) into ``table`` and return their new ids in ``rows`` order; None when one of
+    them collides with a row already there, in which case none of them was kept. Runs inside
+    the caller's transaction (a savepoint of it).
 
     Ids are drawn in ``rows`` order (ids keep submission order) but the rows are written
     sorted by the column at ``order_by``: concurrent batches then take their unique-index

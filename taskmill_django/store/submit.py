@@ -216,7 +216,8 @@ class _Copying:
 def _submit_chunk(chunk: Sequence[NewTask], copying: _Copying) -> list[SubmitOutcome]:
     """Insert first; only keys that turn out occupied are looked at (and locked) afterwards.
 
-    The common case, a new key, costs one INSERT ... ON CONFLICT DO NOTHING and nothing else.
+    The common case, a new key, costs one INSERT ... ON CONFLICT DO NOTHING and nothing else
+    (a ``COPY`` for a large chunk on PostgreSQL, see ``bulk_copy``).
     """
     now = clock.now()
     outcomes: list[SubmitOutcome | None] = [None] * len(chunk)
