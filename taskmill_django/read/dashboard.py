@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Avg, Count, FloatField, Q, Value
+from django.db.models import Aggregate, Count, FloatField, Q, Sum, Value
 from django.db.models.functions import Greatest, Now, TruncMinute, TruncSecond
 from django.utils import timezone
 
@@ -191,9 +191,9 @@ def _index(bucket: datetime, start: datetime) -> int:
 class WindowGroup:
     """History finished in the window, counted by type, arrival and departure minute.
 
-    The scan of history that the charts and the type table share: their counts are sums over
-    these groups, so Python loops over groups (types x minutes), never over tasks. ``arrived``
-    is clamped to the window start for tasks created before it.
+    The scan of history that the charts and the type table share: their counts and averages
+    are sums over these groups, so Python loops over groups (types x minutes), never over
+    tasks. ``arrived`` is clamped to the window start for tasks created before it.
     """
 
     domain: str
@@ -203,14 +203,23 @@ class WindowGroup:
     count: int
     completed: int
     failed: int
+    # Sums behind the type table's averages: completed runs' durations (and how many had
+    # one), bytes read and written by every run.
+    duration_ms: float = 0.0
+    timed: int = 0
+    read_bytes: float = 0.0
+    write_bytes: float = 0.0
 
 
 def window_groups(start: datetime) -> list[WindowGroup]:
     """One grouped query over history rows finished since ``start`` (``finished_at`` index).
 
-    Only counts, and no ``domain`` column (it is the prefix of the qualified type): narrow
-    groups let PostgreSQL hash-aggregate the window instead of sorting it.
+    Only counts and sums, and no ``domain`` column (it is the prefix of the qualified type):
+    narrow groups let PostgreSQL hash-aggregate the window instead of sorting it. At a
+    hundred tasks a second the window holds hundreds of thousands of rows, so this is the
+    dashboard's only pass over them for charts and averages.
     """
+    completed = Q(status=HistoryStatus.COMPLETED)
     rows = (
         TaskHistory.objects.filter(finished_at__gte=start)
         .annotate(
@@ -220,8 +229,12 @@ def window_groups(start: datetime) -> list[WindowGroup]:
         .values("task_type", "arrived", "left")
         .annotate(
             n=Count("id"),
-            ok=Count("id", filter=Q(status=HistoryStatus.COMPLETED)),
+            ok=Count("id", filter=completed),
             bad=Count("id", filter=Q(status__in=FAILURES)),
+            duration=Sum("duration_ms", filter=completed),
+            timed=Count("duration_ms", filter=completed),
+            read=Sum("read_bytes"),
+            write=Sum("write_bytes"),
         )
         .order_by()
     )
@@ -234,32 +247,13 @@ def window_groups(start: datetime) -> list[WindowGroup]:
             row["n"],
             row["ok"],
             row["bad"],
+            float(row["duration"] or 0),
+            row["timed"],
+            float(row["read"] or 0),
+            float(row["write"] or 0),
         )
         for row in rows
     ]
-
-
-def type_averages(start: datetime) -> dict[str, tuple[float | None, float, float]]:
-    """(average completed duration, average read bytes, average write bytes) per task type
-    since ``start``: one query grouped by type only."""
-    rows = (
-        TaskHistory.objects.filter(finished_at__gte=start)
-        .values("task_type")
-        .annotate(
-            duration=Avg("duration_ms", filter=Q(status=HistoryStatus.COMPLETED)),
-            read=Avg("read_bytes"),
-            write=Avg("write_bytes"),
-        )
-        .order_by()
-    )
-    return {
-        row["task_type"]: (
-            _float(row["duration"]),
-            _float(row["read"]) or 0.0,
-            _float(row["write"]) or 0.0,
-        )
-        for row in rows
-    }
 
 
 def throughput_by_domain(
@@ -338,12 +332,25 @@ def type_rows(
     """Per task type: runs, failures and averages since ``start``, plus p50/p95 of the newest
     ``sample`` completed runs (any age)."""
     counts: dict[str, list[int]] = {}
+    sums: dict[str, list[float]] = {}
     for group in window_groups(start) if groups is None else groups:
         c = counts.setdefault(group.task_type, [0, 0, 0])
         c[0] += group.count
         c[1] += group.completed
         c[2] += group.failed
-    averages = type_averages(start) if counts else {}
+        t = sums.setdefault(group.task_type, [0.0, 0, 0.0, 0.0])
+        t[0] += group.duration_ms
+        t[1] += group.timed
+        t[2] += group.read_bytes
+        t[3] += group.write_bytes
+    averages = {
+        name: (
+            duration / timed if timed else None,
+            read / counts[name][0],
+            write / counts[name][0],
+        )
+        for name, (duration, timed, read, write) in sums.items()
+    }
     names = sorted({d.task_type for d in registry.all_tasks()} | set(counts))
     rows = []
     for name in names:
