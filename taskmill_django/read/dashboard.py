@@ -4,7 +4,7 @@ Everything is read-only and bounded so the page stays fast with millions of hist
 
 - charts cover a fixed window (the last ``WINDOW_MINUTES``) and are grouped per minute in SQL
   (the queue depth per second: at most 3,600 rows a query), reading history through its
-  ``finished_at`` index;
+  ``finished_at`` index (``window.py``);
 - duration percentiles use the newest ``DURATION_SAMPLE`` completed runs of each type, read
   through the ``(task_type, finished_at)`` index: ``percentile_cont`` on PostgreSQL, the same
   interpolation in Python over that bounded sample elsewhere;
@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q, Sum, Value
-from django.db.models.functions import Greatest, Now, TruncMinute, TruncSecond
+from django.db.models import Aggregate, Count, FloatField, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .. import registry
@@ -35,20 +35,18 @@ from ..policy import config
 from ..policy.config import Policy
 from ..policy.ratelimit import RateLimit, refill
 from ..records import Snapshot
+from .window import (
+    MinuteSeries,
+    WindowGroup,
+    queue_depth,
+    throughput_by_domain,
+    window_groups,
+    window_start,
+)
 
 WINDOW_MINUTES = 60
 DURATION_SAMPLE = 1000
 RUNNING_SHOWN = 50  # running tasks listed (longest-running first); all are counted
-FAILURES = (HistoryStatus.FAILED, HistoryStatus.DEAD_LETTER)
-
-
-@dataclasses.dataclass(frozen=True)
-class MinuteSeries:
-    """Finished tasks per minute of the window for one domain; index 0 is the oldest minute."""
-
-    name: str
-    completed: list[int]
-    failed: list[int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,192 +168,6 @@ def collect(minutes: int = WINDOW_MINUTES) -> Dashboard:
         completed_count=sum(sum(s.completed) for s in throughput),
         failed_count=sum(sum(s.failed) for s in throughput),
     )
-
-
-def window_start(now: datetime, minutes: int) -> datetime:
-    """The first minute of the window; the last one is the minute ``now`` falls in."""
-    current = now.astimezone(UTC).replace(second=0, microsecond=0)
-    return current - timedelta(minutes=minutes - 1)
-
-
-def _minute(column: str) -> TruncMinute:
-    # UTC explicitly: no per-row time-zone conversion, and the same buckets on every database.
-    return TruncMinute(column, tzinfo=UTC)
-
-
-def _index(bucket: datetime, start: datetime) -> int:
-    return int((bucket - start).total_seconds() // 60)
-
-
-@dataclasses.dataclass(frozen=True)
-class WindowGroup:
-    """History finished in the window, counted by type, arrival and departure minute.
-
-    The scan of history that the charts and the type table share: their counts and averages
-    are sums over these groups, so Python loops over groups (types x minutes), never over
-    tasks. ``arrived`` is clamped to the window start for tasks created before it.
-    """
-
-    domain: str
-    task_type: str
-    arrived: datetime
-    left: datetime
-    count: int
-    completed: int
-    failed: int
-    # Sums behind the type table's averages: completed runs' durations (and how many had
-    # one), bytes read and written by every run.
-    duration_ms: float = 0.0
-    timed: int = 0
-    read_bytes: float = 0.0
-    write_bytes: float = 0.0
-
-
-def window_groups(start: datetime) -> list[WindowGroup]:
-    """One grouped query over history rows finished since ``start`` (``finished_at`` index).
-
-    Only counts and sums, and no ``domain`` column (it is the prefix of the qualified type):
-    narrow groups let PostgreSQL hash-aggregate the window instead of sorting it. At a
-    hundred tasks a second the window holds hundreds of thousands of rows, so this is the
-    dashboard's only pass over them for charts and averages.
-    """
-    completed = Q(status=HistoryStatus.COMPLETED)
-    rows = (
-        TaskHistory.objects.filter(finished_at__gte=start)
-        .annotate(
-            arrived=TruncMinute(Greatest("created_at", Value(start)), tzinfo=UTC),
-            left=_minute("finished_at"),
-        )
-        .values("task_type", "arrived", "left")
-        .annotate(
-            n=Count("id"),
-            ok=Count("id", filter=completed),
-            bad=Count("id", filter=Q(status__in=FAILURES)),
-            duration=Sum("duration_ms", filter=completed),
-            timed=Count("duration_ms", filter=completed),
-            read=Sum("read_bytes"),
-            write=Sum("write_bytes"),
-        )
-        .order_by()
-    )
-    return [
-        WindowGroup(
-            row["task_type"].split("::", 1)[0],
-            row["task_type"],
-            row["arrived"],
-            row["left"],
-            row["n"],
-            row["ok"],
-            row["bad"],
-            float(row["duration"] or 0),
-            row["timed"],
-            float(row["read"] or 0),
-            float(row["write"] or 0),
-        )
-        for row in rows
-    ]
-
-
-def throughput_by_domain(
-    start: datetime, minutes: int, groups: list[WindowGroup] | None = None
-) -> list[MinuteSeries]:
-    """Completions and failures per minute and domain since ``start``."""
-    series: dict[str, tuple[list[int], list[int]]] = {
-        d.name: ([0] * minutes, [0] * minutes) for d in registry.all_domains()
-    }
-    for group in window_groups(start) if groups is None else groups:
-        i = _index(group.left, start)
-        if 0 <= i < minutes:
-            completed, failed = series.setdefault(group.domain, ([0] * minutes, [0] * minutes))
-            completed[i] += group.completed
-            failed[i] += group.failed
-    return [MinuteSeries(name, c, f) for name, (c, f) in sorted(series.items())]
-
-
-def queue_depth(start: datetime, minutes: int, active_now: int) -> list[int]:
-    """The most unfinished tasks at any second of each minute of the window.
-
-    Rebuilt from timestamps, per second, so work that arrives and finishes within a minute
-    still shows (a sample at each minute's end would miss it): a task counts from
-    ``created_at`` until ``finished_at``. Grouped counts of at most one row per second of the
-    window, however many tasks ran: history rows that finished in the window, by the second
-    they arrived (created before the window = there from the start) and the second they left
-    (``_history_seconds``); active rows created in the window, by the second they arrived. The
-    rest of the active table was there from the start.
-    """
-    seconds = minutes * 60
-    arrivals = [0] * seconds
-    departures = [0] * seconds
-    came, left = _history_seconds(start)
-    base = 0
-    for second, n in came:
-        if second <= start:
-            base += n
-        else:
-            arrivals[_second(second, start, seconds)] += n
-    for second, n in left:
-        departures[_second(second, start, seconds)] += n
-    arrived_in_window = 0
-    for second, n in _per_second(Task.objects.filter(created_at__gt=start), "created_at"):
-        arrivals[_second(second, start, seconds)] += n
-        arrived_in_window += n
-    level = base + max(active_now - arrived_in_window, 0)
-    peaks = []
-    for minute in range(minutes):
-        peak = level
-        for tick in range(minute * 60, minute * 60 + 60):
-            level += arrivals[tick]  # a task that comes and goes in one second still counts
-            peak = max(peak, level)
-            level -= departures[tick]
-        peaks.append(max(peak, 0))
-    return peaks
-
-
-def _history_seconds(
-    start: datetime,
-) -> tuple[list[tuple[datetime, int]], list[tuple[datetime, int]]]:
-    """History finished since ``start``, counted by the second it arrived (clamped to
-    ``start``) and, apart, by the second it left. PostgreSQL counts both in one pass over
-    the window (``GROUPING SETS``); elsewhere they are two grouped queries."""
-    if connection.vendor != "postgresql":
-        finished = TaskHistory.objects.filter(finished_at__gte=start)
-        came = _per_second(finished, Greatest("created_at", Value(start)))
-        return came, _per_second(finished, "finished_at")
-    came, left = [], []
-    with connection.cursor() as cursor:
-        cursor.execute(_SECONDS_SQL, [start, start])
-        for arrival, second, n in cursor.fetchall():
-            if arrival:
-                came.append((second.replace(tzinfo=UTC), n))
-            else:
-                left.append((second.replace(tzinfo=UTC), n))
-    return came, left
-
-
-_SECONDS_SQL = """
-SELECT GROUPING(left_at) = 1, COALESCE(came_at, left_at), COUNT(*)
-FROM (
-  SELECT date_trunc('second', GREATEST(created_at, %s) AT TIME ZONE 'UTC') AS came_at,
-         date_trunc('second', finished_at AT TIME ZONE 'UTC') AS left_at
-  FROM taskmill_task_history WHERE finished_at >= %s
-) AS window_rows
-GROUP BY GROUPING SETS ((came_at), (left_at))
-"""
-
-
-def _per_second(rows: Any, column: Any) -> list[tuple[datetime, int]]:
-    """(second, rows) of ``rows`` grouped by ``column`` truncated to the second, in UTC."""
-    grouped = (
-        rows.annotate(second=TruncSecond(column, tzinfo=UTC))
-        .values("second")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    return [(row["second"], row["n"]) for row in grouped]
-
-
-def _second(when: datetime, start: datetime, seconds: int) -> int:
-    return min(max(int((when - start).total_seconds()), 0), seconds - 1)
 
 
 def type_rows(
