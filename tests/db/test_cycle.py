@@ -7,6 +7,7 @@ finished tasks to history travels with the claim's first round trip.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import psycopg
 import pytest
@@ -229,6 +230,23 @@ def test_cycle__claims_walk_the_dispatch_index_even_with_statistics_of_an_empty_
     assert "Sort" not in plan, plan
 
 
+def _cycle_plan(types: str, statement: str, params: Sequence[object]) -> str:
+    """The plan PostgreSQL keeps for ``statement`` prepared in a worker's cycle: generic
+    (the cycle forces it), under the cycle's plan hint. Nothing is executed or kept."""
+    marks = ", ".join(["%s"] * len(params))
+    with transaction.atomic():
+        for sql, _ in cycle.PLAN_HINT:
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        with connection.cursor() as cursor:
+            cursor.execute(f"PREPARE tm_plan ({types}) AS {statement}")
+            cursor.execute(f"EXPLAIN EXECUTE tm_plan ({marks})", list(params))
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("DEALLOCATE tm_plan")
+        transaction.set_rollback(True)
+    return plan
+
+
 @executes
 @pytest.mark.postgres_only
 def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unknown():
@@ -244,16 +262,7 @@ def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unkno
         .replace("%s", "$3", 1)
     )
 
-    with transaction.atomic():
-        for sql, _ in cycle.PLAN_HINT:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE tm_claim (bigint, uuid, uuid) AS {numbered}")
-            cursor.execute("EXPLAIN EXECUTE tm_claim (4, %s, %s)", [uuid.uuid4(), uuid.uuid4()])
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            cursor.execute("DEALLOCATE tm_claim")
-        transaction.set_rollback(True)
+    plan = _cycle_plan("bigint, uuid, uuid", numbered, [4, uuid.uuid4(), uuid.uuid4()])
 
     assert "Index Scan using taskmill_task_dispatch" in plan, plan
     assert "Index Scan using taskmill_task_pkey" in plan, plan
@@ -310,16 +319,7 @@ def test_cycle__finished_tasks_are_found_by_primary_key_however_many_run():
     finished = Task.objects.filter(status="running").order_by("-id")[:4]
     (statement, params), *_ = finish_pg.finish_ahead([_done(task) for task in finished]).statements
 
-    with transaction.atomic():
-        for sql, _ in cycle.PLAN_HINT:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        with connection.cursor() as cursor:
-            cursor.execute(f"PREPARE tm_finish (text) AS {statement.replace('%s', '$1')}")
-            cursor.execute("EXPLAIN EXECUTE tm_finish (%s)", params)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            cursor.execute("DEALLOCATE tm_finish")
-        transaction.set_rollback(True)
+    plan = _cycle_plan("text", statement.replace("%s", "$1"), params)
 
     assert "Index Scan using taskmill_task_pkey on taskmill_task t" in plan, plan
     assert "taskmill_task_worker" not in plan, plan
