@@ -529,8 +529,9 @@ def test_admin_history_list__a_long_list_is_counted_up_to_a_bound_then_estimated
     monkeypatch.setattr(counting, "EXACT_UP_TO", 5)
     for n in range(12):
         history_factory(key=f"k{n}")
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE taskmill_task_history")
+    if connection.vendor == "postgresql":  # the statistics the estimate comes from
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE taskmill_task_history")
     url = reverse("admin:taskmill_django_taskhistory_changelist")
 
     response = admin_client_.get(url)

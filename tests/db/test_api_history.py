@@ -61,8 +61,9 @@ def test_history__a_long_list_is_counted_up_to_a_bound_then_estimated(
 
     monkeypatch.setattr(counting, "EXACT_UP_TO", 5)
     made = [history_factory(key=f"k{n}").id for n in range(12)]
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE taskmill_task_history")
+    if connection.vendor == "postgresql":  # the statistics the estimate comes from
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE taskmill_task_history")
 
     pages = [api.get(HISTORY, {"limit": 5, "offset": o}).json() for o in (0, 5, 10)]
     failed = api.get(HISTORY, {"status": "failed"}).json()
