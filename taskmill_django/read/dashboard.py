@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q
+from django.db.models import Aggregate, Avg, Count, FloatField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -170,31 +170,41 @@ def collect(minutes: int = WINDOW_MINUTES) -> Dashboard:
     )
 
 
+def type_averages(start: datetime) -> dict[str, tuple[float | None, float, float]]:
+    """(average completed duration, average read bytes, average write bytes) per task type
+    since ``start``: one query grouped by type only."""
+    rows = (
+        TaskHistory.objects.filter(finished_at__gte=start)
+        .values("task_type")
+        .annotate(
+            duration=Avg("duration_ms", filter=Q(status=HistoryStatus.COMPLETED)),
+            read=Avg("read_bytes"),
+            write=Avg("write_bytes"),
+        )
+        .order_by()
+    )
+    return {
+        row["task_type"]: (
+            _float(row["duration"]),
+            _float(row["read"]) or 0.0,
+            _float(row["write"]) or 0.0,
+        )
+        for row in rows
+    }
+
+
 def type_rows(
     start: datetime, sample: int = DURATION_SAMPLE, groups: list[WindowGroup] | None = None
 ) -> list[TypeRow]:
     """Per task type: runs, failures and averages since ``start``, plus p50/p95 of the newest
     ``sample`` completed runs (any age)."""
     counts: dict[str, list[int]] = {}
-    sums: dict[str, list[float]] = {}
     for group in window_groups(start) if groups is None else groups:
         c = counts.setdefault(group.task_type, [0, 0, 0])
         c[0] += group.count
         c[1] += group.completed
         c[2] += group.failed
-        t = sums.setdefault(group.task_type, [0.0, 0, 0.0, 0.0])
-        t[0] += group.duration_ms
-        t[1] += group.timed
-        t[2] += group.read_bytes
-        t[3] += group.write_bytes
-    averages = {
-        name: (
-            duration / timed if timed else None,
-            read / counts[name][0],
-            write / counts[name][0],
-        )
-        for name, (duration, timed, read, write) in sums.items()
-    }
+    averages = type_averages(start) if counts else {}
     names = sorted({d.task_type for d in registry.all_tasks()} | set(counts))
     rows = []
     for name in names:

@@ -2,8 +2,8 @@
 
 Everything here reads history through its ``finished_at`` index and returns aggregates of at
 most one row per type and minute, or per second: at a hundred tasks a second the window
-holds hundreds of thousands of rows, and the dashboard is polled every few seconds, so each
-of its rows is read once per poll and never reaches Python.
+holds hundreds of thousands of rows and the dashboard is polled every few seconds, so no row
+of it reaches Python, and each pass over the window counts.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Q, Sum, Value
+from django.db.models import Count, Q, Value
 from django.db.models.functions import Greatest, TruncMinute, TruncSecond
 
 from .. import registry
@@ -51,9 +51,9 @@ def _index(bucket: datetime, start: datetime) -> int:
 class WindowGroup:
     """History finished in the window, counted by type, arrival and departure minute.
 
-    The scan of history that the charts and the type table share: their counts and averages
-    are sums over these groups, so Python loops over groups (types x minutes), never over
-    tasks. ``arrived`` is clamped to the window start for tasks created before it.
+    The scan of history that the charts and the type table share: their counts are sums over
+    these groups, so Python loops over groups (types x minutes), never over tasks. ``arrived``
+    is clamped to the window start for tasks created before it.
     """
 
     domain: str
@@ -63,23 +63,14 @@ class WindowGroup:
     count: int
     completed: int
     failed: int
-    # Sums behind the type table's averages: completed runs' durations (and how many had
-    # one), bytes read and written by every run.
-    duration_ms: float = 0.0
-    timed: int = 0
-    read_bytes: float = 0.0
-    write_bytes: float = 0.0
 
 
 def window_groups(start: datetime) -> list[WindowGroup]:
     """One grouped query over history rows finished since ``start`` (``finished_at`` index).
 
-    Only counts and sums, and no ``domain`` column (it is the prefix of the qualified type):
-    narrow groups let PostgreSQL hash-aggregate the window instead of sorting it. At a
-    hundred tasks a second the window holds hundreds of thousands of rows, so this is the
-    dashboard's only pass over them for charts and averages.
+    Only counts, and no ``domain`` column (it is the prefix of the qualified type): narrow
+    groups let PostgreSQL hash-aggregate the window instead of sorting it.
     """
-    completed = Q(status=HistoryStatus.COMPLETED)
     rows = (
         TaskHistory.objects.filter(finished_at__gte=start)
         .annotate(
@@ -89,12 +80,8 @@ def window_groups(start: datetime) -> list[WindowGroup]:
         .values("task_type", "arrived", "left")
         .annotate(
             n=Count("id"),
-            ok=Count("id", filter=completed),
+            ok=Count("id", filter=Q(status=HistoryStatus.COMPLETED)),
             bad=Count("id", filter=Q(status__in=FAILURES)),
-            duration=Sum("duration_ms", filter=completed),
-            timed=Count("duration_ms", filter=completed),
-            read=Sum("read_bytes"),
-            write=Sum("write_bytes"),
         )
         .order_by()
     )
@@ -107,10 +94,6 @@ def window_groups(start: datetime) -> list[WindowGroup]:
             row["n"],
             row["ok"],
             row["bad"],
-            float(row["duration"] or 0),
-            row["timed"],
-            float(row["read"] or 0),
-            float(row["write"] or 0),
         )
         for row in rows
     ]
