@@ -12,7 +12,6 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, Q, Value
 from django.db.models.functions import Greatest, TruncMinute, TruncSecond
 
@@ -120,23 +119,23 @@ def queue_depth(start: datetime, minutes: int, active_now: int) -> list[int]:
 
     Rebuilt from timestamps, per second, so work that arrives and finishes within a minute
     still shows (a sample at each minute's end would miss it): a task counts from
-    ``created_at`` until ``finished_at``. Grouped counts of at most one row per second of the
-    window, however many tasks ran: history rows that finished in the window, by the second
-    they arrived (created before the window = there from the start) and the second they left
-    (``_history_seconds``); active rows created in the window, by the second they arrived. The
-    rest of the active table was there from the start.
+    ``created_at`` until ``finished_at``. Three grouped queries of at most one row per second
+    of the window, however many tasks ran: history rows that finished in the window, by the
+    second they arrived (created before the window = there from the start) and the second
+    they left; active rows created in the window, by the second they arrived. The rest of
+    the active table was there from the start.
     """
     seconds = minutes * 60
     arrivals = [0] * seconds
     departures = [0] * seconds
-    came, left = _history_seconds(start)
+    finished = TaskHistory.objects.filter(finished_at__gte=start)
     base = 0
-    for second, n in came:
+    for second, n in _per_second(finished, Greatest("created_at", Value(start))):
         if second <= start:
             base += n
         else:
             arrivals[_second(second, start, seconds)] += n
-    for second, n in left:
+    for second, n in _per_second(finished, "finished_at"):
         departures[_second(second, start, seconds)] += n
     arrived_in_window = 0
     for second, n in _per_second(Task.objects.filter(created_at__gt=start), "created_at"):
@@ -152,38 +151,6 @@ def queue_depth(start: datetime, minutes: int, active_now: int) -> list[int]:
             level -= departures[tick]
         peaks.append(max(peak, 0))
     return peaks
-
-
-def _history_seconds(
-    start: datetime,
-) -> tuple[list[tuple[datetime, int]], list[tuple[datetime, int]]]:
-    """History finished since ``start``, counted by the second it arrived (clamped to
-    ``start``) and, apart, by the second it left. PostgreSQL counts both in one pass over
-    the window (``GROUPING SETS``); elsewhere they are two grouped queries."""
-    if connection.vendor != "postgresql":
-        finished = TaskHistory.objects.filter(finished_at__gte=start)
-        came = _per_second(finished, Greatest("created_at", Value(start)))
-        return came, _per_second(finished, "finished_at")
-    came, left = [], []
-    with connection.cursor() as cursor:
-        cursor.execute(_SECONDS_SQL, [start, start])
-        for arrival, second, n in cursor.fetchall():
-            if arrival:
-                came.append((second.replace(tzinfo=UTC), n))
-            else:
-                left.append((second.replace(tzinfo=UTC), n))
-    return came, left
-
-
-_SECONDS_SQL = """
-SELECT GROUPING(left_at) = 1, COALESCE(came_at, left_at), COUNT(*)
-FROM (
-  SELECT date_trunc('second', GREATEST(created_at, %s) AT TIME ZONE 'UTC') AS came_at,
-         date_trunc('second', finished_at AT TIME ZONE 'UTC') AS left_at
-  FROM taskmill_task_history WHERE finished_at >= %s
-) AS window_rows
-GROUP BY GROUPING SETS ((came_at), (left_at))
-"""
 
 
 def _per_second(rows: Any, column: Any) -> list[tuple[datetime, int]]:
