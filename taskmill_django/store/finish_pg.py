@@ -13,7 +13,8 @@ The rows are found by primary key, one probe per outcome, whatever the statistic
 running check is written so that no index can serve it (``status || ''``). Written plainly,
 it matches the partial index of running rows, and statistics taken while few tasks ran (the
 cycle's plan is generic, with hash joins off) made the planner read every running row and
-compare each with each outcome: 10 ms per cycle at 5,000 running tasks instead of 0.2.
+compare each with each outcome: 10.8 ms for 32 outcomes at 5,000 running tasks, against
+1.5 ms by primary key on the same rows.
 """
 
 from __future__ import annotations
