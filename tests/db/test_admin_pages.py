@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -407,7 +407,11 @@ def test_admin_dashboard_data__json_numbers_and_panels(admin_client_):
     assert data["totals"]["pending"] == 1
     assert data["completed_count"] == 1
     assert len(data["queue_depth"]) == data["window_minutes"] == 60
-    assert data["queue_depth"][-1] == 2  # both were unfinished at some second of this minute
+    # Both were unfinished when the second arrived. Find that minute from the window's start:
+    # the request itself may fall in the next minute.
+    submitted = Task.objects.get().created_at
+    start = datetime.fromisoformat(data["window_start"])
+    assert data["queue_depth"][int((submitted - start).total_seconds() // 60)] == 2
     tests_series = next(s for s in data["throughput"] if s["name"] == "tests")
     assert sum(tests_series["completed"]) == 1
     assert set(body["panels"]) == {
