@@ -7,11 +7,14 @@ finished tasks to history travels with the claim's first round trip.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.models.signals import post_init
 from django.test.utils import CaptureQueriesContext
 from psycopg.pq import PipelineStatus
@@ -286,6 +289,44 @@ def test_claim__a_claimed_task_is_the_row_the_orm_would_load():
     claimed.save(update_fields=["progress_message"])
     assert Task.objects.get(id=submitted.id).progress_message == "halfway"
     assert (claimed._state.adding, claimed._state.db) == (False, connection.alias)
+
+
+@contextmanager
+def _database_time_zone(name: str | None) -> Iterator[None]:
+    """Reconnect with ``DATABASES["default"]["TIME_ZONE"]`` set to ``name``."""
+    db = connections[DEFAULT_DB_ALIAS]
+    previous = db.settings_dict.get("TIME_ZONE")
+
+    def reconnect(zone: str | None) -> None:
+        db.close()
+        db.settings_dict["TIME_ZONE"] = zone
+        for cached in ("timezone", "timezone_name"):
+            db.__dict__.pop(cached, None)
+
+    reconnect(name)
+    try:
+        yield
+    finally:
+        reconnect(previous)
+
+
+@executes
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("zone", [None, "Pacific/Auckland"])
+def test_cycle__claimed_timestamps_are_the_orms_in_the_databases_time_zone(zone):
+    # The cycle's cursors load timestamps with psycopg's own (compiled) loader where the
+    # session's zone is Django's: the same aware datetimes as the ORM's, in the same zone.
+    with _database_time_zone(zone):
+        submitted = record.using(ttl=60).submit(n=1)
+        _, (claimed,) = cycle.write_and_claim([], uuid.uuid4(), 1, None, None)
+        stored = Task.objects.get(id=submitted.id)
+        expected_zone = connection.timezone
+
+    assert expected_zone is (UTC if zone is None else ZoneInfo(zone))
+    for name in ("created_at", "started_at", "expires_at"):
+        value = getattr(claimed, name)
+        assert value == getattr(stored, name), name
+        assert value.tzinfo is expected_zone, name
 
 
 @executes
