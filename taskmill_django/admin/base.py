@@ -48,11 +48,26 @@ class BoundedCountPaginator(Paginator):
         return count
 
 
+class EstimatedCount(int):
+    """A list's row count that is PostgreSQL's estimate: compares and pages as the number,
+    and reads "about N" wherever the admin's templates print it (the paginator's line, the
+    search bar's result count)."""
+
+    def __str__(self) -> str:
+        return f"about {int(self)}"
+
+
 class TaskRowsMixin:
     """List helpers shared by the active-task and history pages (both rows carry id, key,
     label and priority)."""
 
     paginator: type[Paginator] = BoundedCountPaginator
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)  # type: ignore[misc]
+        if getattr(changelist.paginator, "is_estimate", False):
+            changelist.result_count = EstimatedCount(changelist.result_count)
+        return changelist
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str

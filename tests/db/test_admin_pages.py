@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 
@@ -10,6 +11,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import strip_tags
 
 from taskmill_django.models import DeadLetter, Schedule, Task
 from taskmill_django.store import workers
@@ -542,5 +544,11 @@ def test_admin_history_list__a_long_list_is_counted_up_to_a_bound_then_estimated
 
     assert response.status_code == 200
     paginator = response.context["cl"].paginator
-    assert (paginator.count, paginator.is_estimate) == (12, connection.vendor == "postgresql")
+    estimated = connection.vendor == "postgresql"
+    assert (paginator.count, paginator.is_estimate) == (12, estimated)
     assert response.context["cl"].result_count == 12
+    # The page says when the number is an estimate, and pages by it all the same.
+    paginator_line = re.search(r'<p class="paginator">(.*?)</p>', response.content.decode(), re.S)
+    assert paginator_line is not None
+    words = " ".join(strip_tags(paginator_line.group(1)).split())
+    assert words.endswith("12 task history") and ("about 12" in words) == estimated, words
