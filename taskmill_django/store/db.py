@@ -95,6 +95,10 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
                 cursor.execute(sql, params)
                 results.append(_rows(cursor))
             return results
+        db = connections[DEFAULT_DB_ALIAS]
+        loader = _timestamp_loader(db, db.connection)
+        if loader is not None:  # gated claims return their rows here
+            cursor.cursor.adapters.register_loader(TIMESTAMPTZ_OID, loader)
         cursor.execute(
             "; ".join(sql for sql, _ in statements),
             [value for _, params in statements for value in params],

@@ -313,12 +313,17 @@ def _database_time_zone(name: str | None) -> Iterator[None]:
 @executes
 @pytest.mark.postgres_only
 @pytest.mark.parametrize("zone", [None, "Pacific/Auckland"])
-def test_cycle__claimed_timestamps_are_the_orms_in_the_databases_time_zone(zone):
+@pytest.mark.parametrize("gated", [False, True])
+def test_cycle__claimed_timestamps_are_the_orms_in_the_databases_time_zone(zone, gated):
     # The cycle's cursors load timestamps with psycopg's own (compiled) loader where the
     # session's zone is Django's: the same aware datetimes as the ORM's, in the same zone.
     with _database_time_zone(zone):
+        if gated:
+            scheduler.set_rate_limit("tests::record", RateLimit.per_minute(60))
         submitted = record.using(ttl=60).submit(n=1)
-        _, (claimed,) = cycle.write_and_claim([], uuid.uuid4(), 1, None, None)
+        policy = control.load_policy() if gated else None
+        assert gated == (policy is not None and not policy.is_trivial)
+        _, (claimed,) = cycle.write_and_claim([], uuid.uuid4(), 1, None, policy)
         stored = Task.objects.get(id=submitted.id)
         expected_zone = connection.timezone
 
