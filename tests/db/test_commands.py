@@ -12,6 +12,8 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from taskmill_django.models import Task, TaskHistory, Worker
@@ -37,11 +39,16 @@ def test_taskmill_status__prints_totals_per_domain_and_workers():
     other_noop.submit()
     claim_one(domains=["tests"])
     workers.register_worker("w-status", os.getpid(), 4, None)
-    lines = taskmill("status").splitlines()
+    with CaptureQueriesContext(connection) as queries:
+        lines = taskmill("status").splitlines()
     assert lines[0] == "pending=2 running=1 paused=0 blocked=0 waiting=0"
     assert "  other: pending=1" in lines
     assert "  tests: pending=1 running=1" in lines
     assert any(line.startswith("worker w-status alive running=0/4") for line in lines)
+    # Counted, not listed: no query reads the running rows themselves.
+    assert not any(
+        '"started_at" ASC' in q["sql"].replace("`", '"') for q in queries.captured_queries
+    )
 
 
 def test_taskmill_status__empty_queue():

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
     def do_status(self, options: dict[str, Any]) -> None:
-        snap = scheduler.snapshot()
+        # Counts only: the running tasks themselves (all of them, in a large cluster) stay unread.
+        snap = scheduler.snapshot(running_limit=0)
         self.stdout.write(
             f"pending={snap.pending_count} running={snap.running_count} "
             f"paused={snap.paused_count} blocked={snap.blocked_count} waiting={snap.waiting_count}"
