@@ -189,12 +189,16 @@ def _allow_preparing(db: Any) -> Any:
     return psycopg_connection
 
 
+TIMESTAMPTZ_OID = 1184
+
+
 def _timestamp_loader(db: Any, psycopg_connection: Any) -> Any:
     """The loader this connection's cursors need for ``timestamptz`` values, else None.
 
     Django registers a loader of its own on every connection: psycopg's parser in pure Python
-    plus a ``replace(tzinfo=...)``, about 3 µs a value, paid for two timestamps of every
-    claimed row. Where the session's time zone is the one Django wants (with ``USE_TZ``, UTC
+    plus a ``replace(tzinfo=...)``, paid for the timestamps of every claimed row (a claim of
+    32 rows took 2.1 to 2.3 ms with it, 1.4 to 1.6 ms without, in a loop on a 2-core
+    machine). Where the session's time zone is the one Django wants (with ``USE_TZ``, UTC
     unless the database's ``TIME_ZONE`` says otherwise), psycopg's own loader, compiled when
     psycopg is installed with its C extension, returns the same aware datetimes. Otherwise
     Django's rule applies (what its ``create_cursor`` checks for its own cursors).
@@ -211,9 +215,6 @@ def _timestamp_loader(db: Any, psycopg_connection: Any) -> Any:
     from django.db.backends.postgresql.psycopg_any import BaseTzLoader
 
     return type("SpecificTzLoader", (BaseTzLoader,), {"timezone": zone})
-
-
-TIMESTAMPTZ_OID = 1184
 
 
 def _wrapped(db: Any, psycopg_connection: Any, prepare: bool, loader: Any) -> Any:
