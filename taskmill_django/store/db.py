@@ -48,6 +48,9 @@ class Ahead:
     rows: list[list[tuple[Any, ...]]] | None = None
     # Statements sent first whose rows nobody reads (a SET LOCAL, say).
     prelude: Statements = ()
+    # Statements sent right after ``statements`` whose rows nobody reads (undoing what the
+    # prelude set, say).
+    coda: Statements = ()
 
     def send(self) -> None:
         if self.rows is None:
@@ -70,7 +73,7 @@ def preparable(sql: str, *, prepare: bool = True) -> str:
 def run_together(statements: Statements, ahead: Ahead | None = None) -> list[list[tuple[Any, ...]]]:
     """Run ``statements`` in order and return the rows of each (none for a statement that
     returns no rows, such as a plain UPDATE). Those of ``ahead``, unless sent already, run
-    first; their rows go to ``ahead.rows``.
+    first (its prelude, its statements, its coda); their rows go to ``ahead.rows``.
 
     With psycopg 3 they travel in one round trip instead of one each: when every one of them
     is ``preparable``, in a pipeline of prepared statements (the BEGIN that opens the
@@ -80,10 +83,10 @@ def run_together(statements: Statements, ahead: Ahead | None = None) -> list[lis
     before the lock was granted. Other drivers and settings run them one by one.
     """
     if ahead is not None and ahead.rows is None:
-        results = run_together([*ahead.prelude, *ahead.statements, *statements])
-        results = results[len(ahead.prelude) :]
-        ahead.rows = results[: len(ahead.statements)]
-        return results[len(ahead.statements) :]
+        sent = [*ahead.prelude, *ahead.statements, *ahead.coda]
+        results = run_together([*sent, *statements])
+        ahead.rows = results[len(ahead.prelude) : len(ahead.prelude) + len(ahead.statements)]
+        return results[len(sent) :]
     if not statements:
         return []
     if all(sql in _PREPARABLE for sql, _ in statements) and pipelines():
