@@ -206,7 +206,9 @@ class ClaimLoop:
         batch = self._collect()
         worker_id = self.identity.worker_id
         assert worker_id is not None  # noqa: S101 - registered before the loop starts
-        free = self.concurrency + self._ahead() - (len(self.running) - len(batch))
+        ahead = self._ahead()
+        free = self.concurrency + ahead - (len(self.running) - len(batch))
+        self.claim_state.held_per_slot = (self.concurrency + ahead) / self.concurrency
         limit = min(free, int(app_settings.CLAIM_BATCH_SIZE))
         if self.max_tasks is not None:
             limit = min(limit, self.max_tasks - self.claimed_total)

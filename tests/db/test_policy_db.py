@@ -843,6 +843,24 @@ def test_fair_shares__hold_when_claims_reuse_the_policy():
         assert len(then) == 1
 
 
+def test_fair_shares__a_worker_claiming_ahead_holds_its_queue_in_the_same_proportions():
+    # Claimed-ahead tasks are running rows: shares of the threads alone would leave a worker
+    # no room for the queue that keeps its threads busy through a claim's round trip.
+    w = workers.register_worker("w", 1, 4, None)
+    scheduler.set_group_weight("a", 3)
+    scheduler.set_group_weight("b", 1)
+    a = submit_records(12, group="a")
+    b = submit_records(12, start=20, group="b")
+    policy = control.load_policy()
+    state_of(w).held_per_slot = 2.0  # 4 threads, 4 tasks ahead
+
+    got = claimed_ids(claim_now(1, worker_id=w, policy=policy))
+    got |= claimed_ids(claim_now(10, worker_id=w, policy=policy))
+
+    assert (len(got & set(a)), len(got & set(b))) == (6, 2)
+    assert claim_now(10, worker_id=w, policy=policy) == []
+
+
 @pytest.mark.postgres_only
 def test_fair_shares__a_groups_head_reads_only_that_groups_rows():
     # Four groups submitted interleaved, d drained faster (its weight is higher) so that its

@@ -29,7 +29,7 @@ from .load import Load, read_state, state_from, state_statements
 from .rows import claim_from, claim_ids, claim_returning, claimed_tasks
 from .shares import current_shares, noting_dry_groups, rooms, running_by_group
 from .sql import Filters, claim_from_statement, heads, heads_with_rooms, plain_filters
-from .state import ClaimState, PolicyMemo
+from .state import ClaimState
 
 _SAVEPOINT = "taskmill_claim"
 
@@ -119,7 +119,7 @@ def claim_gated(
             if claimed is not None:
                 return claimed
         return _claim_under_gates(
-            token, worker_id, limit, domains, (configured, policy), load, memo
+            token, worker_id, limit, domains, (configured, policy), load, state
         )
 
 
@@ -156,7 +156,7 @@ def _claim_in_one_round_trip(
     if policy.is_fair:
         if memo.live_slots is None:
             return None
-        shares = current_shares(policy, memo.live_slots, memo)
+        shares = current_shares(policy, memo.live_slots, memo, state.held_per_slot)
     parts = heads_with_rooms(plain_filters(policy, domains), shares, limit)
     if not parts:
         return None
@@ -229,14 +229,18 @@ def _claim_under_gates(
     domains: Sequence[str] | None,
     policies: tuple[Policy, Policy],
     load: Load,
-    memo: PolicyMemo,
+    state: ClaimState,
 ) -> list[Task]:
     """``policies``: as configured (fair shares divide its global cap) and without the caps
-    that cannot bind (the gates to apply); ``memo``: the answers found under the first."""
+    that cannot bind (the gates to apply); ``state``: the worker's, whose memo holds the
+    answers found under the first."""
     configured, policy = policies
+    memo = state.memo(configured)
     running = load.running
     full_domains, full_groups = saturated(running, policy)
-    shares = current_shares(configured, load.slots, memo) if policy.is_fair else None
+    shares = None
+    if policy.is_fair:
+        shares = current_shares(configured, load.slots, memo, state.held_per_slot)
     skip_groups = full_groups | set(policy.paused_groups)
     skip_ungrouped = False
     if shares is not None and not (policy.aging and policy.aging.urgent_threshold is not None):

@@ -26,12 +26,20 @@ RECOUNT_INTERVAL = 0.2
 
 
 def current_shares(
-    policy: Policy, live_slots: int | None = None, memo: PolicyMemo | None = None
+    policy: Policy,
+    live_slots: int | None = None,
+    memo: PolicyMemo | None = None,
+    held_per_slot: float = 1.0,
 ) -> dict[str, int]:
     """Slots per group for this moment (``policy.fair.fair_shares``): due or running work
     per group outside paused groups and domains, and the live workers' slots (``live_slots``
     when the caller has just read them). ``memo``: a claim's answers under ``policy``, where
-    demand is kept once counted (without it, demand is counted now)."""
+    demand is kept once counted (without it, demand is counted now). ``held_per_slot``: the
+    tasks a worker holds per thread (more than 1 while it claims ahead, see ``ClaimState``).
+
+    Claimed-ahead tasks are running rows: shares of the threads alone would leave a busy
+    worker no room for the queue that keeps its threads from idling through a claim's round
+    trip, and every gated claim would take a few tasks at a time."""
     if memo is None:
         memo = PolicyMemo()
     if memo.demand is None:
@@ -47,7 +55,7 @@ def current_shares(
             .order_by()
         )
     slots = live_slots if live_slots is not None else _live_slots()
-    return fair_shares(policy, memo.demand, slots)
+    return fair_shares(policy, memo.demand, round(slots * held_per_slot))
 
 
 def _live_slots() -> int:

@@ -42,6 +42,10 @@ class ClaimState:
 
     exclusive: bool = True  # the next gated claim takes the lock exclusively (a cap was in reach)
     deferred: bool = False  # the last claim gave way to take the lock exclusively
+    # Tasks the worker holds per thread: 1, or more while it claims ahead (the claim loop
+    # sets it). Fair shares divide the live slots times this, so the claimed-ahead queue is
+    # held in the same proportions as the threads.
+    held_per_slot: float = 1.0
     _policy: Policy | None = field(default=None, init=False, repr=False)
     _memo: PolicyMemo = field(default_factory=PolicyMemo, init=False, repr=False)
 
