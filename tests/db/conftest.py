@@ -3,12 +3,14 @@ the people of the permission table (roles) with a snapshot of what they could ha
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
@@ -47,6 +49,52 @@ def round_trips() -> Iterator[list[list[str]]]:
 
     with connection.execute_wrapper(count):
         yield trips
+
+
+@contextmanager
+def executed_plans() -> Iterator[list[dict[str, Any]]]:
+    """The plans PostgreSQL executes on this connection meanwhile, as ``auto_explain``'s JSON
+    of each (``Plan``, and ``Settings``: the planner settings that differ from the defaults)."""
+    connection.ensure_connection()
+    plans: list[dict[str, Any]] = []
+
+    def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
+        message = diagnostic.message_primary or ""
+        if "plan:" in message:
+            plans.append(json.loads(message.split("plan:", 1)[1]))
+
+    with connection.cursor() as cursor:
+        cursor.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_settings = on", "log_format = json"):
+            cursor.execute(f"SET auto_explain.{setting}")
+        cursor.execute("SET client_min_messages = log")
+    connection.connection.add_notice_handler(keep)
+    try:
+        yield plans
+    finally:
+        connection.connection.remove_notice_handler(keep)
+        with connection.cursor() as cursor:
+            cursor.execute("RESET client_min_messages")
+            cursor.execute("SET auto_explain.log_min_duration = -1")
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+def touching(plans: list[dict[str, Any]], operation: str, table: str) -> list[dict[str, Any]]:
+    """The plans among ``plans`` with an ``operation`` node (Insert, Update...) on
+    ``table``."""
+    return [
+        p
+        for p in plans
+        if any(
+            n.get("Operation") == operation and n.get("Relation Name") == table
+            for n in plan_nodes(p["Plan"])
+        )
+    ]
 
 
 @pytest.fixture

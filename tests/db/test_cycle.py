@@ -6,12 +6,10 @@ finished tasks to history travels with the claim's first round trip.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -26,7 +24,7 @@ from taskmill_django.models import Task, TaskHistory
 from taskmill_django.store import claim, control, cycle, finish_pg, lifecycle, workers
 from taskmill_django.store.claim import ClaimState
 from taskmill_django.store.claim.sql import CLAIMED_FIELDS, claim_sql
-from tests.db.conftest import round_trips
+from tests.db.conftest import executed_plans, plan_nodes, round_trips, touching
 from tests.testapp.tasks import echo, record
 
 executes = pytest.mark.django_db(transaction=True)
@@ -373,53 +371,6 @@ def test_cycle__finished_tasks_are_found_by_primary_key_however_many_run():
     assert "taskmill_task_worker" not in plan, plan
 
 
-@contextmanager
-def _executed_plans() -> Iterator[list[dict[str, Any]]]:
-    """The plans PostgreSQL executes on this connection meanwhile, as ``auto_explain``'s JSON
-    of each (``Plan``, and ``Settings``: the planner settings that differ from the defaults)."""
-    connection.ensure_connection()
-    plans: list[dict[str, Any]] = []
-
-    def keep(diagnostic: psycopg.errors.Diagnostic) -> None:
-        message = diagnostic.message_primary or ""
-        if "plan:" in message:
-            plans.append(json.loads(message.split("plan:", 1)[1]))
-
-    with connection.cursor() as cursor:
-        cursor.execute("LOAD 'auto_explain'")
-        for setting in ("log_min_duration = 0", "log_settings = on", "log_format = json"):
-            cursor.execute(f"SET auto_explain.{setting}")
-        cursor.execute("SET client_min_messages = log")
-    connection.connection.add_notice_handler(keep)
-    try:
-        yield plans
-    finally:
-        connection.connection.remove_notice_handler(keep)
-        with connection.cursor() as cursor:
-            cursor.execute("RESET client_min_messages")
-            cursor.execute("SET auto_explain.log_min_duration = -1")
-
-
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _nodes(child)
-
-
-def _touching(plans: list[dict[str, Any]], operation: str, table: str) -> dict[str, Any]:
-    """The one plan among ``plans`` with an ``operation`` node (Insert, Update...) on
-    ``table``."""
-    (found,) = [
-        p
-        for p in plans
-        if any(
-            n.get("Operation") == operation and n.get("Relation Name") == table
-            for n in _nodes(p["Plan"])
-        )
-    ]
-    return found
-
-
 @executes
 @pytest.mark.postgres_only
 def test_cycle__a_gated_cycle_moves_finished_tasks_by_primary_key_and_claims_as_planned():
@@ -433,20 +384,21 @@ def test_cycle__a_gated_cycle_moves_finished_tasks_by_primary_key_and_claims_as_
     worker_id = uuid.uuid4()
     _, running = cycle.write_and_claim([], worker_id, 8, None, policy)
 
-    with _executed_plans() as plans:
+    with executed_plans() as plans:
         applied, claimed = cycle.write_and_claim(
             [_done(t) for t in running], worker_id, 8, None, policy
         )
 
     assert len(applied.written) == len(claimed) == 8
-    move = _touching(plans, "Insert", "taskmill_task_history")
+    (move,) = touching(plans, "Insert", "taskmill_task_history")
     scans = [
-        (n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in _nodes(move["Plan"])
+        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
+        for n in plan_nodes(move["Plan"])
     ]
     assert ("Index Scan", "taskmill_task", "taskmill_task_pkey") in scans, scans
     assert ("Seq Scan", "taskmill_task", None) not in scans, scans
     assert move.get("Settings", {}).get("enable_hashjoin") == "off", move
-    gated_claim = _touching(plans, "Update", "taskmill_task")
+    (gated_claim,) = touching(plans, "Update", "taskmill_task")
     assert not gated_claim.get("Settings"), gated_claim
 
 

@@ -37,7 +37,7 @@ from taskmill_django.policy import config
 from taskmill_django.policy.config import Policy
 from taskmill_django.store import claim, control, lifecycle, workers
 from taskmill_django.store.claim import ClaimState
-from tests.db.conftest import finish, round_trips
+from tests.db.conftest import executed_plans, finish, plan_nodes, round_trips, touching
 from tests.testapp import pressure as test_pressure
 from tests.testapp.tasks import echo, other_wf_step, progress, record, sleep
 
@@ -843,6 +843,28 @@ def test_fair_shares__hold_when_claims_reuse_the_policy():
         assert len(then) == 1
 
 
+@pytest.mark.postgres_only
+def test_fair_shares__the_one_round_trip_claim_is_kept_prepared():
+    # Parsing the claim with its group heads cost as much as running it: like the ungated
+    # claim's, its statements are prepared once per connection and shape.
+    w = workers.register_worker("w", 1, 4, None)
+    scheduler.set_group_weight("a", 3)
+    submit_records(6, group="a")
+    policy = control.load_policy()
+    claim_now(1, worker_id=w, policy=policy)  # learns the live slots
+
+    with round_trips() as trips:
+        (claimed,) = claim_now(1, worker_id=w, policy=policy)
+
+    assert claimed.group_key == "a" and len(trips) == 1
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    # The claim with each group's head, and the load read with it.
+    assert any("CROSS JOIN LATERAL" in sql and "SKIP LOCKED" in sql for sql in prepared), prepared
+    assert any("taskmill_worker" in sql and "COUNT" in sql for sql in prepared), prepared
+
+
 def test_fair_shares__a_worker_claiming_ahead_holds_its_queue_in_the_same_proportions():
     # Claimed-ahead tasks are running rows: shares of the threads alone would leave a worker
     # no room for the queue that keeps its threads busy through a claim's round trip.
@@ -876,30 +898,30 @@ def test_fair_shares__a_groups_head_reads_only_that_groups_rows():
     Task.objects.filter(group_key="d", id__lt=Task.objects.order_by("-id")[40].id).delete()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE taskmill_task")
-    policy = control.load_policy()
 
-    with CaptureQueriesContext(connection) as claims:
-        got = claim_now(4, worker_id=w, policy=policy) + claim_now(4, worker_id=w, policy=policy)
+    def indexes_read_by_two_claims() -> list[set[str]]:
+        """The indexes each claim statement's plan reads (the usual claim, then, the policy
+        being the same, the one-round-trip one), as executed."""
+        fresh = control.load_policy()  # a new policy: the first claim takes the usual path
+        with executed_plans() as plans:
+            got = claim_now(4, worker_id=w, policy=fresh) + claim_now(4, worker_id=w, policy=fresh)
+        assert sorted(t.group_key for t in got) == list("aabbccdd")
+        claims = touching(plans, "Update", "taskmill_task")
+        assert len(claims) == 2, plans
+        return [{n.get("Index Name") for n in plan_nodes(p["Plan"])} for p in claims]
 
-    assert sorted(t.group_key for t in got) == list("aabbccdd")
-    sent = [q["sql"] for q in claims.captured_queries]
-    heads = [part for sql in sent for part in sql.split("; ") if "SKIP LOCKED" in part]
-    assert len(heads) == 2
-    for statement in heads:
-        assert "taskmill_task_group_order" in _plan(statement)
-        # Whatever the planner's estimates, the dispatch index must be out of its reach:
-        # even with the group index gone, it does not read a group's head from it.
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("DROP INDEX taskmill_task_group_order")
-            assert "taskmill_task_dispatch" not in _plan(statement)
-            transaction.set_rollback(True)
-
-
-def _plan(statement: str) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("EXPLAIN " + statement)
-        return "\n".join(row[0] for row in cursor.fetchall())
+    with transaction.atomic():
+        for indexes in indexes_read_by_two_claims():
+            assert "taskmill_task_group_order" in indexes
+        transaction.set_rollback(True)
+    # Whatever the planner's estimates, the dispatch index must be out of its reach: even
+    # with the group index gone, it does not read a group's head from it.
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX taskmill_task_group_order")
+        for indexes in indexes_read_by_two_claims():
+            assert "taskmill_task_dispatch" not in indexes
+        transaction.set_rollback(True)
 
 
 def test_fair_shares__minimum_slots():

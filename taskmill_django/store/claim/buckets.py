@@ -27,7 +27,7 @@ from ...policy import config
 from ...policy.config import Policy
 from ...policy.gates import Candidate
 from ...policy.ratelimit import RateLimit, refill, wait_for_token
-from ..db import run_together
+from ..db import preparable, run_together
 from .load import buckets_statement
 from .rows import Then
 
@@ -40,7 +40,7 @@ MANY_BUCKETS = 16
 # the bucket's type or group, in one locked row update (none when it took nothing). The
 # worker's running rows are found through their partial index.
 _PAY_CLAIMED = {
-    column: (
+    column: preparable(
         "UPDATE taskmill_rate_bucket SET tokens = LEAST(%s, tokens + GREATEST(0, EXTRACT(EPOCH "  # noqa: S608
         "FROM STATEMENT_TIMESTAMP() - refreshed_at)) * %s) - spent.n, "
         "refreshed_at = STATEMENT_TIMESTAMP() FROM (SELECT COUNT(*) AS n FROM taskmill_task "

@@ -24,12 +24,12 @@ from django.db.models.functions import Cast, Now
 from ...conf import app_settings
 from ...enums import TaskStatus
 from ...models import SchedulerSetting, Task, Worker
-from ..db import Ahead, qn, run_together
+from ..db import Ahead, preparable, qn, run_together
 
 CLAIM_LOCK = "__claim_lock__"
 _SHARE_MODE = {"mysql": "LOCK IN SHARE MODE"}
 # Tokens of each bucket, the database clock and the live workers' slots, read without locks.
-_BUCKETS_AND_SLOTS = (
+_BUCKETS_AND_SLOTS = preparable(
     "SELECT name, tokens, refreshed_at, STATEMENT_TIMESTAMP(), "
     "(SELECT COALESCE(SUM(concurrency), 0) FROM taskmill_worker "
     "WHERE heartbeat_at >= STATEMENT_TIMESTAMP() - %s) "
@@ -148,7 +148,7 @@ def _load_sql(vendor: str, lease_timeout: timedelta) -> tuple[str, tuple[Any, ..
         f"SELECT * FROM ({first}) AS {qn('running')} "  # noqa: S608
         f"UNION ALL SELECT * FROM ({second}) AS {qn('live')}"
     )
-    return sql, (*first_params, *second_params)
+    return preparable(sql), (*first_params, *second_params)
 
 
 def _lock(exclusive: bool) -> None:
@@ -176,4 +176,5 @@ def _lock_row(exclusive: bool) -> bool:
 def _lock_statement(exclusive: bool) -> tuple[str, list[Any]]:
     table = qn(SchedulerSetting._meta.db_table)
     mode = "FOR UPDATE" if exclusive else _SHARE_MODE.get(connection.vendor, "FOR SHARE")
-    return f"SELECT 1 FROM {table} WHERE {qn('name')} = %s {mode}", [CLAIM_LOCK]  # noqa: S608
+    sql = f"SELECT 1 FROM {table} WHERE {qn('name')} = %s {mode}"  # noqa: S608
+    return preparable(sql), [CLAIM_LOCK]

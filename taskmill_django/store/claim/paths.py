@@ -21,7 +21,7 @@ from ...models import Task
 from ...policy.config import Policy
 from ...policy.fair import UNGROUPED
 from ...policy.gates import admit, saturated, without_unbindable_caps
-from ..db import Ahead, run_together
+from ..db import Ahead, preparable, run_together
 from . import buckets
 from .buckets import Claim
 from .candidates import OVERFETCH, candidates, candidates_per_share, may_have_aged
@@ -32,6 +32,8 @@ from .sql import Filters, claim_from_statement, heads, heads_with_rooms, plain_f
 from .state import ClaimState
 
 _SAVEPOINT = "taskmill_claim"
+# Sent with the statements of a one-round-trip claim (a pipeline of prepared statements).
+_TAKE_SAVEPOINT = preparable(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
 
 
 def claim_batch(
@@ -165,7 +167,7 @@ def _claim_in_one_round_trip(
     count = policy.has_caps or shares is not None
     statements: list[tuple[str, Sequence[Any]]] = []
     if checks:
-        statements.append((f"SAVEPOINT {_SAVEPOINT}", []))
+        statements.append((_TAKE_SAVEPOINT, []))
     statements += state_statements(lock, count, [])
     statements.append(claim_from_statement(token, worker_id, parts, limit))
     statements += buckets.payments(policy, token, worker_id)

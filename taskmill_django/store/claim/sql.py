@@ -175,6 +175,9 @@ def claim_from_statement(
     picker = f"SELECT {qn('id')} FROM ({union}) AS {qn('heads')} ORDER BY {ORDER} LIMIT %s"  # noqa: S608
     sql = claim_statement(vendor, picker)
     if vendor == "postgresql":
+        # One text per shape (the groups' names and rooms are parameters), so kept prepared
+        # like the ungated claim: parsing it cost as much as running it.
+        sql = preparable(sql)
         params = [*source_params, limit, token, worker_id]
     else:
         params = [token.hex, worker_id.hex, *source_params, limit]
