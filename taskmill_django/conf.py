@@ -141,6 +141,12 @@ class AppSettings:
     def lease_timeout(self) -> timedelta:
         return timedelta(seconds=float(self.LEASE_TIMEOUT))
 
+    def claim_ahead(self, concurrency: int) -> int:
+        """The most tasks a worker of ``concurrency`` threads claims beyond them
+        (``CLAIM_AHEAD``; ``None`` means as many as its threads)."""
+        ahead = self.CLAIM_AHEAD
+        return max(concurrency if ahead is None else int(ahead), 0)
+
 
 app_settings = AppSettings()
 

@@ -238,6 +238,7 @@ class WorkerInfo:
     heartbeat_age_seconds: float
     is_alive: bool
     io: dict[str, Any] | None = None  # measured IO per direction (RESOURCE_MONITORING)
+    claim_ahead: int = 0  # most tasks it claims beyond its threads (CLAIM_AHEAD)
 
 
 @dataclass(frozen=True)

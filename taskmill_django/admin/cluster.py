@@ -79,7 +79,8 @@ class WorkerAdmin(OperatorAdmin):
 
     @admin.display(description="running / slots")
     def load_display(self, obj: Worker) -> str:
-        return f"{obj.running_count} / {obj.concurrency}"
+        ahead = f" (+{obj.claim_ahead} ahead)" if obj.claim_ahead else ""
+        return f"{obj.running_count} / {obj.concurrency}{ahead}"
 
     @admin.display(description="last heartbeat", ordering="heartbeat_at")
     def heartbeat_display(self, obj: Worker) -> str:

@@ -16,6 +16,11 @@ class Worker(models.Model):
     pid = models.PositiveIntegerField()
     domains = models.JSONField(null=True, blank=True, help_text="Served domains; null = all.")
     concurrency = models.PositiveIntegerField()
+    claim_ahead = models.PositiveIntegerField(
+        db_default=0,
+        help_text="Most tasks the worker claims beyond its threads (CLAIM_AHEAD): they count "
+        "among the slots that could claim while another worker checks a cap.",
+    )
     running_count = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, default="running")
     started_at = models.DateTimeField(db_default=Now())

@@ -79,6 +79,7 @@ def worker_infos() -> list[WorkerInfo]:
                 age,
                 age < float(app_settings.LEASE_TIMEOUT),
                 w.io,
+                w.claim_ahead,
             )
         )
     return infos

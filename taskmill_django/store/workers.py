@@ -16,9 +16,11 @@ from ..models import Task, Worker
 
 
 def register_worker(
-    name: str, pid: int, concurrency: int, domains: Sequence[str] | None
+    name: str, pid: int, concurrency: int, domains: Sequence[str] | None, claim_ahead: int = 0
 ) -> uuid.UUID:
-    """Create a fresh worker row; a new id per process start so old leases are never inherited."""
+    """Create a fresh worker row; a new id per process start so old leases are never inherited.
+    ``claim_ahead``: the most tasks it will claim beyond its threads (a cap's reach counts
+    them, see ``claim.load``)."""
     worker_id = uuid.uuid4()
     Worker.objects.create(
         id=worker_id,
@@ -26,6 +28,7 @@ def register_worker(
         hostname=socket.gethostname(),
         pid=pid,
         concurrency=concurrency,
+        claim_ahead=claim_ahead,
         domains=list(domains) if domains else None,
     )
     return worker_id

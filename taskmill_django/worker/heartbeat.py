@@ -52,7 +52,11 @@ class Identity:
 
     def register(self) -> uuid.UUID:
         self.worker_id = workers.register_worker(
-            self.name, self.pid, self.concurrency, self.domains
+            self.name,
+            self.pid,
+            self.concurrency,
+            self.domains,
+            app_settings.claim_ahead(self.concurrency),
         )
         return self.worker_id
 

@@ -271,8 +271,7 @@ class ClaimLoop:
         ones wait in the pool's queue so the threads never idle through a claim's round
         trip. Long tasks are not claimed ahead: they would hold leases and cluster slots
         while they wait."""
-        ahead = app_settings.CLAIM_AHEAD
-        limit = self.concurrency if ahead is None else int(ahead)
+        limit = app_settings.claim_ahead(self.concurrency)
         if limit <= 0 or self._task_ms > SHORT_TASK_MS:
             return 0
         return limit

@@ -81,7 +81,7 @@ def test_stats__one_type_and_every_type(api, history_factory):
 
 
 def test_workers__list_with_domains_and_liveness(api):
-    workers.register_worker("alive", 1, 2, ["tests"])
+    workers.register_worker("alive", 1, 2, ["tests"], claim_ahead=2)
     dead = workers.register_worker("dead", 2, 1, None)
     Worker.objects.filter(id=dead).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
     body = api.get(f"{API}workers/").json()
@@ -89,6 +89,7 @@ def test_workers__list_with_domains_and_liveness(api):
     by_name = {w["name"]: w for w in body["results"]}
     assert by_name["alive"]["is_alive"] is True
     assert by_name["alive"]["domains"] == ["tests"]
+    assert (by_name["alive"]["concurrency"], by_name["alive"]["claim_ahead"]) == (2, 2)
     assert by_name["dead"]["is_alive"] is False
     assert by_name["dead"]["domains"] is None
     assert by_name["dead"]["heartbeat_age_seconds"] > 500

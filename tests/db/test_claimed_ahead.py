@@ -9,8 +9,9 @@ import pytest
 
 from taskmill_django import executor
 from taskmill_django.enums import HistoryStatus, InterruptReason
-from taskmill_django.models import Task
+from taskmill_django.models import Task, Worker
 from taskmill_django.store import claim, lifecycle
+from taskmill_django.worker.heartbeat import Identity
 from tests.testapp.tasks import record
 
 pytestmark = pytest.mark.django_db
@@ -60,3 +61,14 @@ def test_claimed_row__fields_a_claim_does_not_return_load_when_read():
     assert "last_error" in task.get_deferred_fields()  # not sent by the claim
     assert task.last_error == "earlier failure"  # loaded on first read
     assert (task.payload, task.status, task.priority) == ({"n": 3}, "running", 128)
+
+
+@pytest.mark.parametrize(("setting", "registered"), [(None, 6), (0, 0), (2, 2)])
+def test_worker_row__says_how_many_tasks_the_worker_may_claim_ahead(settings, setting, registered):
+    # Other workers count them when they judge whether a cap is in reach (claim.load).
+    settings.TASKMILL = {**settings.TASKMILL, "CLAIM_AHEAD": setting}
+    identity = Identity("w", 1, 6, None)
+
+    worker_id = identity.register()
+
+    assert Worker.objects.get(id=worker_id).claim_ahead == registered

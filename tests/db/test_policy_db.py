@@ -148,6 +148,49 @@ def test_global_cap__far_from_binding_claims_like_no_cap_and_holds_when_a_worker
     assert not state_of(a).take_deferred()  # an ordinary "nothing fits" this time
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "database",
+    [
+        pytest.param("postgresql", marks=pytest.mark.postgres_only),
+        pytest.param("mysql", marks=pytest.mark.mariadb_only),
+    ],
+)
+def test_global_cap__holds_when_workers_claiming_ahead_claim_at_once(database):
+    # (SQLite runs one writer at a time: claims never meet there.)
+    assert connection.vendor == database
+    # Two workers of 4 threads that claim up to 4 tasks ahead each: 16 tasks between them,
+    # over a cap of 14. Each must count the other's queue among the slots that could claim
+    # meanwhile, or both find the cap out of reach under the shared lock and claim 8 each.
+    scheduler.set_max_concurrency(14)
+    SchedulerSetting.objects.create(name=claim.CLAIM_LOCK, value=None)  # as after any claim
+    submit_records(40)
+    ids = [workers.register_worker(f"w{i}", i, 4, None, claim_ahead=4) for i in range(2)]
+    barrier = threading.Barrier(len(ids))
+    claimed: list[int] = []
+
+    def work(worker_id: uuid.UUID) -> None:
+        try:
+            policy, state = control.load_policy(), ClaimState()
+            state.exclusive = False  # as after an earlier claim that found the cap far away
+            with transaction.atomic():
+                claimed.append(len(claim.claim_batch(worker_id, 8, policy=policy, state=state)))
+                barrier.wait(10)  # both claims made before either commits
+            while state.take_deferred():  # gave way to the exclusive lock: claim again
+                with transaction.atomic():
+                    claimed.append(len(claim.claim_batch(worker_id, 8, policy=policy, state=state)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert running_count() == sum(claimed) <= 14, claimed
+
+
 def test_caps__a_cap_out_of_reach_of_every_live_slot_is_left_out_of_the_claim():
     submit_records(15, group="a")
     w = workers.register_worker("w", 1, 20, None)

@@ -345,13 +345,14 @@ def test_snapshot__empty_queue():
 
 
 def test_snapshot__lists_workers_with_liveness():
-    alive = workers.register_worker("alive", os.getpid(), 4, None)
+    alive = workers.register_worker("alive", os.getpid(), 4, None, claim_ahead=4)
     silent = workers.register_worker("silent", os.getpid(), 2, ["tests"])
     workers.heartbeat(alive, 3)
     Worker.objects.filter(id=silent).update(heartbeat_at=timezone.now() - timedelta(hours=1))
     infos = {w.name: w for w in scheduler.snapshot().workers}
     assert infos["alive"].is_alive is True
     assert (infos["alive"].running_count, infos["alive"].concurrency) == (3, 4)
+    assert (infos["alive"].claim_ahead, infos["silent"].claim_ahead) == (4, 0)
     assert infos["alive"].id == str(alive)
     assert infos["silent"].is_alive is False
     assert infos["silent"].heartbeat_age_seconds > 3000

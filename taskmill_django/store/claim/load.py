@@ -42,7 +42,9 @@ class Load:
     """What the cluster runs now, read at the start of a gated claim."""
 
     running: list[tuple[str, str | None, int]]  # (domain, group, count) of running tasks
-    headroom: int  # this claim's limit plus the free slots of every other live worker
+    # This claim's limit plus what every other live worker could claim meanwhile: its free
+    # threads and the tasks it claims ahead of them.
+    headroom: int
     slots: int  # the concurrency of every live worker, this one included
     buckets: list[tuple[Any, ...]] | None = None  # PostgreSQL: rows of _BUCKETS_AND_SLOTS
 
@@ -106,19 +108,26 @@ def buckets_statement(names: list[str]) -> tuple[str, list[Any]]:
 
 
 def _load_from(rows: list[tuple[Any, ...]], worker_id: uuid.UUID, limit: int) -> Load:
-    """Running tasks per worker, domain and group, and every live worker's pool size, from
-    the rows of the load statement (a UNION of both reads)."""
+    """Running tasks per worker, domain and group, and every live worker's pool size and
+    claim-ahead, from the rows of the load statement (a UNION of both reads).
+
+    Another worker can claim as many tasks as it has threads and claim-ahead places, less
+    what it runs (its claimed-ahead tasks are running rows): a cap is out of reach only if
+    all of that together cannot reach it, or two workers that each found it out of reach
+    under the shared lock could exceed it together by their queues."""
     running: Counter[tuple[str, str | None]] = Counter()
     busy: Counter[str] = Counter()
     slots: dict[str, int] = {}
-    for worker, domain, group, count, concurrency in rows:
+    holds: dict[str, int] = {}
+    for worker, domain, group, count, concurrency, ahead in rows:
         key = uuid.UUID(str(worker)).hex if worker is not None else ""
         if concurrency is None:  # (MySQL types the UNION's numbers as decimals)
             running[(domain, group)] += int(count)
             busy[key] += int(count)
         else:
             slots[key] = int(concurrency)
-    others = sum(max(0, n - busy[w]) for w, n in slots.items() if w != worker_id.hex)
+            holds[key] = int(concurrency) + int(ahead)
+    others = sum(max(0, n - busy[w]) for w, n in holds.items() if w != worker_id.hex)
     return Load([(d, g, n) for (d, g), n in running.items()], limit + others, sum(slots.values()))
 
 
@@ -130,7 +139,11 @@ def _load_sql(vendor: str, lease_timeout: timedelta) -> tuple[str, tuple[Any, ..
     per_worker = (
         Task.objects.filter(status=TaskStatus.RUNNING)
         .values_list("worker_id", "domain", "group_key")
-        .annotate(n=Count("id"), slots=Cast(Value(None), IntegerField()))
+        .annotate(
+            n=Count("id"),
+            slots=Cast(Value(None), IntegerField()),
+            ahead=Cast(Value(None), IntegerField()),
+        )
         .order_by()
     )
     live = (
@@ -139,7 +152,7 @@ def _load_sql(vendor: str, lease_timeout: timedelta) -> tuple[str, tuple[Any, ..
             none=Cast(Value(None), CharField()),
             zero=Cast(Value(0), IntegerField()),
         )
-        .values_list("id", "none", "none", "zero", "concurrency")
+        .values_list("id", "none", "none", "zero", "concurrency", "claim_ahead")
         .order_by()
     )
     first, first_params = per_worker.query.sql_with_params()
