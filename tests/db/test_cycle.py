@@ -233,6 +233,13 @@ def test_cycle__claims_walk_the_dispatch_index_even_with_statistics_of_an_empty_
     assert "Sort" not in plan, plan
 
 
+def _queued_and_analyzed(count: int) -> None:
+    """``count`` queued tasks, with the planner's statistics taken of them."""
+    record.submit_batch([{"n": n} for n in range(count)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE taskmill_task")
+
+
 def _cycle_plan(types: str, statement: str, params: Sequence[object]) -> str:
     """The plan PostgreSQL keeps for ``statement`` prepared in a worker's cycle: generic
     (the cycle forces it), under the cycle's plan hint. Nothing is executed or kept."""
@@ -255,9 +262,7 @@ def _cycle_plan(types: str, statement: str, params: Sequence[object]) -> str:
 def test_cycle__the_prepared_claim_keeps_an_index_plan_though_its_limit_is_unknown():
     # A generic plan guesses a tenth of the pending rows for ``LIMIT $1``: left to itself the
     # planner then joins the picked ids to a scan of the whole table.
-    record.submit_batch([{"n": n} for n in range(5000)])
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE taskmill_task")
+    _queued_and_analyzed(5000)
     numbered = (
         claim_sql("postgresql", 0)
         .replace("%s", "$1", 1)
@@ -355,9 +360,8 @@ def test_claim__post_init_receivers_see_claimed_tasks():
 def test_cycle__finished_tasks_are_found_by_primary_key_however_many_run():
     # Statistics taken while nothing ran say running rows are rare: left to itself the
     # planner then reads every running row and compares each with each outcome.
-    record.submit_batch([{"n": n} for n in range(3000)])
+    _queued_and_analyzed(3000)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE taskmill_task")
         cursor.execute(
             "UPDATE taskmill_task SET status = 'running', lease_token = gen_random_uuid() "
             "WHERE id IN (SELECT id FROM taskmill_task ORDER BY id LIMIT 2000)"
@@ -376,9 +380,7 @@ def test_cycle__finished_tasks_are_found_by_primary_key_however_many_run():
 def test_cycle__a_gated_cycle_moves_finished_tasks_by_primary_key_and_claims_as_planned():
     # The move's plan must not depend on statistics (see finish_pg) in a gated cycle either;
     # the gated claim that follows in the same transaction keeps the planner's own choice.
-    record.submit_batch([{"n": n} for n in range(3000)])
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE taskmill_task")
+    _queued_and_analyzed(3000)
     scheduler.set_rate_limit("tests::record", RateLimit.per_minute(1_000_000))
     policy = control.load_policy()
     worker_id = uuid.uuid4()

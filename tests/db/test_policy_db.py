@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -73,6 +74,15 @@ def claim_now(
         policy = control.load_policy()
     worker_id = worker_id or uuid.uuid4()
     return claim.claim_batch(worker_id, limit, policy=policy, state=state_of(worker_id))
+
+
+def _each_in_a_thread(work: Callable[[uuid.UUID], None], worker_ids: list[uuid.UUID]) -> None:
+    """Run ``work`` for each worker at once, one thread (and connection) each."""
+    threads = [threading.Thread(target=work, args=(w,)) for w in worker_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
 
 
 def claimed_ids(tasks: list[Task]) -> set[int]:
@@ -182,11 +192,7 @@ def test_global_cap__holds_when_workers_claiming_ahead_claim_at_once(database):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _each_in_a_thread(work, ids)
 
     assert running_count() == sum(claimed) <= 14, claimed
 
@@ -604,11 +610,7 @@ def test_rate_limit__workers_claiming_at_once_never_deadlock_nor_overspend_the_b
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in ids]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    _each_in_a_thread(work, ids)
 
     assert len(got) == 16  # every claim finished
     assert 0 < sum(got) == running_count() <= 12
