@@ -408,9 +408,7 @@ class WorkerSerializer(serializers.Serializer):
     hostname = serializers.CharField(read_only=True)
     pid = serializers.IntegerField(read_only=True)
     concurrency = serializers.IntegerField(read_only=True)
-    claim_ahead = serializers.IntegerField(
-        read_only=True, help_text="Most tasks it claims beyond its threads (CLAIM_AHEAD)."
-    )
+    claim_ahead = serializers.IntegerField(read_only=True)
     running_count = serializers.IntegerField(read_only=True)
     heartbeat_age_seconds = serializers.FloatField(read_only=True)
     is_alive = serializers.BooleanField(read_only=True)
